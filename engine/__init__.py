@@ -1,0 +1,1 @@
+"""nfp's recognition engine: audio → fingerprints → index → matches. No Qt, no training code."""

@@ -1,0 +1,127 @@
+"""Audio in: decode any common format with PyAV to 8 kHz mono float32, and cut it into segments.
+
+Files and live input share one path: both go through `Resampler`, so the model sees the same signal
+whether the music came from disk or from a microphone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+
+from engine.errors import AudioDecodeError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 8000  # Hz: the seed model's rate; music identity survives, the model gets 4× less data
+SEGMENT_S = 1.0  # one fingerprint covers this much audio
+HOP_S = 0.5  # a new fingerprint every half second (50 % overlap)
+SEGMENT_SAMPLES = int(SEGMENT_S * SAMPLE_RATE)  # 8000
+HOP_SAMPLES = int(HOP_S * SAMPLE_RATE)  # 4000
+
+# Suffixes a library scan looks at; anything PyAV decodes would work, these are what music comes in.
+AUDIO_EXTENSIONS = frozenset(
+    {".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".wav", ".wma", ".aif",
+     ".aiff", ".ape", ".wv", ".mka", ".webm"}
+)
+MIN_PARTIAL_S = 1.0  # a damaged file still yields its decodable start if at least this long
+
+
+class Resampler:
+    """Streaming converter of float32 blocks at any rate and channel count to 8 kHz mono.
+
+    Keeps filter state between calls, so consecutive blocks join without clicks.
+    """
+
+    def __init__(self) -> None:
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+    def frames(self, frame: av.AudioFrame | None) -> np.ndarray:
+        """Resample one decoded frame (None flushes). Returns float32 (n,)."""
+        out = self._resampler.resample(frame)
+        if not out:
+            return np.zeros(0, np.float32)
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in out]).astype(np.float32, copy=False)
+
+    def block(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        """Resample a live block: samples float32 (n,) mono or (n, channels). Returns float32 (m,)."""
+        samples = np.asarray(samples, np.float32)
+        if samples.ndim == 1:
+            samples = samples[:, None]
+        layout = "mono" if samples.shape[1] == 1 else "stereo"
+        if samples.shape[1] > 2:
+            samples = samples.mean(axis=1, keepdims=True)
+            layout = "mono"
+        # PyAV's packed float layout is (1, n * channels), interleaved.
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples).reshape(1, -1), format="flt", layout=layout
+        )
+        frame.sample_rate = int(rate)
+        return self.frames(frame)
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Decode a whole file to float32 (n,) mono at SAMPLE_RATE.
+
+    Raises AudioDecodeError naming the file when nothing usable can be decoded.
+    """
+    path = Path(path)
+    chunks: list[np.ndarray] = []
+    try:
+        for chunk in _decode_chunks(path):
+            chunks.append(chunk)
+    except (av.FFmpegError, ValueError, OSError, RuntimeError) as e:
+        decoded_s = sum(len(c) for c in chunks) / SAMPLE_RATE
+        if decoded_s < MIN_PARTIAL_S:
+            raise AudioDecodeError(path, _describe(e)) from e
+        log.warning("%s: decoding stopped after %.1f s (%s)", path, decoded_s, _describe(e))
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if audio.size == 0:
+        raise AudioDecodeError(path, "no audio samples")
+    if not np.isfinite(audio).all():
+        audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+    return audio
+
+
+def _decode_chunks(path: Path) -> Iterator[np.ndarray]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    with av.open(str(path), metadata_errors="ignore") as container:
+        if not container.streams.audio:
+            raise ValueError("no audio stream")
+        stream = container.streams.audio[0]
+        resampler = Resampler()
+        for frame in container.decode(stream):
+            yield resampler.frames(frame)
+        yield resampler.frames(None)
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:200]
+
+
+def frame_segments(audio: np.ndarray) -> np.ndarray:
+    """Cut audio float32 (n,) into overlapping segments, float32 (n_segments, SEGMENT_SAMPLES).
+
+    Segment i starts at i * HOP_S seconds. Audio shorter than one segment is zero-padded to one.
+    """
+    audio = np.asarray(audio, np.float32)
+    if audio.size < SEGMENT_SAMPLES:
+        audio = np.pad(audio, (0, SEGMENT_SAMPLES - audio.size))
+    windows = np.lib.stride_tricks.sliding_window_view(audio, SEGMENT_SAMPLES)
+    return windows[::HOP_SAMPLES]
+
+
+def count_segments(n_samples: int) -> int:
+    """Number of segments frame_segments makes from n_samples of audio."""
+    return 1 + max(0, n_samples - SEGMENT_SAMPLES) // HOP_SAMPLES
+
+
+def segment_start_s(i: int | np.ndarray) -> float | np.ndarray:
+    """Start time in seconds of segment i."""
+    return i * HOP_S

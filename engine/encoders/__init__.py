@@ -1,0 +1,38 @@
+"""Encoders: log-mel (B, 1, 256, 32) → L2-normalised fingerprints (B, d), chosen by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from engine.encoders.scnn import SCNN
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Everything needed to rebuild an encoder; stored inside every checkpoint."""
+
+    name: str = "scnn"  # a key of ENCODERS
+    d: int = 128  # fingerprint dimension
+    width: float = 1.0  # channel multiplier; 1.0 is the paper's size
+    projection: str = "divenc"  # "divenc" (the seed's divide-and-encode) or "fc"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+ENCODERS: dict[str, Callable[[EncoderConfig], nn.Module]] = {
+    "scnn": lambda c: SCNN(c.d, c.width, c.projection),
+}
+
+
+def build_encoder(config: EncoderConfig) -> nn.Module:
+    if config.name not in ENCODERS:
+        raise ValueError(f"unknown encoder {config.name!r}; choose from {sorted(ENCODERS)}")
+    return ENCODERS[config.name](config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

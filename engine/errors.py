@@ -1,0 +1,51 @@
+"""The engine's named errors. Each message names the file and the cause; front ends show it as is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class NfpError(Exception):
+    """Base class: a user-facing failure with a message that stands on its own."""
+
+
+class AudioDecodeError(NfpError):
+    def __init__(self, path: str | Path, cause: str) -> None:
+        super().__init__(f"{path}: cannot decode audio ({cause})")
+        self.path = str(path)
+        self.cause = cause
+
+
+class CheckpointError(NfpError):
+    def __init__(self, path: str | Path, cause: str) -> None:
+        super().__init__(f"{path}: not a usable nfp checkpoint ({cause})")
+        self.path = str(path)
+        self.cause = cause
+
+
+class IndexMismatchError(NfpError):
+    """An index was built by another checkpoint than the one in use; it must be rebuilt."""
+
+    def __init__(self, db_dir: str | Path, cause: str) -> None:
+        super().__init__(f"{db_dir}: index does not match the checkpoint ({cause}); re-index the library")
+        self.path = str(db_dir)
+        self.cause = cause
+
+
+class IndexCorruptError(NfpError):
+    def __init__(self, db_dir: str | Path, cause: str) -> None:
+        super().__init__(f"{db_dir}: index is damaged ({cause}); re-index the library")
+        self.path = str(db_dir)
+        self.cause = cause
+
+
+class EmptyLibraryError(NfpError):
+    def __init__(self, db_dir: str | Path) -> None:
+        super().__init__(f"{db_dir}: no tracks indexed yet; run `nfp index FOLDER` first")
+        self.path = str(db_dir)
+
+
+class NoInputDeviceError(NfpError):
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"no audio input device ({cause})")
+        self.cause = cause
