@@ -85,10 +85,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         cause = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(path, f"refused or unreadable: {cause}") from e
     config = _parse_config(path, payload)
-    model = build_encoder(config)
     try:
+        model = build_encoder(config)
         model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as e:
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(path, f"weights do not fit {config.name}: {str(e)[:200]}") from e
     model.eval()
     return Checkpoint(

@@ -1,0 +1,251 @@
+"""The `nfp` command (DESIGN.md section 5). User errors become one message and exit status 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from engine.audio import SAMPLE_RATE, load_audio
+from engine.checkpoint import (
+    Checkpoint,
+    default_checkpoint_path,
+    load_checkpoint,
+    shipped_checkpoints,
+)
+from engine.errors import EmptyLibraryError, NfpError
+from engine.library import IndexSummary, Library, default_db_dir
+
+PLUGIN_GROUP = "nfp.commands"  # other packages (training) add subcommands through this group
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nfp", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        p.add_argument("--db", type=Path, default=None, help="library directory (default: per-user)")
+        return p
+
+    p = command("index", cmd_index, "index or update a music folder")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--checkpoint", type=Path, help="encoder checkpoint (default: the shipped one)")
+    p.add_argument("--rebuild", action="store_true", help="drop the existing index and start over")
+    p = command("identify", cmd_identify, "identify audio files against the library")
+    p.add_argument("files", type=Path, nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
+    p = command("tracklist", cmd_tracklist, "list which tracks play when in a long recording")
+    p.add_argument("file", type=Path)
+    p.add_argument("--json", action="store_true")
+    p = command("listen", cmd_listen, "identify what the microphone (or a monitor source) hears")
+    p.add_argument("--device", help="input device name or part of it (default: system default)")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
+    p = command("info", cmd_info, "show what is in a library")
+    p.add_argument("--json", action="store_true")
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            register = ep.load()
+        except ImportError:  # the plugin's extra (e.g. `train`) is not installed: no such command
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except NfpError as e:
+        print(f"nfp: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nfp: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _db_dir(args: argparse.Namespace) -> Path:
+    return (args.db or default_db_dir()).expanduser()
+
+
+def _open_library(args: argparse.Namespace) -> Library:
+    db = _db_dir(args)
+    if not (db / "tracks.sqlite").exists():
+        raise EmptyLibraryError(db)
+    return Library(db)
+
+
+def checkpoint_for(library: Library, explicit: Path | None = None) -> Checkpoint:
+    """The explicit checkpoint, else the one that built the library, else the shipped default."""
+    if explicit is not None:
+        return load_checkpoint(explicit)
+    wanted = library.meta("checkpoint_sha256")
+    recorded = library.meta("checkpoint_path")
+    candidates = ([Path(recorded)] if recorded else []) + shipped_checkpoints()
+    for path in candidates:
+        if path.is_file():
+            checkpoint = load_checkpoint(path)
+            if wanted is None or checkpoint.sha256 == wanted:
+                return checkpoint
+    return load_checkpoint(default_checkpoint_path())
+
+
+def _recognizer(args: argparse.Namespace):
+    from engine.recognize import Recognizer
+
+    library = _open_library(args)
+    return Recognizer(library, checkpoint_for(library, getattr(args, "checkpoint", None)))
+
+
+def _format_time(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+# ---- commands --------------------------------------------------------------------------------
+def cmd_index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from engine.fingerprint import Fingerprinter
+
+    db = _db_dir(args)
+    if args.rebuild:
+        _remove_library(db)
+    library = Library(db)
+    checkpoint = checkpoint_for(library, args.checkpoint)
+    library.check_checkpoint(checkpoint)
+    library.remember_checkpoint_path(checkpoint.path)
+    run = library.update(args.folder, Fingerprinter(checkpoint))
+    with tqdm(desc="indexing", unit="file", dynamic_ncols=True, file=sys.stderr) as bar:
+        while True:
+            try:
+                step = next(run)
+            except StopIteration as done:
+                summary: IndexSummary = done.value
+                break
+            bar.total = step.total
+            bar.set_postfix_str(Path(step.path).name[:40], refresh=False)
+            bar.update(1)
+    _print_summary(summary)
+    return 0
+
+
+def _remove_library(db: Path) -> None:
+    for name in ("tracks.sqlite", "faiss.index", "faiss.json"):
+        (db / name).unlink(missing_ok=True)
+    for vectors in db.glob("vectors-*.f32*"):
+        vectors.unlink()
+
+
+def _print_summary(summary: IndexSummary) -> None:
+    speed = summary.audio_s / summary.elapsed_s if summary.elapsed_s else 0.0
+    print(
+        f"indexed {summary.indexed}, unchanged {summary.unchanged}, moved {summary.moved}, "
+        f"skipped {len(summary.skipped)}, removed {summary.removed} "
+        f"({summary.audio_s / 3600:.2f} h of audio in {summary.elapsed_s:.1f} s, {speed:.0f}× real time)"
+    )
+    for path, reason in summary.skipped:
+        print(f"  skipped {path}: {reason}")
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    recognizer = _recognizer(args)
+    failed = 0
+    for path in args.files:
+        started = time.perf_counter()
+        try:
+            audio = load_audio(path)
+        except NfpError as e:
+            print(f"nfp: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        match = recognizer.identify(audio)
+        elapsed = time.perf_counter() - started
+        if args.json:
+            record = {"query": str(path), "match": match.to_json() if match else None,
+                      "elapsed_s": round(elapsed, 4)}
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+        elif match:
+            who = f"{match.track.artist} – " if match.track.artist else ""
+            print(f"{path}: {who}{match.track.title} at {_format_time(match.offset_s)} "
+                  f"(confidence {match.confidence:.2f})")
+        else:
+            print(f"{path}: no match")
+    return 1 if failed else 0
+
+
+def cmd_tracklist(args: argparse.Namespace) -> int:
+    recognizer = _recognizer(args)
+    entries = recognizer.tracklist(load_audio(args.file))
+    if args.json:
+        print(json.dumps({"query": str(args.file), "tracks": [e.to_json() for e in entries]},
+                         ensure_ascii=False))
+        return 0
+    if not entries:
+        print(f"{args.file}: no library track found")
+    for e in entries:
+        print(f"{_format_time(e.start_s)}–{_format_time(e.end_s)}  {e.track.title}"
+              f"{' – ' + e.track.artist if e.track.artist else ''}  (from {_format_time(e.offset_s)})")
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from engine.mic import input_devices, record_blocks, resolve_device
+    from engine.stream import LiveMatcher
+
+    if args.list_devices:
+        for d in input_devices():
+            print(f"{'*' if d.is_default else ' '} {d.name} ({d.channels} ch, {d.default_rate:.0f} Hz)")
+        return 0
+    device = resolve_device(args.device)
+    matcher = LiveMatcher(_recognizer(args))
+    print(f"listening on {device.name} … (Ctrl+C to stop)", file=sys.stderr)
+    last = None
+    for block, rate in record_blocks(device):
+        state = matcher.push(block, rate)
+        shown = (state.status, state.match.track.id if state.match else None)
+        if shown != last:
+            print(_describe_state(state), flush=True)
+            last = shown
+        if args.seconds is not None and state.heard_s >= args.seconds:
+            break
+    return 0
+
+
+def _describe_state(state) -> str:
+    if state.match is None:
+        return f"[{state.heard_s:5.1f} s] {'no match' if state.status == 'no_match' else 'listening…'}"
+    m = state.match
+    return (f"[{state.heard_s:5.1f} s] {m.track.title} – {m.track.artist or 'unknown artist'} "
+            f"at {_format_time(m.offset_s)} / {_format_time(m.track.duration_s)} "
+            f"(confidence {m.confidence:.2f})")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = _open_library(args).info()
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    for key, value in info.items():
+        print(f"{key:>18}: {value}")
+    if info["hours"]:
+        print(f"{'bytes per hour':>18}: {info['bytes_on_disk'] / info['hours']:,.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

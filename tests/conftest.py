@@ -1,0 +1,57 @@
+"""Shared fixtures: a seeded rng, a tiny random encoder, a tiny library of generated tracks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from audio_files import music_like, write_audio  # noqa: E402
+
+from engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from engine.encoders import EncoderConfig, build_encoder  # noqa: E402
+
+TINY_CONFIG = EncoderConfig(name="scnn", d=64, width=0.0625)
+TRACK_SECONDS = (20.0, 26.0, 17.0)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def make_tiny_checkpoint(path: Path, seed: int = 0, evaluation: dict | None = None) -> Path:
+    torch.manual_seed(seed)
+    save_checkpoint(path, build_encoder(TINY_CONFIG), TINY_CONFIG, evaluation=evaluation or {},
+                    training={"note": "random initialisation for tests"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny scnn (d=64), calibrated so that its confident matches mean something."""
+    path = make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_checkpoint_path: Path):
+    return load_checkpoint(tiny_checkpoint_path)
+
+
+@pytest.fixture(scope="session")
+def music_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three generated tracks in different formats and folders, with tags."""
+    root = tmp_path_factory.mktemp("music")
+    (root / "album").mkdir()
+    specs = [("album/one.flac", "One"), ("album/two.mp3", "Two"), ("three.ogg", "Three")]
+    for seed, ((name, title), seconds) in enumerate(zip(specs, TRACK_SECONDS, strict=True)):
+        write_audio(root / name, music_like(seconds, 22050, seed), 22050,
+                    tags={"title": title, "artist": "Test Artist", "album": "Tests"})
+    (root / "notes.txt").write_text("not audio")
+    return root

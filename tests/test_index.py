@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.index import VectorIndex, VectorStore, choose_spec
+
+
+def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    v = rng.standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_spec_is_exact_when_small_and_ivfpq_when_large():
+    assert choose_spec(10_000, 128) == "Flat"
+    assert choose_spec(7_200_000, 128).startswith("IVF") and choose_spec(7_200_000, 128).endswith("PQ64")
+    assert choose_spec(7_200_000, 64).endswith("PQ32")
+
+
+def test_store_appends_and_cuts_off_an_interrupted_tail(tmp_path: Path, rng):
+    store = VectorStore(tmp_path / "v.f32", 8)
+    assert store.append(unit_vectors(rng, 5, 8)) == 0
+    assert store.append(unit_vectors(rng, 3, 8)) == 5
+    with open(store.path, "ab") as f:
+        f.write(b"\0" * 13)  # half a row: a crash mid-append
+    store.truncate(8)
+    assert len(store) == 8 and store.read().shape == (8, 8)
+    with pytest.raises(ValueError, match="shape"):
+        store.append(np.zeros((2, 4), np.float32))
+
+
+def test_flat_search_finds_each_vector_itself(rng):
+    vectors = unit_vectors(rng, 500, 32)
+    index = VectorIndex.build(vectors)
+    scores, ids = index.search(vectors[:10], 5)
+    assert index.spec == "Flat" and ids.shape == (10, 5)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(10))
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+
+
+def test_ivfpq_with_rescoring_keeps_recall(rng):
+    vectors = unit_vectors(rng, 20_000, 32)
+    index = VectorIndex.build(vectors, "IVF64,PQ8")
+    queries = vectors[:200] + 0.05 * unit_vectors(rng, 200, 32)
+    scores, ids = index.search(queries, 5)
+    assert np.mean(ids[:, 0] == np.arange(200)) > 0.95
+    exact = np.einsum("ld,lkd->lk", queries, vectors[ids])
+    np.testing.assert_allclose(scores, exact, atol=1e-5)  # re-scored on the stored vectors
+
+
+@pytest.mark.parametrize("spec", ["Flat", "IVF16,PQ8"])
+def test_save_and_load(tmp_path: Path, rng, spec: str):
+    vectors = unit_vectors(rng, 3000, 32)
+    VectorIndex.build(vectors, spec).save(tmp_path)
+    loaded = VectorIndex.load(tmp_path, vectors)
+    assert loaded is not None and loaded.spec == spec and len(loaded) == 3000
+    assert (tmp_path / "faiss.index").exists() == (spec != "Flat")  # exact: not stored twice
+    assert VectorIndex.load(tmp_path, vectors[:10]) is None  # stale: covers other vectors
