@@ -1,0 +1,106 @@
+"""Training pairs from the precomputed corpus: a clean 1 s segment and its degraded replica.
+
+A split's tracks are joined once into one float16 file (`corpus/<split>.f16` plus an offsets
+file) and memory-mapped, so two training processes share one copy in the page cache and drawing
+a batch is a single fancy-indexing gather.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from engine.audio import SAMPLE_RATE, SEGMENT_SAMPLES
+from training.corpus import load_manifest
+from training.degrade import DegradeParams, Sources, degrade
+
+
+def open_split(corpus_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The split's audio joined, float16 (n,) memory-mapped, and track bounds int64 (n_tracks+1,).
+
+    Track i is audio[bounds[i]:bounds[i+1]]. The joined file is built on first use (atomically).
+    """
+    corpus_dir = Path(corpus_dir)
+    data_path = corpus_dir / f"{split}.f16"
+    bounds_path = corpus_dir / f"{split}.bounds.json"
+    if not (data_path.is_file() and bounds_path.is_file()):
+        _join_split(corpus_dir, split, data_path, bounds_path)
+    bounds = np.asarray(json.loads(bounds_path.read_text()), np.int64)
+    audio = np.memmap(data_path, dtype=np.float16, mode="r")
+    if len(audio) != bounds[-1]:
+        raise ValueError(f"{data_path}: {len(audio)} samples, bounds say {bounds[-1]}; delete it")
+    return audio, bounds
+
+
+def _join_split(corpus_dir: Path, split: str, data_path: Path, bounds_path: Path) -> None:
+    tracks = [t for t in load_manifest(corpus_dir) if t.split == split]
+    if not tracks:
+        raise ValueError(f"{corpus_dir}/manifest.json: no tracks in split {split!r}")
+    bounds = [0]
+    tmp = data_path.with_name(data_path.name + f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        for t in tracks:
+            audio = np.load(corpus_dir / t.path).astype(np.float16)
+            f.write(audio.tobytes())
+            bounds.append(bounds[-1] + len(audio))
+    tmp.replace(data_path)
+    bounds_path.write_text(json.dumps(bounds))
+
+
+class PairSampler:
+    """Draws batches of (clean, replica) 1 s segment pairs from one corpus split.
+
+    Positions are uniform over all usable audio (long tracks are drawn more often); near-silent
+    clean segments are drawn again, since silence matches silence in every track.
+    """
+
+    def __init__(
+        self,
+        audio: np.ndarray,
+        bounds: np.ndarray,
+        sources: Sources,
+        params: DegradeParams,
+        *,
+        offset_s: float = 0.2,
+        context_s: float = 0.5,
+        min_rms: float = 1e-3,
+    ) -> None:
+        self.audio, self.sources, self.params = audio, sources, params
+        self.max_offset = int(offset_s * SAMPLE_RATE)
+        self.context = int(context_s * SAMPLE_RATE)
+        self.min_rms = min_rms
+        # Valid clean starts leave room for the offset and the context before, the offset after.
+        lo = bounds[:-1] + self.max_offset + self.context
+        hi = bounds[1:] - SEGMENT_SAMPLES - self.max_offset
+        keep = hi > lo
+        self._lo, self._cum = lo[keep], np.concatenate([[0], np.cumsum((hi - lo)[keep])])
+        if self._cum[-1] <= 0:
+            raise ValueError("no track is long enough for a training pair")
+
+    def sample(self, n_pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """clean float32 (n_pairs, 8000), replica float32 (n_pairs, 8000)."""
+        starts = self._clean_starts(n_pairs, rng)
+        clean = self.audio[starts[:, None] + np.arange(SEGMENT_SAMPLES)].astype(np.float32)
+        shift = rng.integers(-self.max_offset, self.max_offset + 1, size=n_pairs)
+        first = starts + shift - self.context
+        window = np.arange(self.context + SEGMENT_SAMPLES)
+        raw = self.audio[first[:, None] + window].astype(np.float32)
+        replica = degrade(raw, SEGMENT_SAMPLES, self.params, self.sources, rng)
+        return clean, replica
+
+    def _clean_starts(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n start samples of non-silent clean segments, int64 (n,)."""
+        found = np.zeros(0, np.int64)
+        for _ in range(8):  # silence is rare; a few redraws always suffice on real music
+            u = rng.integers(0, self._cum[-1], size=2 * n)
+            track = np.searchsorted(self._cum, u, side="right") - 1
+            starts = self._lo[track] + (u - self._cum[track])
+            probe = self.audio[starts[:, None] + np.arange(0, SEGMENT_SAMPLES, 4)]
+            rms = np.sqrt(np.mean(probe.astype(np.float32) ** 2, axis=1))
+            found = np.concatenate([found, starts[rms >= self.min_rms]])
+            if len(found) >= n:
+                return found[:n]
+        raise ValueError("the corpus split is almost all silence")

@@ -1,0 +1,293 @@
+"""Contrastive training of a fingerprint encoder (Chang et al.): resumable, reports via a callback.
+
+Each step draws N/2 clean 1 s segments and N/2 degraded replicas (offset up to ±offset_s, room,
+echo, device, background noise), turns both into log-mel, masks the replicas' spectrograms
+(SpecAugment), encodes all N and minimises NT-Xent.
+
+A run lives in cfg.out_dir: state.pt (model, optimiser, step, schedule plan, random states; written
+every checkpoint_every_s and at the end, so rerunning the same command resumes), log.jsonl (one
+line per progress report) and model.pt (the exported engine checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.checkpoint import save_checkpoint
+from engine.encoders import build_encoder, count_parameters
+from engine.features import log_mel
+from training.augment import spec_augment
+from training.config import TrainConfig
+from training.corpus import hours_per_split, load_manifest
+from training.data import PairSampler, open_split
+from training.degrade import Sources
+from training.loss import nt_xent
+from training.schedule import get_lr
+
+EXPORT_MARGIN_S = 30.0  # time kept free before a deadline for the last state and the export
+TIMING_EMA = 0.9  # smoothing of the measured seconds per step
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One report from the training loop; kind is "start", "step", "checkpoint" or "done"."""
+
+    kind: str
+    step: int  # steps completed
+    steps: int  # planned schedule length
+    loss: float
+    lr: float
+    s_per_step: float  # smoothed wall time per step, data included
+    data_s_per_step: float  # smoothed time spent making the batch
+    eta_s: float
+    elapsed_s: float  # training wall time over all sessions of this run
+
+
+@dataclass
+class RunState:
+    """What a resumed run needs besides the model and optimiser."""
+
+    step: int = 0
+    planned_steps: int = 0
+    deadline: float = 0.0  # time.time() at which training must stop; 0: no deadline
+    elapsed_s: float = 0.0
+    s_per_step: float = 0.0
+    data_s_per_step: float = 0.0
+    loss: float = float("nan")
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = True,
+    callback: Callable[[Progress], None] | None = None,
+    sampler: PairSampler | None = None,
+) -> Path:
+    """Train (or resume) the run in cfg.out_dir; returns the exported model.pt path.
+
+    sampler defaults to one over the corpus's train split and the bank's train half; tests pass
+    one over synthetic audio.
+    """
+    report = callback or (lambda _p: None)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = build_encoder(cfg.encoder_config())
+    optimizer = make_optimizer(model, cfg)
+    rng = np.random.default_rng(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    state = RunState(planned_steps=cfg.steps)
+    state_path = out_dir / "state.pt"
+    if resume and state_path.is_file():
+        state = _load_state(state_path, model, optimizer, rng, generator)
+    elif cfg.max_minutes > 0:
+        state.deadline = time.time() + cfg.max_minutes * 60
+    sampler = sampler or make_sampler(cfg)
+    _loop(cfg, model, optimizer, sampler, state, rng, generator, state_path, report)
+    return _export(cfg, model, state)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "lamb":
+        from pytorch_optimizer import Lamb  # only needed for large-batch runs
+
+        return Lamb(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam or lamb")
+
+
+def make_sampler(cfg: TrainConfig) -> PairSampler:
+    audio, bounds = open_split(cfg.corpus, "train")
+    return PairSampler(
+        audio, bounds, Sources.load(cfg.bank, "train"), cfg.degrade_params(),
+        offset_s=cfg.offset_s, context_s=cfg.context_s, min_rms=cfg.min_rms,
+    )  # fmt: skip
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    clean: np.ndarray,
+    replica: np.ndarray,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+) -> float:
+    """One optimisation step on clean, replica float32 (P, 8000); returns the loss."""
+    n = len(clean)
+    mel = log_mel(torch.from_numpy(np.concatenate([clean, replica])))  # (2P, 1, 256, 32)
+    augmented = spec_augment(
+        mel[n:], generator, cutout_prob=cfg.cutout_prob, cutout_max_frac=cfg.cutout_max_frac,
+        freq_masks=cfg.freq_masks, freq_mask_max=cfg.freq_mask_max,
+    )  # fmt: skip
+    z = model(torch.cat([mel[:n], augmented]))
+    loss = nt_xent(z[:n], z[n:], cfg.tau)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def _loop(
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sampler: PairSampler,
+    state: RunState,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    state_path: Path,
+    report: Callable[[Progress], None],
+) -> None:
+    model.train()
+    n_pairs = cfg.batch_size // 2
+    report(_progress("start", state, cfg))
+    last_save = session_start = time.time()
+    elapsed_before = state.elapsed_s
+    while not _finished(state):
+        t0 = time.time()
+        clean, replica = sampler.sample(n_pairs, rng)
+        t_data = time.time() - t0
+        lr = get_lr(state.step, replace(cfg, steps=state.planned_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        state.loss = train_step(model, optimizer, clean, replica, cfg, generator)
+        state.step += 1
+        _update_timing(state, time.time() - t0, t_data)
+        state.elapsed_s = elapsed_before + time.time() - session_start
+        if state.step % cfg.log_every == 0:
+            _replan(state, cfg)
+            report(_progress("step", state, cfg, lr=lr))
+            _append_log(state_path.parent, state, lr)
+        if time.time() - last_save >= cfg.checkpoint_every_s:
+            _save_state(state_path, model, optimizer, state, rng, generator, cfg)
+            last_save = time.time()
+            report(_progress("checkpoint", state, cfg, lr=lr))
+    _save_state(state_path, model, optimizer, state, rng, generator, cfg)
+    report(_progress("done", state, cfg))
+
+
+def _finished(state: RunState) -> bool:
+    if state.step >= state.planned_steps:
+        return True
+    return state.deadline > 0 and time.time() >= state.deadline - EXPORT_MARGIN_S
+
+
+def _update_timing(state: RunState, step_s: float, data_s: float) -> None:
+    if state.s_per_step == 0.0:
+        state.s_per_step, state.data_s_per_step = step_s, data_s
+        return
+    state.s_per_step = TIMING_EMA * state.s_per_step + (1 - TIMING_EMA) * step_s
+    state.data_s_per_step = TIMING_EMA * state.data_s_per_step + (1 - TIMING_EMA) * data_s
+
+
+def _replan(state: RunState, cfg: TrainConfig) -> None:
+    """Fit the schedule into the deadline from the measured speed (only with max_minutes)."""
+    if state.deadline <= 0 or state.s_per_step <= 0:
+        return
+    left_s = max(0.0, state.deadline - EXPORT_MARGIN_S - time.time())
+    state.planned_steps = max(state.step + 1, state.step + int(left_s / state.s_per_step))
+    state.planned_steps = max(state.planned_steps, cfg.warmup_steps + 1)
+
+
+def _progress(kind: str, state: RunState, cfg: TrainConfig, lr: float = 0.0) -> Progress:
+    eta = max(0, state.planned_steps - state.step) * state.s_per_step
+    return Progress(kind, state.step, state.planned_steps, state.loss, lr or cfg.lr,
+                    state.s_per_step, state.data_s_per_step, eta, state.elapsed_s)  # fmt: skip
+
+
+def _append_log(out_dir: Path, state: RunState, lr: float) -> None:
+    record = {"step": state.step, "steps": state.planned_steps, "loss": state.loss, "lr": lr,
+              "s_per_step": state.s_per_step, "elapsed_s": state.elapsed_s}  # fmt: skip
+    with open(out_dir / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _save_state(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: RunState,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    cfg: TrainConfig,
+) -> None:
+    """Atomic write of everything a resume needs (loadable with weights_only=True)."""
+    payload = {
+        "config": cfg.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "run": vars(state),
+        "numpy_rng": json.dumps(rng.bit_generator.state),
+        "torch_rng": generator.get_state(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+) -> RunState:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, KeyError, ValueError, OSError) as e:
+        raise RuntimeError(f"{path}: cannot resume this run ({str(e)[:200]})") from e
+    rng.bit_generator.state = json.loads(payload["numpy_rng"])
+    generator.set_state(payload["torch_rng"])
+    return RunState(**payload["run"])
+
+
+def _export(cfg: TrainConfig, model: torch.nn.Module, state: RunState) -> Path:
+    """Write model.pt (an engine checkpoint) with the run's facts; copy it to cfg.export."""
+    model.eval()
+    facts = {
+        "config": cfg.to_dict(),
+        "steps": state.step,
+        "batch_size": cfg.batch_size,
+        "pairs_per_batch": cfg.batch_size // 2,
+        "final_loss": state.loss,
+        "wall_time_s": round(state.elapsed_s, 1),
+        "s_per_step": round(state.s_per_step, 4),
+        "data_s_per_step": round(state.data_s_per_step, 4),
+        "hardware": _hardware(),
+        "parameters": count_parameters(model),
+        "data_hours": _data_hours(cfg),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = Path(cfg.out_dir) / "model.pt"
+    save_checkpoint(path, model, cfg.encoder_config(), training=facts)
+    if cfg.export:
+        Path(cfg.export).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, cfg.export)
+    return path
+
+
+def _hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+
+
+def _data_hours(cfg: TrainConfig) -> dict[str, float]:
+    try:
+        return {k: round(v, 3) for k, v in hours_per_split(load_manifest(cfg.corpus)).items()}
+    except FileNotFoundError:
+        return {}
