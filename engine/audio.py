@@ -17,16 +17,32 @@ from engine.errors import AudioDecodeError
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 8000  # Hz: the seed model's rate; music identity survives, the model gets 4× less data
+SAMPLE_RATE = 8000  # Hz, the seed's rate: enough for music identity, 5.5× less data than 44.1k
 SEGMENT_S = 1.0  # one fingerprint covers this much audio
 HOP_S = 0.5  # a new fingerprint every half second (50 % overlap)
 SEGMENT_SAMPLES = int(SEGMENT_S * SAMPLE_RATE)  # 8000
 HOP_SAMPLES = int(HOP_S * SAMPLE_RATE)  # 4000
 
-# Suffixes a library scan looks at; anything PyAV decodes would work, these are what music comes in.
+# Suffixes a library scan looks at: anything PyAV decodes would work; these are music's.
 AUDIO_EXTENSIONS = frozenset(
-    {".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".wav", ".wma", ".aif",
-     ".aiff", ".ape", ".wv", ".mka", ".webm"}
+    {
+        ".mp3",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".m4a",
+        ".mp4",
+        ".aac",
+        ".wav",
+        ".wma",
+        ".aif",
+        ".aiff",
+        ".ape",
+        ".wv",
+        ".mka",
+        ".webm",
+    }
 )
 MIN_PARTIAL_S = 1.0  # a damaged file still yields its decodable start if at least this long
 
@@ -45,10 +61,12 @@ class Resampler:
         out = self._resampler.resample(frame)
         if not out:
             return np.zeros(0, np.float32)
-        return np.concatenate([f.to_ndarray().reshape(-1) for f in out]).astype(np.float32, copy=False)
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in out]).astype(
+            np.float32, copy=False
+        )
 
     def block(self, samples: np.ndarray, rate: int) -> np.ndarray:
-        """Resample a live block: samples float32 (n,) mono or (n, channels). Returns float32 (m,)."""
+        """Resample a live block float32 (n,) mono or (n, channels) → float32 (m,) at 8 kHz."""
         samples = np.asarray(samples, np.float32)
         if samples.ndim == 1:
             samples = samples[:, None]

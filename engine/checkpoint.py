@@ -75,7 +75,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Rebuild the model a checkpoint describes. Raises CheckpointError naming the file and cause."""
+    """Rebuild the model a checkpoint describes; CheckpointError names the file and cause."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "file not found")
@@ -116,7 +116,7 @@ def _parse_config(path: Path, payload: object) -> EncoderConfig:
 
 
 def checkpoint_dir() -> Path:
-    """Where the shipped checkpoints are: an override, the frozen app's bundle, or the source tree."""
+    """Where shipped checkpoints are: an override, the frozen app's bundle, or the source tree."""
     if os.environ.get(CHECKPOINT_DIR_ENV):
         return Path(os.environ[CHECKPOINT_DIR_ENV])
     bundle = getattr(sys, "_MEIPASS", None)

@@ -11,15 +11,9 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.checkpoint import (
-    Checkpoint,
-    default_checkpoint_path,
-    load_checkpoint,
-    shipped_checkpoints,
-)
+from engine.audio import load_audio
 from engine.errors import EmptyLibraryError, NfpError
-from engine.library import IndexSummary, Library, default_db_dir
+from engine.library import IndexSummary, Library, checkpoint_for_library, default_db_dir
 
 PLUGIN_GROUP = "nfp.commands"  # other packages (training) add subcommands through this group
 
@@ -32,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, func, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
-        p.add_argument("--db", type=Path, default=None, help="library directory (default: per-user)")
+        p.add_argument(
+            "--db", type=Path, default=None, help="library directory (default: per-user)"
+        )
         return p
 
     p = command("index", cmd_index, "index or update a music folder")
@@ -89,26 +85,11 @@ def _open_library(args: argparse.Namespace) -> Library:
     return Library(db)
 
 
-def checkpoint_for(library: Library, explicit: Path | None = None) -> Checkpoint:
-    """The explicit checkpoint, else the one that built the library, else the shipped default."""
-    if explicit is not None:
-        return load_checkpoint(explicit)
-    wanted = library.meta("checkpoint_sha256")
-    recorded = library.meta("checkpoint_path")
-    candidates = ([Path(recorded)] if recorded else []) + shipped_checkpoints()
-    for path in candidates:
-        if path.is_file():
-            checkpoint = load_checkpoint(path)
-            if wanted is None or checkpoint.sha256 == wanted:
-                return checkpoint
-    return load_checkpoint(default_checkpoint_path())
-
-
 def _recognizer(args: argparse.Namespace):
     from engine.recognize import Recognizer
 
     library = _open_library(args)
-    return Recognizer(library, checkpoint_for(library, getattr(args, "checkpoint", None)))
+    return Recognizer(library, checkpoint_for_library(library, getattr(args, "checkpoint", None)))
 
 
 def _format_time(seconds: float) -> str:
@@ -126,7 +107,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.rebuild:
         _remove_library(db)
     library = Library(db)
-    checkpoint = checkpoint_for(library, args.checkpoint)
+    checkpoint = checkpoint_for_library(library, args.checkpoint)
     library.check_checkpoint(checkpoint)
     library.remember_checkpoint_path(checkpoint.path)
     run = library.update(args.folder, Fingerprinter(checkpoint))
@@ -156,7 +137,8 @@ def _print_summary(summary: IndexSummary) -> None:
     print(
         f"indexed {summary.indexed}, unchanged {summary.unchanged}, moved {summary.moved}, "
         f"skipped {len(summary.skipped)}, removed {summary.removed} "
-        f"({summary.audio_s / 3600:.2f} h of audio in {summary.elapsed_s:.1f} s, {speed:.0f}× real time)"
+        f"({summary.audio_s / 3600:.2f} h of audio in {summary.elapsed_s:.1f} s, "
+        f"{speed:.0f}× real time)"
     )
     for path, reason in summary.skipped:
         print(f"  skipped {path}: {reason}")
@@ -176,13 +158,18 @@ def cmd_identify(args: argparse.Namespace) -> int:
         match = recognizer.identify(audio)
         elapsed = time.perf_counter() - started
         if args.json:
-            record = {"query": str(path), "match": match.to_json() if match else None,
-                      "elapsed_s": round(elapsed, 4)}
+            record = {
+                "query": str(path),
+                "match": match.to_json() if match else None,
+                "elapsed_s": round(elapsed, 4),
+            }
             print(json.dumps(record, ensure_ascii=False), flush=True)
         elif match:
             who = f"{match.track.artist} – " if match.track.artist else ""
-            print(f"{path}: {who}{match.track.title} at {_format_time(match.offset_s)} "
-                  f"(confidence {match.confidence:.2f})")
+            print(
+                f"{path}: {who}{match.track.title} at {_format_time(match.offset_s)} "
+                f"(confidence {match.confidence:.2f})"
+            )
         else:
             print(f"{path}: no match")
     return 1 if failed else 0
@@ -192,14 +179,20 @@ def cmd_tracklist(args: argparse.Namespace) -> int:
     recognizer = _recognizer(args)
     entries = recognizer.tracklist(load_audio(args.file))
     if args.json:
-        print(json.dumps({"query": str(args.file), "tracks": [e.to_json() for e in entries]},
-                         ensure_ascii=False))
+        print(
+            json.dumps(
+                {"query": str(args.file), "tracks": [e.to_json() for e in entries]},
+                ensure_ascii=False,
+            )
+        )
         return 0
     if not entries:
         print(f"{args.file}: no library track found")
     for e in entries:
-        print(f"{_format_time(e.start_s)}–{_format_time(e.end_s)}  {e.track.title}"
-              f"{' – ' + e.track.artist if e.track.artist else ''}  (from {_format_time(e.offset_s)})")
+        print(
+            f"{_format_time(e.start_s)}–{_format_time(e.end_s)}  {e.track.title}"
+            f"{' – ' + e.track.artist if e.track.artist else ''}  (from {_format_time(e.offset_s)})"
+        )
     return 0
 
 
@@ -209,7 +202,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
     if args.list_devices:
         for d in input_devices():
-            print(f"{'*' if d.is_default else ' '} {d.name} ({d.channels} ch, {d.default_rate:.0f} Hz)")
+            mark = "*" if d.is_default else " "
+            print(f"{mark} {d.name} ({d.channels} ch, {d.default_rate:.0f} Hz)")
         return 0
     device = resolve_device(args.device)
     matcher = LiveMatcher(_recognizer(args))
@@ -228,11 +222,15 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 def _describe_state(state) -> str:
     if state.match is None:
-        return f"[{state.heard_s:5.1f} s] {'no match' if state.status == 'no_match' else 'listening…'}"
+        return (
+            f"[{state.heard_s:5.1f} s] {'no match' if state.status == 'no_match' else 'listening…'}"
+        )
     m = state.match
-    return (f"[{state.heard_s:5.1f} s] {m.track.title} – {m.track.artist or 'unknown artist'} "
-            f"at {_format_time(m.offset_s)} / {_format_time(m.track.duration_s)} "
-            f"(confidence {m.confidence:.2f})")
+    return (
+        f"[{state.heard_s:5.1f} s] {m.track.title} – {m.track.artist or 'unknown artist'} "
+        f"at {_format_time(m.offset_s)} / {_format_time(m.track.duration_s)} "
+        f"(confidence {m.confidence:.2f})"
+    )
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The engine's named errors. Each message names the file and the cause; front ends show it as is."""
+"""The engine's named errors. Each message names the file and the cause, ready to show."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ class IndexMismatchError(NfpError):
     """An index was built by another checkpoint than the one in use; it must be rebuilt."""
 
     def __init__(self, db_dir: str | Path, cause: str) -> None:
-        super().__init__(f"{db_dir}: index does not match the checkpoint ({cause}); re-index the library")
+        super().__init__(
+            f"{db_dir}: index does not match the checkpoint ({cause}); re-index the library"
+        )
         self.path = str(db_dir)
         self.cause = cause
 

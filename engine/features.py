@@ -25,7 +25,9 @@ def _hz_to_mel(f: np.ndarray) -> np.ndarray:
     f_sp = 200.0 / 3
     min_log_hz, logstep = 1000.0, np.log(6.4) / 27.0
     mel = f / f_sp
-    return np.where(f >= min_log_hz, min_log_hz / f_sp + np.log(np.maximum(f, 1e-9) / min_log_hz) / logstep, mel)
+    return np.where(
+        f >= min_log_hz, min_log_hz / f_sp + np.log(np.maximum(f, 1e-9) / min_log_hz) / logstep, mel
+    )
 
 
 def _mel_to_hz(m: np.ndarray) -> np.ndarray:

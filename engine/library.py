@@ -13,6 +13,7 @@ when the library is opened, so a crash loses at most the file in flight.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -29,7 +30,12 @@ from platformdirs import user_data_dir
 from tinytag import TinyTag
 
 from engine.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
-from engine.checkpoint import Checkpoint
+from engine.checkpoint import (
+    Checkpoint,
+    default_checkpoint_path,
+    load_checkpoint,
+    shipped_checkpoints,
+)
 from engine.errors import EmptyLibraryError, IndexCorruptError, IndexMismatchError, NfpError
 from engine.fingerprint import Fingerprinter
 from engine.index import VectorIndex, VectorStore
@@ -109,7 +115,7 @@ class _ScannedFile:
 
 
 class Library:
-    """One library directory. Safe to use from one thread at a time (the GUI's worker or the CLI)."""
+    """One library directory, used from one thread at a time (the GUI's worker or the CLI)."""
 
     def __init__(self, db_dir: str | Path) -> None:
         self.db_dir = Path(db_dir)
@@ -171,8 +177,9 @@ class Library:
         if made_by != checkpoint.sha256:
             name = self.meta("checkpoint_name", "another checkpoint")
             raise IndexMismatchError(
-                self.db_dir, f"built with {name} ({made_by[:12]}), not {checkpoint.path.name} "
-                f"({checkpoint.sha256[:12]})"
+                self.db_dir,
+                f"built with {name} ({made_by[:12]}), not {checkpoint.path.name} "
+                f"({checkpoint.sha256[:12]})",
             )
 
     def _bind(self, checkpoint: Checkpoint) -> None:
@@ -197,7 +204,8 @@ class Library:
     def info(self) -> dict:
         """What is in this library, for `nfp info` and the app's status line."""
         n_tracks, audio_s, live = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(duration_s), 0), COALESCE(SUM(n_segments), 0) FROM tracks"
+            "SELECT COUNT(*), COALESCE(SUM(duration_s), 0), COALESCE(SUM(n_segments), 0) "
+            "FROM tracks"
         ).fetchone()
         files = list(self.db_dir.iterdir())
         return {
@@ -232,13 +240,25 @@ class Library:
         with self._lock:
             store = self._store()
             first = store.append(fp)
-            with self._db:  # one transaction: the track and the rows it owns become visible together
+            with (
+                self._db
+            ):  # one transaction: the track and the rows it owns become visible together
                 self._db.execute("DELETE FROM tracks WHERE path = ?", (str(f.path),))
                 self._db.execute(
                     "INSERT INTO tracks (path, size, mtime_ns, content_hash, title, artist, album,"
                     " duration_s, first_segment, n_segments) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (str(f.path), f.size, f.mtime_ns, content_hash, tags["title"], tags["artist"],
-                     tags["album"], tags["duration_s"], first, len(fp)),
+                    (
+                        str(f.path),
+                        f.size,
+                        f.mtime_ns,
+                        content_hash,
+                        tags["title"],
+                        tags["artist"],
+                        tags["album"],
+                        tags["duration_s"],
+                        first,
+                        len(fp),
+                    ),
                 )
                 self._set_meta(committed_rows=first + len(fp))
             self._search_cache = None
@@ -272,7 +292,11 @@ class Library:
                 index.save(self.db_dir)
             first = np.array([t.first_segment for t in tracks])
             length = np.array([t.n_segments for t in tracks])
-            self._search_cache = (index, SegmentMap.from_tracks(first, length, len(vectors)), tracks)
+            self._search_cache = (
+                index,
+                SegmentMap.from_tracks(first, length, len(vectors)),
+                tracks,
+            )
         return self._search_cache
 
     def compact_if_needed(self) -> bool:
@@ -332,7 +356,7 @@ class Library:
         known = self._known_files()
         in_folder = {str(f.path) for f in scanned}
         gone = {p: known[p][2] for p in known if _is_under(p, folder) and p not in in_folder}
-        todo = [f for f in scanned if known.get(str(f.path), (None, None))[:2] != (f.size, f.mtime_ns)]
+        todo = [f for f in scanned if known.get(str(f.path), ())[:2] != (f.size, f.mtime_ns)]
         summary.unchanged = len(scanned) - len(todo)
         yield from self._index_files(todo, gone, fingerprinter, summary, should_stop)
         if not summary.cancelled:
@@ -387,6 +411,20 @@ class Library:
         return {"outcome": "indexed", "audio_s": len(audio) / SAMPLE_RATE}
 
 
+def checkpoint_for_library(library: Library, explicit: Path | None = None) -> Checkpoint:
+    """The explicit checkpoint, else the one that built the library, else the shipped default."""
+    if explicit is not None:
+        return load_checkpoint(explicit)
+    wanted = library.meta("checkpoint_sha256")
+    recorded = library.meta("checkpoint_path")
+    for path in ([Path(recorded)] if recorded else []) + shipped_checkpoints():
+        if path.is_file():
+            checkpoint = load_checkpoint(path)
+            if wanted is None or checkpoint.sha256 == wanted:
+                return checkpoint
+    return load_checkpoint(default_checkpoint_path())
+
+
 def scan_folder(
     folder: Path, *, on_error: Callable[[str, str], None] = lambda p, r: None
 ) -> Iterator[_ScannedFile]:
@@ -417,7 +455,9 @@ def read_tags(path: Path, duration_s: float) -> dict:
     except Exception as e:  # tinytag raises its own and OS errors; tags are optional either way
         log.info("%s: no tags (%s)", path, e)
         return tags
-    tags.update({k: v.strip() for k in ("title", "artist", "album") if (v := getattr(tag, k, None))})
+    tags.update(
+        {k: v.strip() for k in ("title", "artist", "album") if (v := getattr(tag, k, None))}
+    )
     return tags
 
 
@@ -439,15 +479,13 @@ def _load_file(path: Path) -> tuple[str, np.ndarray, dict]:
 
 
 def _prefetch(files: list[_ScannedFile]) -> Iterator[tuple[_ScannedFile, Future]]:
-    """Decode the next file in a thread while the current one is fingerprinted (PyAV frees the GIL)."""
+    """Decode the next file in a thread while this one is fingerprinted (PyAV frees the GIL)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nfp-decode") as pool:
-        pending = [(f, pool.submit(_load_file, f.path)) for f in files[:1]]
-        for i, f in enumerate(files):
-            if i + 1 < len(files):
-                pending.append((files[i + 1], pool.submit(_load_file, files[i + 1].path)))
+        ahead = iter(files)
+        pending = [(f, pool.submit(_load_file, f.path)) for f in itertools.islice(ahead, 1)]
+        while pending:
+            pending.extend((f, pool.submit(_load_file, f.path)) for f in itertools.islice(ahead, 1))
             yield pending.pop(0)
-        for _, fut in pending:
-            fut.cancel()
 
 
 def _is_under(path: str, folder: Path) -> bool:

@@ -6,6 +6,7 @@ a machine without it should still index and identify files.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,16 +76,19 @@ def record_blocks(device: InputDevice) -> Iterator[tuple[np.ndarray, int]]:
     blocks: queue.Queue[np.ndarray] = queue.Queue(maxsize=100)
 
     def callback(indata: np.ndarray, frames: int, time: object, status: object) -> None:
-        try:
+        # When the consumer is behind, dropping a block beats blocking PortAudio's thread.
+        with contextlib.suppress(queue.Full):
             blocks.put_nowait(indata.copy())
-        except queue.Full:  # the consumer is behind; dropping a block beats blocking PortAudio
-            pass
 
     channels = min(device.channels, 2)
     try:
         stream = sd.InputStream(
-            device=device.index, channels=channels, samplerate=rate, dtype="float32",
-            blocksize=int(rate * BLOCK_S), callback=callback,
+            device=device.index,
+            channels=channels,
+            samplerate=rate,
+            dtype="float32",
+            blocksize=int(rate * BLOCK_S),
+            callback=callback,
         )
     except (sd.PortAudioError, ValueError) as e:
         raise NoInputDeviceError(f"cannot open {device.name!r}: {e}") from e

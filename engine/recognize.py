@@ -111,7 +111,9 @@ class Recognizer:
         return found if found is not None and found.confidence >= CONFIDENCE_THRESHOLD else None
 
 
-def _merge_hits(hits: list[tuple[int, int, SequenceMatch]], tracks: list[Track]) -> list[TracklistEntry]:
+def _merge_hits(
+    hits: list[tuple[int, int, SequenceMatch]], tracks: list[Track]
+) -> list[TracklistEntry]:
     """Join consecutive windows that agree on track and alignment into one entry."""
     entries: list[list] = []  # [first_seg, last_seg_end, match_at_first, confidence_max]
     for start, end, m in hits:
@@ -119,7 +121,11 @@ def _merge_hits(hits: list[tuple[int, int, SequenceMatch]], tracks: list[Track])
         if entries:
             prev = entries[-1]
             prev_delta = prev[2].start_segment - prev[0]
-            if prev[2].track == m.track and abs(prev_delta - delta) <= TRACKLIST_DRIFT and start <= prev[1]:
+            if (
+                prev[2].track == m.track
+                and abs(prev_delta - delta) <= TRACKLIST_DRIFT
+                and start <= prev[1]
+            ):
                 prev[1] = end
                 prev[3] = max(prev[3], m.confidence)
                 continue

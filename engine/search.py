@@ -93,7 +93,9 @@ def match_sequence(
     n_query = len(query_fp)
     if n_query == 0 or len(index) == 0:
         return None
-    scores, ids = neighbours if neighbours is not None else index.search(query_fp, min(k, len(index)))
+    scores, ids = (
+        neighbours if neighbours is not None else index.search(query_fp, min(k, len(index)))
+    )
     starts, tracks = _candidates(ids, segments)
     if starts.size == 0:
         return None
@@ -151,7 +153,8 @@ def _aligned_similarity(
 def _subsegment_shift(
     query_fp: np.ndarray, vectors: np.ndarray, segments: SegmentMap, start: int, track: int
 ) -> float:
-    """Fractional hop (−0.5…0.5) from a parabola through the mean similarity at start−1, start, start+1."""
+    """Fractional hop (−0.5…0.5): the peak of a parabola through the mean similarity of the
+    alignments start − 1, start and start + 1."""
     lo, hi = segments.first[track], segments.first[track] + segments.length[track]
     means = []
     for s in (start - 1, start, start + 1):

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.audio import HOP_S, HOP_SAMPLES, SAMPLE_RATE, SEGMENT_SAMPLES, Resampler
+from engine.audio import (
+    HOP_S,
+    HOP_SAMPLES,
+    SAMPLE_RATE,
+    SEGMENT_SAMPLES,
+    Resampler,
+    count_segments,
+)
 from engine.recognize import Match, Recognizer
 
 WINDOW_SEGMENTS = 19  # search over the last 10 s at most
@@ -58,9 +65,9 @@ class LiveMatcher:
         return self._update_state(level)
 
     def _take_segments(self) -> np.ndarray:
-        count = 0 if len(self._pending) < SEGMENT_SAMPLES else 1 + (len(self._pending) - SEGMENT_SAMPLES) // HOP_SAMPLES
-        if count == 0:
+        if len(self._pending) < SEGMENT_SAMPLES:
             return np.zeros((0, SEGMENT_SAMPLES), np.float32)
+        count = count_segments(len(self._pending))
         windows = np.lib.stride_tricks.sliding_window_view(self._pending, SEGMENT_SAMPLES)
         segments = np.array(windows[: count * HOP_SAMPLES : HOP_SAMPLES])
         self._pending = self._pending[count * HOP_SAMPLES :]

@@ -11,10 +11,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from audio_files import music_like, write_audio  # noqa: E402
+from audio_files import music_like, write_audio
 
-from engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from engine.encoders import EncoderConfig, build_encoder  # noqa: E402
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.encoders import EncoderConfig, build_encoder
 
 TINY_CONFIG = EncoderConfig(name="scnn", d=64, width=0.0625)
 TRACK_SECONDS = (20.0, 26.0, 17.0)
@@ -27,8 +27,13 @@ def rng() -> np.random.Generator:
 
 def make_tiny_checkpoint(path: Path, seed: int = 0, evaluation: dict | None = None) -> Path:
     torch.manual_seed(seed)
-    save_checkpoint(path, build_encoder(TINY_CONFIG), TINY_CONFIG, evaluation=evaluation or {},
-                    training={"note": "random initialisation for tests"})
+    save_checkpoint(
+        path,
+        build_encoder(TINY_CONFIG),
+        TINY_CONFIG,
+        evaluation=evaluation or {},
+        training={"note": "random initialisation for tests"},
+    )
     return path
 
 
@@ -51,7 +56,11 @@ def music_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "album").mkdir()
     specs = [("album/one.flac", "One"), ("album/two.mp3", "Two"), ("three.ogg", "Three")]
     for seed, ((name, title), seconds) in enumerate(zip(specs, TRACK_SECONDS, strict=True)):
-        write_audio(root / name, music_like(seconds, 22050, seed), 22050,
-                    tags={"title": title, "artist": "Test Artist", "album": "Tests"})
+        write_audio(
+            root / name,
+            music_like(seconds, 22050, seed),
+            22050,
+            tags={"title": title, "artist": "Test Artist", "album": "Tests"},
+        )
     (root / "notes.txt").write_text("not audio")
     return root

@@ -17,7 +17,9 @@ from engine.errors import AudioDecodeError
 
 
 def sine(freq: float, seconds: float, rate: int) -> np.ndarray:
-    return (0.5 * np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+    return (0.5 * np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate)).astype(
+        np.float32
+    )
 
 
 def dominant_hz(audio: np.ndarray) -> float:
@@ -47,7 +49,11 @@ def test_stereo_is_downmixed(tmp_path: Path):
 
 @pytest.mark.parametrize(
     "content, cause",
-    [(b"", "empty"), (b"this is not audio at all " * 100, "text"), (bytes(range(256)) * 64, "noise")],
+    [
+        (b"", "empty"),
+        (b"this is not audio at all " * 100, "text"),
+        (bytes(range(256)) * 64, "noise"),
+    ],
 )
 def test_undecodable_files_raise_with_the_path(tmp_path: Path, content: bytes, cause: str):
     path = tmp_path / f"{cause}.mp3"

@@ -21,8 +21,13 @@ from engine.errors import CheckpointError
 def test_round_trip_rebuilds_the_same_model(tmp_path: Path):
     torch.manual_seed(3)
     model = build_encoder(TINY_CONFIG).eval()
-    save_checkpoint(tmp_path / "c.pt", model, TINY_CONFIG, training={"steps": 7},
-                    evaluation={"calibration": {"evidence_threshold": {"9": 1.0}}})
+    save_checkpoint(
+        tmp_path / "c.pt",
+        model,
+        TINY_CONFIG,
+        training={"steps": 7},
+        evaluation={"calibration": {"evidence_threshold": {"9": 1.0}}},
+    )
     loaded = load_checkpoint(tmp_path / "c.pt")
     assert loaded.config == TINY_CONFIG and loaded.d == 64
     assert loaded.training == {"steps": 7}

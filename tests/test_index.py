@@ -13,7 +13,9 @@ def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 
 def test_spec_is_exact_when_small_and_ivfpq_when_large():
     assert choose_spec(10_000, 128) == "Flat"
-    assert choose_spec(7_200_000, 128).startswith("IVF") and choose_spec(7_200_000, 128).endswith("PQ64")
+    assert choose_spec(7_200_000, 128).startswith("IVF") and choose_spec(7_200_000, 128).endswith(
+        "PQ64"
+    )
     assert choose_spec(7_200_000, 64).endswith("PQ32")
 
 

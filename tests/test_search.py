@@ -25,7 +25,9 @@ def noisy(rng, v: np.ndarray, sigma: float) -> np.ndarray:
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("track, start, length", [(0, 0, 9), (2, 377, 9), (1, 240, 10), (3, 150, 1)])
+@pytest.mark.parametrize(
+    "track, start, length", [(0, 0, 9), (2, 377, 9), (1, 240, 10), (3, 150, 1)]
+)
 def test_planted_query_comes_back_at_its_offset(database, rng, track, start, length):
     vectors, index, segments = database
     first = segments.first[track]
@@ -63,7 +65,7 @@ def test_removed_rows_never_match(rng):
     vectors = unit_vectors(rng, 100, 16)
     segments = SegmentMap.from_tracks(np.array([50]), np.array([50]), 100)  # rows 0-49 removed
     found = match_sequence(vectors[10:15], VectorIndex.build(vectors), segments)
-    assert found is None or found.track == 0 and found.confidence < CONFIDENCE_THRESHOLD
+    assert found is None or (found.track == 0 and found.confidence < CONFIDENCE_THRESHOLD)
 
 
 def test_empty_query_or_index_gives_none(database):
@@ -76,4 +78,6 @@ def test_confidence_is_one_half_at_the_calibrated_threshold():
     assert evidence_threshold(5, calibration) == pytest.approx(0.5)
     assert confidence_from_evidence(0.5, 5, calibration) == pytest.approx(0.5)
     assert confidence_from_evidence(0.0, 5, calibration) == 0.0
-    assert confidence_from_evidence(2.0, 5, calibration) > confidence_from_evidence(1.0, 5, calibration)
+    assert confidence_from_evidence(2.0, 5, calibration) > confidence_from_evidence(
+        1.0, 5, calibration
+    )

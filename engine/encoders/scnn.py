@@ -39,7 +39,7 @@ class SeparableBlock(nn.Module):
 
 def scaled_channels(width: float) -> tuple[int, ...]:
     """Channels at a width multiplier, rounded to multiples of 8 (width 0.25 → 32 … 256)."""
-    return tuple(max(8, int(round(c * width / 8)) * 8) for c in FULL_CHANNELS)
+    return tuple(max(8, round(c * width / 8) * 8) for c in FULL_CHANNELS)
 
 
 class SCNN(nn.Module):
