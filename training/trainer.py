@@ -92,6 +92,8 @@ def train(
     state_path = out_dir / "state.pt"
     if resume and state_path.is_file():
         state = _load_state(state_path, model, optimizer, rng, generator)
+        if state.deadline <= 0:  # a step budget may be raised or lowered on resume
+            state.planned_steps = cfg.steps
     elif cfg.max_minutes > 0:
         state.deadline = time.time() + cfg.max_minutes * 60
     sampler = sampler or make_sampler(cfg)

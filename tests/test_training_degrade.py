@@ -1,0 +1,122 @@
+"""Degradations: shapes, SNR, filters and masks do what they say, on synthetic signals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.augment import spec_augment
+from training.degrade import (
+    LEVELS,
+    DegradeParams,
+    Sources,
+    band_response,
+    colored_noise,
+    degrade,
+    draw_noise,
+    mix_at_snr,
+)
+
+
+def synthetic_sources(rng: np.random.Generator) -> Sources:
+    """Known noise: white 'background', a 300 Hz tone as 'babble', short decaying IRs."""
+    t = np.arange(8000 * 4) / 8000
+    irs = np.zeros((6, 800), np.float32)
+    irs[:, 0] = 1.0
+    irs[:, 1:] = 0.1 * rng.standard_normal((6, 799)) * np.exp(-np.arange(799) / 200)
+    irs /= np.sqrt((irs**2).sum(axis=1, keepdims=True))
+    return Sources(
+        background=rng.standard_normal(8000 * 5).astype(np.float32),
+        babble=np.sin(2 * np.pi * 300 * t).astype(np.float32) * np.sqrt(2),
+        irs=irs,
+        rt60_s=np.linspace(0.2, 1.0, 6).astype(np.float32),
+    )
+
+
+def power_db(x: np.ndarray) -> np.ndarray:
+    return 10 * np.log10(np.mean(x.astype(np.float64) ** 2, axis=-1))
+
+
+def test_mix_at_snr_hits_the_requested_ratio(rng: np.random.Generator) -> None:
+    signal = rng.standard_normal((5, 8000)).astype(np.float32) * np.arange(1, 6)[:, None]
+    noise = rng.standard_normal((5, 8000)).astype(np.float32) * 7
+    snr = np.array([-5.0, 0.0, 3.0, 10.0, 20.0])
+    mixed = mix_at_snr(signal, noise, snr)
+    assert mixed.shape == signal.shape and mixed.dtype == np.float32
+    np.testing.assert_allclose(power_db(signal) - power_db(mixed - signal), snr, atol=1e-3)
+
+
+def test_mix_at_snr_with_silent_noise_keeps_the_signal(rng: np.random.Generator) -> None:
+    signal = rng.standard_normal((2, 100)).astype(np.float32)
+    mixed = mix_at_snr(signal, np.zeros((2, 100), np.float32), np.array([0.0, 5.0]))
+    np.testing.assert_array_equal(mixed, signal)
+
+
+def test_colored_noise_slopes(rng: np.random.Generator) -> None:
+    noise = colored_noise(3, 2**15, np.array([0.0, 1.0, 2.0]), rng)
+    np.testing.assert_allclose(np.sqrt(np.mean(noise**2, axis=1)), 1.0, rtol=1e-5)
+    spectrum = np.abs(np.fft.rfft(noise, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(2**15, 1 / 8000)
+    low = spectrum[:, (freqs > 100) & (freqs < 200)].mean(axis=1)
+    high = spectrum[:, (freqs > 1600) & (freqs < 3200)].mean(axis=1)
+    # Four octaves apart: white flat, pink −3 dB/octave, brown −6 dB/octave.
+    slope_db = 10 * np.log10(high / low) / 4
+    np.testing.assert_allclose(slope_db, [0.0, -3.0, -6.0], atol=0.6)
+
+
+def test_band_response_cuts_outside_the_band(rng: np.random.Generator) -> None:
+    freqs = np.fft.rfftfreq(1024, 1 / 8000)
+    params = DegradeParams(low_cut_hz=(400.0, 400.0), high_cut_hz=(2000.0, 2000.0), eq_db=0.0)
+    response = band_response(2, freqs, params, rng)
+    assert response.shape == (2, len(freqs))
+    at = lambda hz: response[0, np.argmin(np.abs(freqs - hz))]  # noqa: E731
+    assert at(1000) > 0.9 and at(50) < 0.02 and at(3900) < 0.3
+
+
+def test_degrade_shapes_and_snr(rng: np.random.Generator) -> None:
+    sources = synthetic_sources(rng)
+    audio = rng.standard_normal((8, 4000 + 8000)).astype(np.float32)
+    params = DegradeParams(snr_db=(5.0, 5.0), ir_prob=0.0, echo_prob=0.0, band_prob=0.0,
+                           noise_probs=(1.0, 0.0, 0.0))  # fmt: skip
+    out = degrade(audio, 8000, params, sources, rng)
+    assert out.shape == (8, 8000) and out.dtype == np.float32
+    # Without filters the kept part is the last 8000 samples plus noise at exactly 5 dB.
+    clean = audio[:, 4000:]
+    np.testing.assert_allclose(power_db(clean) - power_db(out - clean), 5.0, atol=0.05)
+
+
+@pytest.mark.parametrize("level", sorted(LEVELS))
+def test_every_level_degrades_any_length(level: str, rng: np.random.Generator) -> None:
+    sources = synthetic_sources(rng)
+    audio = rng.standard_normal((3, 4000 + 24000)).astype(np.float32)
+    out = degrade(audio, 24000, LEVELS[level], sources, rng)
+    assert out.shape == (3, 24000) and np.isfinite(out).all()
+
+
+def test_levels_get_harder() -> None:
+    snr = [np.mean(LEVELS[name].snr_db) for name in ("low", "mid", "high")]
+    rt60 = [np.mean(LEVELS[name].rt60_s) for name in ("low", "mid", "high")]
+    assert snr == sorted(snr, reverse=True) and rt60 == sorted(rt60)
+
+
+def test_draw_noise_uses_each_kind(rng: np.random.Generator) -> None:
+    sources = synthetic_sources(rng)
+    babble_only = DegradeParams(noise_probs=(0.0, 1.0, 0.0))
+    noise = draw_noise(4, 8000, babble_only, sources, rng)
+    spectrum = np.abs(np.fft.rfft(noise, axis=1))
+    assert (np.argmax(spectrum, axis=1) == 300).all()  # 8000-point FFT: bin = Hz
+
+
+def test_spec_augment_masks_with_the_mean() -> None:
+    mel = torch.rand(6, 1, 256, 32) * 2 - 1
+    gen = torch.Generator().manual_seed(0)
+    out = spec_augment(mel, gen, cutout_prob=1.0, freq_masks=2, freq_mask_max=24)
+    assert out.shape == mel.shape
+    changed = out != mel
+    assert changed.any(dim=(1, 2, 3)).all()  # every example got a mask
+    means = mel.mean(dim=(1, 2, 3))
+    for i in range(6):
+        assert torch.allclose(out[i][changed[i]], means[i])
+    none = spec_augment(mel, gen, cutout_prob=0.0, freq_masks=0)
+    assert torch.equal(none, mel)
