@@ -1,0 +1,42 @@
+"""`nfp-desktop`: start the app."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication
+
+from nfp_desktop.context import AppContext
+from nfp_desktop.main_window import MainWindow
+from nfp_desktop.preferences import APPLICATION, ORGANIZATION
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    qt_app = QApplication.instance() or QApplication([sys.argv[0], *args.qt_args])
+    qt_app.setOrganizationName(ORGANIZATION)
+    qt_app.setApplicationName(APPLICATION)
+    window = MainWindow(AppContext.from_settings(QSettings(ORGANIZATION, APPLICATION)))
+    window.show()
+    return qt_app.exec()
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="nfp-desktop", description="Identify music from your library."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser.add_argument("qt_args", nargs="*", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The library panel: music folders, indexing (progress, ETA, Cancel), tracks, skipped files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.errors import NfpError
+from engine.library import IndexSummary, Track
+from nfp_desktop.context import AppContext
+from nfp_desktop.formatting import estimate_eta_s, format_eta
+from nfp_desktop.models import SkippedModel, TrackTableModel, sortable_filter_proxy
+from nfp_desktop.widgets import make_table
+from nfp_desktop.workers import GeneratorWorker, IndexOutcome, IndexStep, index_job
+
+
+class LibraryPanel(QWidget):
+    message = Signal(str, str)  # kind ("notice" | "info" | "error"), text
+    error = Signal(object)  # an exception from the engine, shown in the window
+    busy_changed = Signal(bool, bool)  # busy, whether the library in use is being written
+    library_changed = Signal()
+
+    def __init__(self, app: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.app = app
+        self.tracks_model = TrackTableModel(self)
+        self.tracks_proxy = sortable_filter_proxy(self.tracks_model, self)
+        self.skipped_model = SkippedModel(self)
+        self._worker: GeneratorWorker | None = None
+        self._started_s = 0.0
+        self._rebuilding = False
+        self._build()
+        self.reload()
+
+    # ---- layout -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 12, 12, 12)
+        layout.setSpacing(10)
+        layout.addLayout(self._build_folder_row())
+        layout.addWidget(self._build_progress())
+        layout.addLayout(self._build_filter_row())
+        self.table = make_table(self.tracks_proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(TrackTableModel.TITLE, Qt.SortOrder.AscendingOrder)
+        layout.addWidget(self.table, 1)
+        self.skipped_box = QGroupBox("Skipped files")
+        skipped_layout = QVBoxLayout(self.skipped_box)
+        self.skipped_table = make_table(self.skipped_model)
+        self.skipped_table.setMaximumHeight(130)
+        skipped_layout.addWidget(self.skipped_table)
+        self.skipped_box.hide()
+        layout.addWidget(self.skipped_box)
+
+    def _build_folder_row(self) -> QHBoxLayout:
+        self.folders_label = QLabel()
+        self.folders_label.setWordWrap(True)
+        self.add_button = QPushButton("Add music folder…")
+        self.add_button.clicked.connect(self.choose_folder)
+        self.update_button = QPushButton("Update library")
+        self.update_button.setToolTip("Index new and changed files, drop removed ones (F5)")
+        self.update_button.clicked.connect(self.update_library)
+        row = QHBoxLayout()
+        row.addWidget(self.folders_label, 1)
+        row.addWidget(self.add_button)
+        row.addWidget(self.update_button)
+        return row
+
+    def _build_progress(self) -> QFrame:
+        self.progress_frame = QFrame()
+        self.progress_frame.setObjectName("progressFrame")
+        self.progress_title = QLabel("Indexing…")
+        self.progress_title.setObjectName("strong")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFormat("%v / %m files")
+        self.current_file_label = QLabel()
+        self.current_file_label.setObjectName("dim")
+        self.eta_label = QLabel()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        top = QHBoxLayout()
+        top.addWidget(self.progress_title)
+        top.addStretch(1)
+        top.addWidget(self.eta_label)
+        top.addWidget(self.cancel_button)
+        box = QVBoxLayout(self.progress_frame)
+        box.setContentsMargins(12, 10, 12, 10)
+        box.addLayout(top)
+        box.addWidget(self.progress_bar)
+        box.addWidget(self.current_file_label)
+        self.progress_frame.hide()
+        return self.progress_frame
+
+    def _build_filter_row(self) -> QHBoxLayout:
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter by title, artist, album or path…")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.textChanged.connect(self.tracks_proxy.setFilterFixedString)
+        self.count_label = QLabel()
+        self.count_label.setObjectName("dim")
+        row = QHBoxLayout()
+        row.addWidget(self.filter_edit, 1)
+        row.addWidget(self.count_label)
+        return row
+
+    # ---- state --------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def reload(self) -> None:
+        """Show the library's tracks; a damaged library is reported with an offer to rebuild."""
+        self._show_folders()
+        try:
+            tracks = self.app.session.tracks()
+        except NfpError as e:
+            tracks = []
+            self.error.emit(e)
+        self._show_tracks(tracks)
+
+    def _show_folders(self) -> None:
+        folders = self.app.prefs.folders
+        self.folders_label.setText(
+            "Music folders: " + ", ".join(folders)
+            if folders
+            else "No music folder yet — add one to build your library."
+        )
+        self.update_button.setEnabled(bool(folders) and not self.busy)
+
+    def _show_tracks(self, tracks: list[Track]) -> None:
+        self.tracks_model.set_rows(tracks)
+        hours = sum(t.duration_s for t in tracks) / 3600
+        self.count_label.setText(f"{len(tracks)} tracks · {hours:.1f} h")
+
+    # ---- actions ------------------------------------------------------------------------------
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a music folder")
+        if folder:
+            self.add_folder(Path(folder))
+
+    def add_folder(self, folder: Path) -> None:
+        folder_text = str(Path(folder).expanduser().resolve())
+        if folder_text not in self.app.prefs.folders:
+            self.app.prefs.folders.append(folder_text)
+            self.app.save()
+        self._start([folder_text])
+
+    def update_library(self) -> None:
+        if self.app.prefs.folders:
+            self._start(list(self.app.prefs.folders))
+
+    def rebuild(self) -> None:
+        """Index everything again into a new directory; the old index serves until it is done."""
+        if self.busy:
+            self.message.emit("notice", "Wait for the current indexing to finish, then re-index.")
+            return
+        if not self.app.prefs.folders:
+            self.message.emit("notice", "Add a music folder to build the library.")
+            return
+        self._start(list(self.app.prefs.folders), rebuild=True)
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            self.cancel_button.setEnabled(False)
+            self.progress_title.setText("Cancelling after the current file…")
+
+    def _start(self, folders: list[str], *, rebuild: bool = False) -> None:
+        if self.busy:
+            self.message.emit("notice", "Indexing is already running.")
+            return
+        try:
+            checkpoint_path = self.app.prefs.checkpoint_path()
+        except NfpError as e:
+            self.error.emit(e)
+            return
+        job = index_job(self.app.session, checkpoint_path, folders, rebuild=rebuild)
+        self._worker = GeneratorWorker(job, self)
+        self._worker.progressed.connect(self._on_progress)
+        self._worker.succeeded.connect(self._on_done)
+        self._worker.failed.connect(self._on_failed)
+        self._worker.finished.connect(self._on_finished)
+        self._started_s = time.monotonic()
+        self._rebuilding = rebuild
+        self._show_progress_start(rebuild)
+        self.busy_changed.emit(True, not rebuild)
+        self._worker.start()
+
+    def _show_progress_start(self, rebuild: bool) -> None:
+        self.progress_title.setText(
+            "Re-indexing (the current index stays in use)…" if rebuild else "Indexing…"
+        )
+        self.progress_bar.setRange(0, 0)  # busy until the first file is done
+        self.current_file_label.setText("Scanning folders…")
+        self.eta_label.setText("")
+        self.cancel_button.setEnabled(True)
+        self.add_button.setEnabled(False)
+        self.update_button.setEnabled(False)
+        self.progress_frame.show()
+
+    def _on_progress(self, step: IndexStep) -> None:
+        p = step.progress
+        self.progress_bar.setRange(0, max(p.total, 1))
+        self.progress_bar.setValue(p.done)
+        folder = f" (folder {step.folder_no} of {step.n_folders})" if step.n_folders > 1 else ""
+        verb = "Indexed" if p.outcome == "indexed" else "Skipped"
+        self.current_file_label.setText(f"{verb} {Path(p.path).name}{folder}")
+        elapsed_s = time.monotonic() - self._started_s
+        self.eta_label.setText(format_eta(estimate_eta_s(elapsed_s, p.done, p.total)))
+
+    def _on_done(self, outcome: IndexOutcome) -> None:
+        summary = outcome.summary
+        if outcome.rebuilt and not summary.cancelled:
+            self.app.session.swap_in_rebuilt()
+        elif outcome.rebuilt:
+            self.app.session.discard_rebuild()
+        self.app.session.index_changed()
+        if not outcome.rebuilt or not summary.cancelled:
+            self._show_tracks(outcome.tracks)
+        self.skipped_model.set_rows(summary.skipped)
+        self.skipped_box.setTitle(f"Skipped files ({len(summary.skipped)})")
+        self.skipped_box.setVisible(bool(summary.skipped))
+        self.message.emit(*_summary_message(summary, outcome.rebuilt))
+        self.library_changed.emit()
+
+    def _on_failed(self, error: Exception) -> None:
+        if self._rebuilding:
+            self.app.session.discard_rebuild()
+        self.error.emit(error)
+
+    def _on_finished(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.deleteLater()
+        self.progress_frame.hide()
+        self.add_button.setEnabled(True)
+        self._show_folders()
+        self.busy_changed.emit(False, False)
+
+    def shutdown(self, wait_ms: int = 30000) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker.wait(wait_ms)
+
+
+def _summary_message(summary: IndexSummary, rebuilt: bool) -> tuple[str, str]:
+    if summary.cancelled:
+        kept = "The previous index is unchanged." if rebuilt else "Files indexed so far are kept."
+        return "notice", f"Indexing cancelled. {kept}"
+    parts = [f"{summary.indexed} indexed", f"{summary.unchanged} unchanged"]
+    parts += [
+        f"{n} {what}" for n, what in ((summary.moved, "moved"), (summary.removed, "removed")) if n
+    ]
+    if summary.skipped:
+        parts.append(f"{len(summary.skipped)} skipped (see Skipped files)")
+    if summary.skipped and not summary.indexed and not summary.unchanged and not summary.moved:
+        path, reason = summary.skipped[0]
+        return "error", f"Nothing could be indexed. {path}: {reason}"
+    return "info", ("Library rebuilt: " if rebuilt else "Library updated: ") + ", ".join(
+        parts
+    ) + "."

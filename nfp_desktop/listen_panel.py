@@ -1,0 +1,308 @@
+"""The listen panel: the Listen button, the level meter and the large match display.
+
+The microphone and the LiveMatcher run in a worker; this panel only shows what the LiveStates
+say. Between states the position is extrapolated by a PositionClock so it ticks smoothly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.recognize import Match
+from engine.stream import LiveState
+from nfp_desktop.context import AppContext
+from nfp_desktop.formatting import format_position
+from nfp_desktop.history import MICROPHONE, HistoryEntry
+from nfp_desktop.position import PositionClock
+from nfp_desktop.widgets import ConfidenceBar, LevelMeter
+from nfp_desktop.workers import DeviceOpened, FileResult, GeneratorWorker, identify_job, listen_job
+
+TICK_MS = 200  # position refresh between LiveStates
+IDLE_TEXT = "Press Listen to identify the music playing near this computer."
+NO_MATCH_TEXT = "No match — this music is not in your library, or it is too quiet."
+
+
+class ListenPanel(QWidget):
+    identified = Signal(object)  # HistoryEntry, once per newly matched track or file
+    tracklist_ready = Signal(object)  # FileResult of a long file
+    message = Signal(str, str)  # kind ("notice" | "info"), text
+    error = Signal(object)  # an exception from the engine, shown in the window
+    busy_changed = Signal(bool)
+
+    def __init__(self, app: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.app = app
+        self.state = "idle"  # idle | starting | listening | matched | no_match | identifying
+        self.clock = PositionClock()
+        self._match: Match | None = None
+        self._last_track_id: int | None = None
+        self._worker: GeneratorWorker | None = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(TICK_MS)
+        self._timer.timeout.connect(self._show_position)
+        self._build()
+        self._show_idle(IDLE_TEXT)
+
+    # ---- layout -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.listen_button = QPushButton("Listen")
+        self.listen_button.setObjectName("listenButton")
+        self.listen_button.setMinimumSize(180, 64)
+        self.listen_button.setToolTip("Start or stop listening (Ctrl+L)")
+        self.listen_button.clicked.connect(self.toggle_listening)
+        self.continuous_box = QCheckBox("Keep listening")
+        self.continuous_box.setToolTip("Follow the music and identify each new track")
+        self.continuous_box.setChecked(self.app.prefs.continuous)
+        self.continuous_box.toggled.connect(self._remember_continuous)
+        self.identify_button = QPushButton("Identify a file…")
+        self.device_label = QLabel("")
+        self.device_label.setObjectName("dim")
+        self.level_meter = LevelMeter()
+
+        controls = QVBoxLayout()
+        controls.setSpacing(8)
+        controls.addWidget(self.listen_button)
+        controls.addWidget(self.continuous_box)
+        controls.addWidget(self.identify_button)
+        controls.addStretch(1)
+        controls.addWidget(self.device_label)
+        controls.addWidget(self.level_meter)
+
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(18)
+        layout.addLayout(controls)
+        layout.addWidget(self._build_match_card(), 1)
+
+    def _build_match_card(self) -> QFrame:
+        card = QFrame()
+        card.setObjectName("matchCard")
+        self.status_label = _label("", 13, object_name="status")
+        self.title_label = _label("", 26, bold=True)
+        self.artist_label = _label("", 15)
+        self.position_label = _label("", 22, object_name="position")
+        self.position_bar = QProgressBar()
+        self.position_bar.setTextVisible(False)
+        self.position_bar.setFixedHeight(6)
+        self.position_bar.setRange(0, 1000)
+        self.confidence_bar = ConfidenceBar()
+        layout = QVBoxLayout(card)
+        layout.setContentsMargins(22, 18, 22, 18)
+        layout.setSpacing(6)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.title_label)
+        layout.addWidget(self.artist_label)
+        layout.addSpacing(6)
+        layout.addWidget(self.position_label)
+        layout.addWidget(self.position_bar)
+        layout.addSpacing(4)
+        layout.addWidget(self.confidence_bar)
+        layout.addStretch(1)
+        card.setMinimumHeight(210)
+        return card
+
+    # ---- listening ----------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def toggle_listening(self) -> None:
+        if not self.busy:
+            self.start_listening()
+        elif self.state != "identifying":
+            self.stop()
+
+    def start_listening(self) -> None:
+        if self.busy:
+            return
+        job = listen_job(
+            self.app.session, self.app.prefs.device, continuous=self.continuous_box.isChecked()
+        )
+        self._last_track_id = None
+        self._start(job, self._on_live, self._on_listen_done)
+        self.listen_button.setText("Stop")
+        self.state = "starting"
+        self._show_idle("Opening the microphone…")
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def _on_live(self, item: object) -> None:
+        if isinstance(item, DeviceOpened):
+            self.device_label.setText(f"Input: {item.name}")
+            if item.notice:
+                self.message.emit("notice", item.notice)
+            return
+        assert isinstance(item, LiveState)
+        self.level_meter.set_level_db(item.level_db)
+        if item.match is not None:
+            self._show_live_match(item.match)
+        elif item.status == "no_match":
+            self._show_no_match()
+        else:
+            self.state = "listening"
+            self._show_idle("Listening…")
+
+    def _show_live_match(self, match: Match) -> None:
+        now = time.monotonic()
+        new_track = match.track.id != self._last_track_id
+        self.clock.lock(match.offset_s, match.track.duration_s, now)
+        if not self._timer.isActive():
+            self._timer.start()
+        self.state = "matched"
+        self._show_match(match, "Now playing")
+        if new_track:
+            self._last_track_id = match.track.id
+            self.identified.emit(HistoryEntry.from_match(match, MICROPHONE))
+
+    def _on_listen_done(self, final: LiveState | None) -> None:
+        self.clock.freeze(time.monotonic())
+        self._timer.stop()
+        self.level_meter.set_level_db(-120.0)
+        if final is not None and final.match is not None:
+            self.status_label.setText("Identified")
+            self._show_position()
+        elif self.state == "matched":
+            self.status_label.setText("Stopped")
+        elif self.state != "no_match":
+            self._show_idle(IDLE_TEXT)
+
+    # ---- files --------------------------------------------------------------------------------
+    def identify_file(self, path: Path) -> None:
+        if self.busy:
+            self.message.emit("notice", "Stop listening first, then identify the file.")
+            return
+        self._start(identify_job(self.app.session, Path(path)), self._show_idle, self._on_file_done)
+        self.state = "identifying"
+        self._show_idle(f"Reading {Path(path).name}…")
+
+    def _on_file_done(self, result: FileResult) -> None:
+        source = str(result.path)
+        if result.tracklist is not None:
+            self._show_idle(
+                f"{result.path.name}: {len(result.tracklist)} track(s) found — see Track list."
+            )
+            for entry in result.tracklist:
+                self.identified.emit(HistoryEntry.from_tracklist(entry, source))
+            self.tracklist_ready.emit(result)
+        elif result.match is not None:
+            self.clock.clear()
+            self.clock.lock(result.match.offset_s, result.match.track.duration_s, 0.0)
+            self.clock.freeze(0.0)
+            self._show_match(result.match, f"In {result.path.name}, starting at")
+            self.identified.emit(HistoryEntry.from_match(result.match, source))
+            self.state = "idle"
+        else:
+            self._show_no_match(f"{result.path.name}: no match in your library.")
+
+    # ---- worker plumbing ----------------------------------------------------------------------
+    def _start(self, job, on_progress, on_success) -> None:
+        worker = GeneratorWorker(job, self)
+        worker.progressed.connect(on_progress)
+        worker.succeeded.connect(on_success)
+        worker.failed.connect(self._on_failed)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.identify_button.setEnabled(False)
+        self.busy_changed.emit(True)
+        worker.start()
+
+    def _on_failed(self, error: Exception) -> None:
+        self._timer.stop()
+        self.state = "error"
+        self._show_idle("Stopped — see the message above.")
+        self.error.emit(error)
+
+    def _on_finished(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.deleteLater()
+        if self.state in ("starting", "listening", "no_match", "identifying"):
+            self.state = "idle"
+        self.listen_button.setText("Listen")
+        self.identify_button.setEnabled(True)
+        self.busy_changed.emit(False)
+
+    def shutdown(self, wait_ms: int = 5000) -> None:
+        """Stop the worker and wait for it (the window is closing)."""
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker.wait(wait_ms)
+
+    def set_listen_enabled(self, enabled: bool, reason: str = "") -> None:
+        self.listen_button.setEnabled(enabled or self.busy)
+        self.identify_button.setEnabled(enabled and not self.busy)
+        self.listen_button.setToolTip("Start or stop listening (Ctrl+L)" if enabled else reason)
+
+    # ---- display ------------------------------------------------------------------------------
+    def _show_match(self, match: Match, status: str) -> None:
+        track = match.track
+        self._match = match
+        self.status_label.setText(status)
+        self.title_label.setText(track.title)
+        self.artist_label.setText(" — ".join(x for x in (track.artist, track.album) if x))
+        self.confidence_bar.set_confidence(match.confidence)
+        self.position_bar.show()
+        self._show_position()
+
+    def _show_position(self) -> None:
+        if self._match is None:
+            return
+        position_s = self.position_s()
+        duration_s = self._match.track.duration_s
+        self.position_label.setText(format_position(position_s, duration_s))
+        self.position_bar.setValue(round(1000 * position_s / duration_s) if duration_s else 0)
+
+    def position_s(self) -> float:
+        """The position shown now (seconds into the matched track)."""
+        return self.clock.position(time.monotonic())
+
+    def _show_no_match(self, text: str = NO_MATCH_TEXT) -> None:
+        self.state = "no_match"
+        self._show_idle(text)
+        self.title_label.setText("No match")
+
+    def _show_idle(self, status: str) -> None:
+        self._match = None
+        self._timer.stop()
+        self.clock.clear()
+        self.status_label.setText(status)
+        for label in (self.title_label, self.artist_label, self.position_label):
+            label.setText("")
+        self.position_bar.hide()
+        self.confidence_bar.set_confidence(None)
+
+    def _remember_continuous(self, checked: bool) -> None:
+        self.app.prefs.continuous = checked
+        self.app.save()
+
+    def matched_title(self) -> str:
+        return self._match.track.title if self._match else ""
+
+
+def _label(text: str, point_size: int, *, bold: bool = False, object_name: str = "") -> QLabel:
+    label = QLabel(text)
+    font = QFont()
+    font.setPointSize(point_size)
+    font.setBold(bold)
+    label.setFont(font)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    if object_name:
+        label.setObjectName(object_name)
+    return label

@@ -1,0 +1,232 @@
+"""The main window: message banner, listen panel on top, Library / History / Track list tabs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.audio import AUDIO_EXTENSIONS
+from engine.errors import IndexCorruptError, IndexMismatchError
+from nfp_desktop.context import AppContext
+from nfp_desktop.history import HistoryStore
+from nfp_desktop.history_panel import HistoryPanel, TracklistPanel
+from nfp_desktop.library_panel import LibraryPanel
+from nfp_desktop.listen_panel import ListenPanel
+from nfp_desktop.preferences import Preferences
+from nfp_desktop.session import LibrarySession
+from nfp_desktop.settings_dialog import SettingsDialog
+from nfp_desktop.widgets import MessageBanner
+from nfp_desktop.workers import describe_error
+
+STYLE = """
+QWidget#central { background: palette(window); }
+QFrame#matchCard { background: palette(base); border: 1px solid palette(mid); border-radius: 10px; }
+QPushButton#listenButton { font-size: 20pt; font-weight: 600; border-radius: 10px;
+    background: #2f6fde; color: white; padding: 8px 24px; }
+QPushButton#listenButton:hover { background: #2a63c7; }
+QPushButton#listenButton:disabled { background: #9db6e3; }
+QLabel#status { color: palette(dark); }
+QLabel#dim { color: palette(dark); }
+QLabel#note { color: #8a5a00; }
+QLabel#strong { font-weight: 600; }
+QFrame#progressFrame { border: 1px solid palette(mid); border-radius: 6px; }
+"""
+# Messages from the engine that an index rebuild fixes: the banner offers it as an action.
+REBUILD_FIXES = (IndexMismatchError, IndexCorruptError)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, app: AppContext) -> None:
+        super().__init__()
+        self.app = app
+        self.setWindowTitle("nfp — identify music from your library")
+        self.setAcceptDrops(True)
+        self.resize(980, 720)
+        self.banner = MessageBanner()
+        self.listen_panel = ListenPanel(app)
+        self.library_panel = LibraryPanel(app)
+        self.history_panel = HistoryPanel(app)
+        self.tracklist_panel = TracklistPanel()
+        self._build()
+        self._connect()
+        self._build_actions()
+        self.update_status()
+
+    def _build(self) -> None:
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.library_panel, "Library")
+        self.tabs.addTab(self.history_panel, "History")
+        self.tabs.addTab(self.tracklist_panel, "Track list")
+        central = QWidget()
+        central.setObjectName("central")
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(16, 14, 16, 8)
+        layout.setSpacing(12)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.listen_panel)
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+        self.setStyleSheet(STYLE)
+        self.status_label = QLabel()
+        self.statusBar().addPermanentWidget(self.status_label, 1)
+
+    def _connect(self) -> None:
+        for panel in (self.listen_panel, self.library_panel, self.history_panel):
+            panel.message.connect(self.show_message)
+        self.listen_panel.error.connect(self.show_error)
+        self.library_panel.error.connect(self.show_error)
+        self.listen_panel.identified.connect(self.history_panel.add)
+        self.listen_panel.tracklist_ready.connect(self._show_tracklist)
+        self.listen_panel.identify_button.clicked.connect(self.open_file)
+        self.library_panel.busy_changed.connect(self._on_indexing)
+        self.library_panel.library_changed.connect(self.update_status)
+
+    def _build_actions(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.open_action = _action(self, "&Identify a file…", "Ctrl+O", self.open_file, file_menu)
+        _action(
+            self, "&Add music folder…", "Ctrl+Shift+O", self.library_panel.choose_folder, file_menu
+        )
+        _action(self, "&Update library", "F5", self.library_panel.update_library, file_menu)
+        file_menu.addSeparator()
+        _action(self, "&Quit", QKeySequence.StandardKey.Quit, self.close, file_menu)
+        listen_menu = self.menuBar().addMenu("&Listen")
+        self.listen_action = _action(
+            self, "&Listen / Stop", "Ctrl+L", self.listen_panel.toggle_listening, listen_menu
+        )
+        tools = self.menuBar().addMenu("&Tools")
+        self.settings_action = _action(self, "&Settings…", "Ctrl+,", self.open_settings, tools)
+
+    # ---- messages and status ------------------------------------------------------------------
+    def show_message(self, kind: str, text: str) -> None:
+        self.banner.show_message(kind, text)
+
+    def show_error(self, error: Exception) -> None:
+        """An engine error in the banner; one that a rebuild fixes comes with that offer."""
+        if isinstance(error, REBUILD_FIXES):
+            self.banner.show_message(
+                "error",
+                describe_error(error),
+                action_text="Re-index now",
+                action=self.library_panel.rebuild,
+            )
+        else:
+            self.banner.show_message("error", describe_error(error))
+
+    def update_status(self) -> None:
+        try:
+            info = self.app.session.info()
+        except (IndexCorruptError, OSError) as e:
+            self.status_label.setText(str(e))
+            return
+        if not info or not info["tracks"]:
+            self.status_label.setText("Library is empty — add a music folder to get started.")
+            return
+        self.status_label.setText(
+            f"{info['tracks']} tracks, {info['hours']:.1f} h · "
+            f"checkpoint {info['checkpoint']} (d = {info['d']}) · {info['db']}"
+        )
+
+    def _on_indexing(self, busy: bool, writes_current_library: bool) -> None:
+        # Searching a library while it is written would read half-written rows: wait for it.
+        blocked = busy and writes_current_library
+        self.listen_panel.set_listen_enabled(not blocked, "Available when indexing has finished")
+        self.open_action.setEnabled(not blocked)
+
+    def _show_tracklist(self, result) -> None:
+        self.tracklist_panel.show_result(result)
+        self.tabs.setCurrentWidget(self.tracklist_panel)
+
+    # ---- files --------------------------------------------------------------------------------
+    def open_file(self) -> None:
+        extensions = " ".join(f"*{e}" for e in sorted(AUDIO_EXTENSIONS))
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Identify a file", "", f"Audio ({extensions});;All files (*)"
+        )
+        if path:
+            self.listen_panel.identify_file(Path(path))
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if _dropped_paths(event):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        self.handle_drop(_dropped_paths(event))
+        event.acceptProposedAction()
+
+    def handle_drop(self, paths: list[Path]) -> None:
+        """A dropped folder joins the library; a dropped audio file is identified."""
+        for path in paths:
+            if path.is_dir():
+                self.library_panel.add_folder(path)
+                return
+        if paths:
+            self.listen_panel.identify_file(paths[0])
+
+    # ---- settings -----------------------------------------------------------------------------
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.app.prefs, parent=self)
+        if dialog.exec() == SettingsDialog.DialogCode.Accepted:
+            self.apply_preferences(dialog.preferences())
+
+    def apply_preferences(self, new: Preferences) -> None:
+        """Save new preferences; offer a re-index when the checkpoint changed."""
+        old = self.app.prefs
+        self.app.prefs = new
+        self.app.save()
+        if new.data_dir != old.data_dir:
+            self._open_data_dir()
+        if new.checkpoint != old.checkpoint and self.app.session.exists():
+            self.banner.show_message(
+                "notice",
+                "The new checkpoint needs the library to be re-indexed. Until that is done, "
+                "the current index (and its checkpoint) stays in use.",
+                action_text="Re-index now",
+                action=self.library_panel.rebuild,
+            )
+
+    def _open_data_dir(self) -> None:
+        if self.listen_panel.busy or self.library_panel.busy:
+            self.show_message(
+                "notice", "The new data directory is used after the current work ends."
+            )
+            return
+        self.app.session.close()
+        self.app.session = LibrarySession(self.app.prefs.db_dir)
+        self.app.history = HistoryStore(Path(self.app.prefs.data_dir))
+        self.history_panel.reload()
+        self.library_panel.reload()
+        self.update_status()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.listen_panel.shutdown()
+        self.library_panel.shutdown()
+        self.app.session.close()
+        event.accept()
+
+
+def _action(window: QMainWindow, text: str, shortcut, slot, menu) -> QAction:
+    action = QAction(text, window)
+    action.setShortcut(QKeySequence(shortcut))
+    action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
+    action.triggered.connect(slot)
+    menu.addAction(action)
+    return action
+
+
+def _dropped_paths(event: QDragEnterEvent | QDropEvent) -> list[Path]:
+    mime = event.mimeData()
+    if not mime.hasUrls():
+        return []
+    paths = [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile()]
+    return [p for p in paths if p.is_dir() or p.suffix.lower() in AUDIO_EXTENSIONS]

@@ -1,0 +1,92 @@
+"""The open library and what is loaded from it, shared by the GUI and its workers.
+
+One Library object per library directory for the whole app: opening a second one on the same
+directory while a worker indexes would cut off the rows it is writing (Library drops uncommitted
+vectors when opened). The recognizer is built once in a worker and cached until the index changes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+from engine.checkpoint import Checkpoint, load_checkpoint
+from engine.library import DB_FILE, Library, Track, checkpoint_for_library
+from engine.recognize import Recognizer
+
+REBUILD_SUFFIX = ".rebuild"  # a new index is built beside the old one, then swapped in
+RETIRED_SUFFIX = ".old"
+
+
+class LibrarySession:
+    def __init__(self, db_dir: Path) -> None:
+        self.db_dir = Path(db_dir)
+        self._lock = threading.Lock()  # guards the cached objects: workers and the GUI share them
+        self._library: Library | None = None
+        self._recognizer: Recognizer | None = None
+        self._checkpoints: dict[Path, Checkpoint] = {}
+
+    @property
+    def rebuild_dir(self) -> Path:
+        return self.db_dir.with_name(self.db_dir.name + REBUILD_SUFFIX)
+
+    def exists(self) -> bool:
+        return (self.db_dir / DB_FILE).is_file()
+
+    def library(self) -> Library:
+        """The library (created on first use). Raises IndexCorruptError for a damaged store."""
+        with self._lock:
+            if self._library is None:
+                self._library = Library(self.db_dir)
+            return self._library
+
+    def tracks(self) -> list[Track]:
+        return self.library().tracks() if self.exists() else []
+
+    def info(self) -> dict | None:
+        return self.library().info() if self.exists() else None
+
+    def checkpoint(self, path: Path) -> Checkpoint:
+        """A checkpoint, loaded once per session (loading the full-width model takes a second)."""
+        key = Path(path).resolve()
+        with self._lock:
+            if key not in self._checkpoints:
+                self._checkpoints[key] = load_checkpoint(key)
+            return self._checkpoints[key]
+
+    def recognizer(self) -> Recognizer:
+        """The library opened for search with the checkpoint that built it (call from a worker).
+
+        Raises EmptyLibraryError, IndexMismatchError, IndexCorruptError or CheckpointError.
+        """
+        library = self.library()
+        with self._lock:
+            if self._recognizer is None:
+                self._recognizer = Recognizer(library, checkpoint_for_library(library))
+            return self._recognizer
+
+    def index_changed(self) -> None:
+        """Forget the recognizer: the next search sees the new tracks."""
+        with self._lock:
+            self._recognizer = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._library is not None:
+                self._library.close()
+            self._library = None
+            self._recognizer = None
+
+    def swap_in_rebuilt(self) -> None:
+        """Replace the library with the finished rebuild; the old one is removed only after."""
+        self.close()
+        retired = self.db_dir.with_name(self.db_dir.name + RETIRED_SUFFIX)
+        shutil.rmtree(retired, ignore_errors=True)
+        if self.db_dir.exists():
+            self.db_dir.rename(retired)
+        self.rebuild_dir.rename(self.db_dir)
+        shutil.rmtree(retired, ignore_errors=True)
+
+    def discard_rebuild(self) -> None:
+        shutil.rmtree(self.rebuild_dir, ignore_errors=True)

@@ -1,0 +1,125 @@
+"""Small widgets: the message banner, the input level meter, the confidence bar."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import QAbstractItemModel, Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableView,
+    QWidget,
+)
+
+BANNER_COLOURS = {  # kind → (background, border)
+    "error": ("#fdecea", "#e0a39c"),
+    "notice": ("#fff7e0", "#e6cf8b"),
+    "info": ("#e8f1fb", "#a9c4e6"),
+}
+METER_FLOOR_DB = -60.0  # silence at the left edge of the level meter
+
+
+class MessageBanner(QFrame):
+    """A message inside the window (errors never open a modal box or go to a console)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.kind = ""
+        self._label = QLabel()
+        self._label.setWordWrap(True)
+        self._label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.action_button = QPushButton()
+        self._close = QPushButton("Dismiss")
+        self._close.setFlat(True)
+        self._close.clicked.connect(self.clear)
+        self._action: Callable[[], None] | None = None
+        self.action_button.clicked.connect(self._run_action)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(14, 10, 10, 10)
+        layout.addWidget(self._label, 1)
+        layout.addWidget(self.action_button)
+        layout.addWidget(self._close)
+        self.hide()
+
+    def show_message(
+        self,
+        kind: str,
+        text: str,
+        *,
+        action_text: str = "",
+        action: Callable[[], None] | None = None,
+    ) -> None:
+        self.kind = kind
+        background, border = BANNER_COLOURS[kind]
+        self.setStyleSheet(
+            f"MessageBanner {{ background: {background}; border: 1px solid {border};"
+            " border-radius: 6px; } QLabel { color: #222; }"
+        )
+        self._label.setText(text)
+        self._action = action
+        self.action_button.setText(action_text)
+        self.action_button.setVisible(bool(action_text and action))
+        self.show()
+
+    def text(self) -> str:
+        return self._label.text() if self.kind else ""
+
+    def clear(self) -> None:
+        self.kind = ""
+        self._label.clear()
+        self._action = None
+        self.hide()
+
+    def _run_action(self) -> None:
+        action = self._action
+        self.clear()
+        if action is not None:
+            action()
+
+
+class LevelMeter(QProgressBar):
+    """Input level in dBFS, from METER_FLOOR_DB (empty) to 0 dB (full)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setRange(0, 1000)
+        self.setTextVisible(False)
+        self.setFixedHeight(8)
+        self.setToolTip("Input level")
+        self.level_db = METER_FLOOR_DB
+
+    def set_level_db(self, level_db: float) -> None:
+        self.level_db = max(METER_FLOOR_DB, min(0.0, level_db))
+        self.setValue(round(1000 * (1 - self.level_db / METER_FLOOR_DB)))
+
+
+class ConfidenceBar(QProgressBar):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setRange(0, 100)
+        self.setFixedHeight(18)
+        self.setFormat("Confidence %p%")
+        self.setToolTip("How sure the match is (50 % is the threshold for reporting one)")
+
+    def set_confidence(self, confidence: float | None) -> None:
+        self.setVisible(confidence is not None)
+        self.setValue(round(100 * (confidence or 0.0)))
+
+
+def make_table(model: QAbstractItemModel) -> QTableView:
+    """A read-only table of whole rows, in the app's look."""
+    table = QTableView()
+    table.setModel(model)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setAlternatingRowColors(True)
+    table.verticalHeader().hide()
+    table.horizontalHeader().setStretchLastSection(True)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    table.setWordWrap(False)
+    return table
