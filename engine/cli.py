@@ -49,12 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("info", cmd_info, "show what is in a library")
     p.add_argument("--json", action="store_true")
     for ep in entry_points(group=PLUGIN_GROUP):
-        try:
-            register = ep.load()
-        except ImportError:  # the plugin's extra (e.g. `train`) is not installed: no such command
-            continue
-        register(sub)
+        _register_plugin(ep, sub)
     return parser
+
+
+def _register_plugin(ep, sub) -> None:
+    """Add a plugin's subcommand; a broken plugin costs its command, never the whole tool."""
+    try:
+        ep.load()(sub)
+    except ModuleNotFoundError:  # the plugin's extra (e.g. `train`) is not installed
+        return
+    except Exception as e:
+        print(f"nfp: warning: command {ep.name!r} unavailable ({e})", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -93,50 +93,58 @@ class Recognizer:
         return self.as_match(self.best(self.fingerprinter.audio(audio)))
 
     def tracklist(self, audio: np.ndarray) -> list[TracklistEntry]:
-        """A long recording float32 (n,) → which tracks play when, in order."""
+        """A long recording float32 (n,) → which tracks play when, in order.
+
+        Windows of 5 s every 1 s are matched; consecutive windows that agree on the track and its
+        alignment form one play, whose ends are then trimmed to the segments that really match.
+        """
         fp = self.fingerprinter.segments(frame_segments(audio))
         scores, ids = self.neighbours(fp)
-        hits = []
+        plays: list[_Play] = []
         for start in range(0, max(1, len(fp) - TRACKLIST_WINDOW + 1), TRACKLIST_HOP):
             window = slice(start, start + TRACKLIST_WINDOW)
-            found = self.as_match_at(fp[window], (scores[window], ids[window]))
-            if found is not None:
-                hits.append((start, min(start + TRACKLIST_WINDOW, len(fp)), found))
-        return _merge_hits(hits, self.tracks)
-
-    def as_match_at(
-        self, query_fp: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray]
-    ) -> SequenceMatch | None:
-        found = self.best(query_fp, neighbours)
-        return found if found is not None and found.confidence >= CONFIDENCE_THRESHOLD else None
-
-
-def _merge_hits(
-    hits: list[tuple[int, int, SequenceMatch]], tracks: list[Track]
-) -> list[TracklistEntry]:
-    """Join consecutive windows that agree on track and alignment into one entry."""
-    entries: list[list] = []  # [first_seg, last_seg_end, match_at_first, confidence_max]
-    for start, end, m in hits:
-        delta = m.start_segment - start  # stored segment minus recording segment: constant per play
-        if entries:
-            prev = entries[-1]
-            prev_delta = prev[2].start_segment - prev[0]
-            if (
-                prev[2].track == m.track
-                and abs(prev_delta - delta) <= TRACKLIST_DRIFT
-                and start <= prev[1]
-            ):
-                prev[1] = end
-                prev[3] = max(prev[3], m.confidence)
+            found = self.best(fp[window], (scores[window], ids[window]))
+            if found is None or found.confidence < CONFIDENCE_THRESHOLD:
                 continue
-        entries.append([start, end, m, m.confidence])
-    return [
-        TracklistEntry(
+            end = min(start + TRACKLIST_WINDOW, len(fp))
+            if not (plays and plays[-1].extend(start, end, found)):
+                plays.append(_Play(start, end, found, found.confidence))
+        return [self._entry(play, fp, scores[:, -1]) for play in plays]
+
+    def _entry(self, play: _Play, fp: np.ndarray, floor: np.ndarray) -> TracklistEntry:
+        """Trim a play to the recording segments whose aligned stored segment beats their floor."""
+        track = self.tracks[play.match.track]
+        segs = np.arange(play.first, play.end)
+        rows = track.first_segment + play.match.start_segment + (segs - play.first)
+        inside = rows < track.first_segment + track.n_segments
+        segs, rows = segs[inside], rows[inside]
+        sims = np.einsum("ld,ld->l", fp[segs], self.index.vectors[rows])
+        on = segs[sims > floor[segs]]
+        first, last = (on[0], on[-1]) if on.size else (play.first, play.end - 1)
+        return TracklistEntry(
             start_s=first * HOP_S,
-            end_s=(last - 1) * HOP_S + SEGMENT_S,
-            track=tracks[m.track],
-            offset_s=m.offset_s,
-            confidence=conf,
+            end_s=last * HOP_S + SEGMENT_S,
+            track=track,
+            offset_s=play.match.offset_s + (first - play.first) * HOP_S,
+            confidence=play.confidence,
         )
-        for first, last, m, conf in entries
-    ]
+
+
+@dataclass
+class _Play:
+    """Consecutive track-list windows that agree: one play of one track."""
+
+    first: int  # first recording segment
+    end: int  # one past the last recording segment
+    match: SequenceMatch  # the match of the first window
+    confidence: float  # the best window's
+
+    def extend(self, start: int, end: int, found: SequenceMatch) -> bool:
+        """Take in an overlapping window of the same play; False if it is another play."""
+        # Stored segment minus recording segment stays constant while one play goes on.
+        drift = (found.start_segment - start) - (self.match.start_segment - self.first)
+        if found.track != self.match.track or abs(drift) > TRACKLIST_DRIFT or start > self.end:
+            return False
+        self.end = end
+        self.confidence = max(self.confidence, found.confidence)
+        return True

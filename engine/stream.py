@@ -94,6 +94,11 @@ class LiveMatcher:
         ok = inside and float(self.recognizer.index.vectors[expected] @ fp) > floor
         self._misses = 0 if ok else self._misses + 1
         if self._misses >= LOST_AFTER or not inside:
+            # The music changed where the misses began: search only what was heard since.
+            keep = self._misses
+            for window in (self._fps, self._nbrs):
+                for _ in range(len(window) - keep):
+                    window.popleft()
             self._held = None
             self._misses = 0
 

@@ -1,0 +1,168 @@
+"""Jobs in worker threads: indexing progress and cancel, live listening, file identification."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from desktop_helpers import MIC_RATE, index_library, install_fake_mic, track_audio
+from PySide6.QtCore import Qt
+
+from engine.errors import EmptyLibraryError, NoInputDeviceError
+from engine.stream import LiveState
+from nfp_desktop.session import LibrarySession
+from nfp_desktop.workers import (
+    DeviceOpened,
+    GeneratorWorker,
+    IndexOutcome,
+    IndexStep,
+    describe_error,
+    identify_job,
+    index_job,
+    listen_job,
+)
+
+pytestmark = pytest.mark.gui
+WAIT_MS = 60_000  # generous: the machine is shared; a passing run takes a few seconds
+
+
+def run_worker(qtbot, worker: GeneratorWorker) -> tuple[list, object, object]:
+    """Start the worker, wait until it finishes; returns (progress items, result, error)."""
+    steps, outcome = [], {}
+    worker.progressed.connect(steps.append)
+    worker.succeeded.connect(lambda r: outcome.setdefault("result", r))
+    worker.failed.connect(lambda e: outcome.setdefault("error", e))
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        worker.start()
+    qtbot.wait(10)  # deliver the queued signals emitted just before `finished`
+    return steps, outcome.get("result"), outcome.get("error")
+
+
+@pytest.fixture
+def indexed(tmp_path: Path, music_dir: Path, tiny_checkpoint_path: Path) -> LibrarySession:
+    index_library(tmp_path / "library", music_dir, tiny_checkpoint_path)
+    return LibrarySession(tmp_path / "library")
+
+
+def test_index_worker_reports_each_file_and_returns_the_tracks(
+    qtbot, tmp_path, music_dir, tiny_checkpoint_path
+) -> None:
+    session = LibrarySession(tmp_path / "library")
+    job = index_job(session, tiny_checkpoint_path, [str(music_dir)])
+    steps, outcome, error = run_worker(qtbot, GeneratorWorker(job))
+    assert error is None and isinstance(outcome, IndexOutcome)
+    assert all(isinstance(s, IndexStep) for s in steps)
+    assert [s.progress.done for s in steps] == [1, 2, 3] and steps[-1].progress.total == 3
+    assert outcome.summary.indexed == 3 and not outcome.summary.cancelled
+    assert sorted(t.title for t in outcome.tracks) == ["One", "Three", "Two"]
+    again = run_worker(qtbot, GeneratorWorker(job))[1]  # incremental: nothing new to do
+    assert again.summary.indexed == 0 and again.summary.unchanged == 3
+
+
+def test_index_worker_cancels_between_files_and_keeps_what_it_did(
+    qtbot, tmp_path, music_dir, tiny_checkpoint_path
+) -> None:
+    session = LibrarySession(tmp_path / "library")
+    worker = GeneratorWorker(index_job(session, tiny_checkpoint_path, [str(music_dir)]))
+    # A direct connection cancels inside the worker thread, right after the first file.
+    worker.progressed.connect(lambda _: worker.cancel(), Qt.ConnectionType.DirectConnection)
+    steps, outcome, _ = run_worker(qtbot, worker)
+    assert len(steps) == 1 and outcome.summary.cancelled
+    assert outcome.summary.indexed == 1 and len(outcome.tracks) == 1
+
+
+def test_index_worker_reports_a_missing_folder_as_skipped(
+    qtbot, tmp_path, music_dir, tiny_checkpoint_path
+) -> None:
+    session = LibrarySession(tmp_path / "library")
+    folders = [str(tmp_path / "gone"), str(music_dir)]
+    _, outcome, _ = run_worker(
+        qtbot, GeneratorWorker(index_job(session, tiny_checkpoint_path, folders))
+    )
+    assert outcome.summary.indexed == 3
+    assert outcome.summary.skipped == [
+        (str(tmp_path / "gone"), f"{tmp_path / 'gone'}: not a folder")
+    ]
+
+
+def test_rebuild_indexes_beside_the_old_library(
+    qtbot, indexed, music_dir, tiny_checkpoint_path
+) -> None:
+    job = index_job(indexed, tiny_checkpoint_path, [str(music_dir)], rebuild=True)
+    _, outcome, _ = run_worker(qtbot, GeneratorWorker(job))
+    assert outcome.rebuilt and (indexed.rebuild_dir / "tracks.sqlite").exists()
+    assert len(indexed.tracks()) == 3  # the old library is untouched until the swap
+    indexed.swap_in_rebuilt()
+    assert not indexed.rebuild_dir.exists() and len(indexed.tracks()) == 3
+
+
+def test_listen_job_matches_a_library_track(qtbot, monkeypatch, indexed, music_dir) -> None:
+    install_fake_mic(monkeypatch, track_audio(music_dir / "album" / "one.flac", 5.0, 8.0))
+    steps, final, error = run_worker(
+        qtbot, GeneratorWorker(listen_job(indexed, "", continuous=False))
+    )
+    assert error is None
+    assert isinstance(steps[0], DeviceOpened) and steps[0].notice == ""
+    states = [s for s in steps if isinstance(s, LiveState)]
+    assert states[0].status == "listening" and states[0].level_db > -40
+    assert final.status == "matched" and final.match.track.title == "One"
+    assert final.match.offset_s == pytest.approx(5.0 + final.heard_s, abs=0.6)
+
+
+def test_listen_job_says_when_the_saved_device_is_gone(qtbot, monkeypatch, indexed) -> None:
+    install_fake_mic(monkeypatch, np.zeros(MIC_RATE, np.float32))
+    steps, _, _ = run_worker(
+        qtbot, GeneratorWorker(listen_job(indexed, "Old USB mic", continuous=True))
+    )
+    assert "Old USB mic" in steps[0].notice and "Fake microphone" in steps[0].notice
+
+
+def test_listen_job_stops_when_cancelled(qtbot, monkeypatch, indexed) -> None:
+    install_fake_mic(monkeypatch, np.zeros(60 * MIC_RATE, np.float32))
+    worker = GeneratorWorker(listen_job(indexed, "", continuous=True))
+    worker.progressed.connect(lambda _: worker.cancel(), Qt.ConnectionType.DirectConnection)
+    steps, final, error = run_worker(qtbot, worker)
+    assert error is None and len(steps) <= 2 and final is None
+
+
+def test_listen_job_reports_an_unplugged_device(qtbot, monkeypatch, indexed, music_dir) -> None:
+    audio = track_audio(music_dir / "three.ogg", 0.0, 5.0)
+    install_fake_mic(monkeypatch, audio, fail_after_s=1.0)
+    _, _, error = run_worker(qtbot, GeneratorWorker(listen_job(indexed, "", continuous=True)))
+    assert isinstance(error, NoInputDeviceError) and "stopped delivering audio" in str(error)
+
+
+def test_listen_job_reports_an_empty_library(qtbot, monkeypatch, tmp_path) -> None:
+    install_fake_mic(monkeypatch, np.zeros(MIC_RATE, np.float32))
+    session = LibrarySession(tmp_path / "empty")
+    _, _, error = run_worker(qtbot, GeneratorWorker(listen_job(session, "", continuous=True)))
+    assert isinstance(error, EmptyLibraryError)
+    assert "Library tab" in describe_error(error)
+
+
+def test_identify_job_short_file_and_long_file(qtbot, indexed, music_dir, tmp_path) -> None:
+    from audio_files import write_audio
+
+    short = write_audio(
+        tmp_path / "clip.wav", track_audio(music_dir / "album" / "two.mp3", 4.0, 6.0), MIC_RATE
+    )
+    _, result, error = run_worker(qtbot, GeneratorWorker(identify_job(indexed, short)))
+    assert error is None and result.match is not None and result.match.track.title == "Two"
+    assert result.match.offset_s == pytest.approx(4.0, abs=0.6)
+    parts = [track_audio(music_dir / n, 0.0, 16.0) for n in ("three.ogg", "album/one.flac")]
+    mix = write_audio(tmp_path / "mix.wav", np.concatenate(parts), MIC_RATE)
+    _, result, _ = run_worker(qtbot, GeneratorWorker(identify_job(indexed, mix)))
+    assert [e.track.title for e in result.tracklist] == ["Three", "One"]
+    assert result.tracklist[1].start_s == pytest.approx(16.0, abs=2.0)
+
+
+def test_identify_job_reports_an_undecodable_file(qtbot, indexed, tmp_path) -> None:
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"not audio at all")
+    _, _, error = run_worker(qtbot, GeneratorWorker(identify_job(indexed, bad)))
+    assert "bad.mp3" in str(error) and "cannot decode" in str(error)

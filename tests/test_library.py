@@ -1,0 +1,150 @@
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audio_files import music_like, write_audio
+from conftest import TRACK_SECONDS, make_tiny_checkpoint
+
+from engine.audio import load_audio
+from engine.checkpoint import load_checkpoint
+from engine.errors import EmptyLibraryError, IndexMismatchError, NfpError
+from engine.fingerprint import Fingerprinter
+from engine.library import Library
+from engine.recognize import Recognizer
+
+
+def run_update(library: Library, folder: Path, fingerprinter: Fingerprinter, **kw):
+    steps, run = [], library.update(folder, fingerprinter, **kw)
+    while True:
+        try:
+            steps.append(next(run))
+        except StopIteration as done:
+            return steps, done.value
+
+
+@pytest.fixture
+def music(music_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the generated tracks, free to change."""
+    return Path(shutil.copytree(music_dir, tmp_path / "music"))
+
+
+def test_index_reads_tags_and_finds_every_track(music, tmp_path, tiny_checkpoint):
+    fingerprinter = Fingerprinter(tiny_checkpoint)
+    library = Library(tmp_path / "db")
+    steps, summary = run_update(library, music, fingerprinter)
+    assert (summary.indexed, len(summary.skipped), summary.removed) == (3, 0, 0)
+    assert [s.done for s in steps] == [1, 2, 3] and all(s.total == 3 for s in steps)
+    tracks = {t.title: t for t in library.tracks()}
+    assert set(tracks) == {"One", "Two", "Three"}
+    assert tracks["Two"].artist == "Test Artist" and tracks["Two"].album == "Tests"
+    assert tracks["Two"].duration_s == pytest.approx(TRACK_SECONDS[1], abs=0.1)
+    recognizer = Recognizer(library, tiny_checkpoint)
+    audio = load_audio(music / "album" / "two.mp3")[8 * 8000 : 13 * 8000]  # 8 s … 13 s
+    found = recognizer.best(recognizer.fingerprinter.audio(audio))
+    assert recognizer.tracks[found.track].title == "Two"
+    assert found.offset_s == pytest.approx(8.0, abs=0.5)
+
+
+def test_second_run_is_incremental(music, tmp_path, tiny_checkpoint):
+    fingerprinter = Fingerprinter(tiny_checkpoint)
+    library = Library(tmp_path / "db")
+    run_update(library, music, fingerprinter)
+    rows_before = library.committed_rows
+    _, again = run_update(library, music, fingerprinter)
+    assert (again.indexed, again.unchanged) == (0, 3) and library.committed_rows == rows_before
+
+    write_audio(music / "four.wav", music_like(12.0, 16000, 9), 16000)  # new
+    (music / "three.ogg").unlink()  # removed
+    os.utime(music / "album" / "one.flac", ns=(1, 1))  # changed (mtime)
+    (music / "album" / "two.mp3").rename(music / "two-moved.mp3")  # moved
+    _, summary = run_update(library, music, fingerprinter)
+    assert (summary.indexed, summary.removed, summary.moved) == (2, 1, 1)
+    assert sorted(t.title for t in library.tracks()) == ["One", "Two", "four"]
+    assert next(t for t in library.tracks() if t.title == "Two").path.endswith("two-moved.mp3")
+    live = sum(t.n_segments for t in library.tracks())
+    assert library.committed_rows == live  # removals were compacted away
+
+
+def test_bad_files_are_reported_and_skipped(music, tmp_path, tiny_checkpoint):
+    (music / "empty.mp3").write_bytes(b"")
+    (music / "fake.flac").write_text("this is not a flac file")
+    _, summary = run_update(Library(tmp_path / "db"), music, Fingerprinter(tiny_checkpoint))
+    assert summary.indexed == 3
+    skipped = dict(summary.skipped)
+    assert set(map(Path, skipped)) == {music / "empty.mp3", music / "fake.flac"}
+    assert all(reason for reason in skipped.values())
+
+
+def test_cancel_keeps_what_was_indexed(music, tmp_path, tiny_checkpoint):
+    library = Library(tmp_path / "db")
+    calls = iter([False, True])
+    _, summary = run_update(
+        library, music, Fingerprinter(tiny_checkpoint), should_stop=lambda: next(calls)
+    )
+    assert summary.cancelled and len(library) == 1
+
+
+def test_an_index_refuses_another_checkpoint(music, tmp_path, tiny_checkpoint):
+    library = Library(tmp_path / "db")
+    run_update(library, music, Fingerprinter(tiny_checkpoint))
+    other = load_checkpoint(make_tiny_checkpoint(tmp_path / "other.pt", seed=1))
+    with pytest.raises(IndexMismatchError, match="re-index"):
+        Recognizer(library, other)
+    with pytest.raises(IndexMismatchError):
+        run_update(library, music, Fingerprinter(other))
+
+
+def test_empty_library_and_missing_folder(tmp_path, tiny_checkpoint):
+    library = Library(tmp_path / "db")
+    with pytest.raises(EmptyLibraryError):
+        Recognizer(library, tiny_checkpoint)
+    with pytest.raises(NfpError, match="not a folder"):
+        run_update(library, tmp_path / "nowhere", Fingerprinter(tiny_checkpoint))
+
+
+def count_tracks(db: Path) -> int:
+    try:
+        with sqlite3.connect(db / "tracks.sqlite", timeout=0.1) as con:
+            return con.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet, or locked by the writer
+        return 0
+
+
+@pytest.mark.slow
+def test_kill_9_mid_index_loses_at_most_one_file_and_resumes(tmp_path, tiny_checkpoint_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    for i in range(8):
+        write_audio(music / f"t{i}.wav", music_like(30.0, 8000, 100 + i), 8000)
+    ckpt_dir = tmp_path / "ckpt"
+    ckpt_dir.mkdir()
+    shutil.copy(tiny_checkpoint_path, ckpt_dir / "nfp-scnn-d128.pt")
+    env = {**os.environ, "NFP_CHECKPOINT_DIR": str(ckpt_dir)}
+    db = tmp_path / "db"
+    cmd = [sys.executable, "-m", "engine.cli", "index", str(music), "--db", str(db)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while count_tracks(db) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    library = Library(db)  # opening cuts off rows of the file in flight
+    survived = len(library)
+    assert 2 <= survived < 8, "the kill should land mid-run"
+    assert library.committed_rows == sum(t.n_segments for t in library.tracks())
+    library.close()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"indexed {8 - survived}, unchanged {survived}" in done.stdout
+    library = Library(db)
+    assert len(library) == 8
+    assert library.committed_rows == sum(t.n_segments for t in library.tracks())
+    vectors = np.fromfile(next(db.glob("vectors-*.f32")), np.float32)
+    assert len(vectors) == library.committed_rows * library.d
