@@ -11,9 +11,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 from PySide6.QtCore import QSettings
+from spectral import SpectralEncoder
 
 from engine.audio import load_audio
-from engine.checkpoint import load_checkpoint
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.encoders import ENCODERS, EncoderConfig
 from engine.errors import NoInputDeviceError
 from engine.fingerprint import Fingerprinter
 from engine.library import Library
@@ -21,10 +23,23 @@ from engine.mic import InputDevice
 from nfp_desktop.context import AppContext
 from nfp_desktop.preferences import Preferences, save_preferences
 
+SPECTRAL_CALIBRATION = {"evidence_threshold": {"3": 0.6, "9": 1.0, "19": 1.2}}  # as test_stream
 FAKE_MIC = InputDevice(
     index=0, name="Fake microphone", channels=1, default_rate=16000.0, is_default=True
 )
 MIC_RATE = 16000
+
+
+def spectral_checkpoint_file(path: Path, d: int = 64) -> Path:
+    """A checkpoint file of the training-free spectral encoder, which tells melodies apart.
+
+    The app loads checkpoints from files, so the test encoder joins the engine's registry here.
+    """
+    ENCODERS.setdefault("spectral-test", lambda config: SpectralEncoder(config.d))
+    config = EncoderConfig(name="spectral-test", d=d)
+    evaluation = {"calibration": SPECTRAL_CALIBRATION}
+    save_checkpoint(path, SpectralEncoder(d), config, evaluation=evaluation)
+    return path
 
 
 def make_context(

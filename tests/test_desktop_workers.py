@@ -10,7 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from desktop_helpers import MIC_RATE, index_library, install_fake_mic, track_audio
+from desktop_helpers import (
+    MIC_RATE,
+    index_library,
+    install_fake_mic,
+    spectral_checkpoint_file,
+    track_audio,
+)
 from PySide6.QtCore import Qt
 
 from engine.errors import EmptyLibraryError, NoInputDeviceError
@@ -43,9 +49,14 @@ def run_worker(qtbot, worker: GeneratorWorker) -> tuple[list, object, object]:
     return steps, outcome.get("result"), outcome.get("error")
 
 
+@pytest.fixture(scope="module")
+def spectral_path(tmp_path_factory) -> Path:
+    return spectral_checkpoint_file(tmp_path_factory.mktemp("ckpt") / "spectral.pt")
+
+
 @pytest.fixture
-def indexed(tmp_path: Path, music_dir: Path, tiny_checkpoint_path: Path) -> LibrarySession:
-    index_library(tmp_path / "library", music_dir, tiny_checkpoint_path)
+def indexed(tmp_path: Path, music_dir: Path, spectral_path: Path) -> LibrarySession:
+    index_library(tmp_path / "library", music_dir, spectral_path)
     return LibrarySession(tmp_path / "library")
 
 
