@@ -12,8 +12,9 @@ def format_time(seconds: float) -> str:
 
 
 def format_position(position_s: float, duration_s: float) -> str:
-    """`2:31 / 4:05`, the position never shown past the end."""
-    return f"{format_time(min(position_s, duration_s))} / {format_time(duration_s)}"
+    """`2:31 / 4:05`, the position never shown past the end (durations round, like players)."""
+    total_s = round(duration_s)
+    return f"{format_time(min(position_s, total_s))} / {format_time(total_s)}"
 
 
 def estimate_eta_s(elapsed_s: float, done: int, total: int) -> float | None:

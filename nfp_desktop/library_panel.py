@@ -44,7 +44,6 @@ class LibraryPanel(QWidget):
         self._started_s = 0.0
         self._rebuilding = False
         self._build()
-        self.reload()
 
     # ---- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -269,7 +268,8 @@ def _summary_message(summary: IndexSummary, rebuilt: bool) -> tuple[str, str]:
         parts.append(f"{len(summary.skipped)} skipped (see Skipped files)")
     if summary.skipped and not summary.indexed and not summary.unchanged and not summary.moved:
         path, reason = summary.skipped[0]
-        return "error", f"Nothing could be indexed. {path}: {reason}"
+        detail = reason if reason.startswith(path) else f"{path}: {reason}"
+        return "error", f"Nothing could be indexed. {detail}"
     return "info", ("Library rebuilt: " if rebuilt else "Library updated: ") + ", ".join(
         parts
     ) + "."

@@ -60,6 +60,7 @@ class MainWindow(QMainWindow):
         self._build()
         self._connect()
         self._build_actions()
+        self.library_panel.reload()  # after _connect: a damaged library must reach the banner
         self.update_status()
 
     def _build(self) -> None:
@@ -99,7 +100,7 @@ class MainWindow(QMainWindow):
         )
         _action(self, "&Update library", "F5", self.library_panel.update_library, file_menu)
         file_menu.addSeparator()
-        _action(self, "&Quit", QKeySequence.StandardKey.Quit, self.close, file_menu)
+        self.quit_action = _action(self, "&Quit", "Ctrl+Q", self.close, file_menu)
         listen_menu = self.menuBar().addMenu("&Listen")
         self.listen_action = _action(
             self, "&Listen / Stop", "Ctrl+L", self.listen_panel.toggle_listening, listen_menu

@@ -170,7 +170,8 @@ class SettingsDialog(QDialog):
         self.device_combo.clear()
         try:
             devices = self._list_devices()
-            default, notice = pick_device(self._prefs.device, devices)
+            default = pick_device("", devices)[0]
+            notice = pick_device(self._prefs.device, devices)[1]
         except NfpError as e:
             self.device_combo.addItem("(no input device)", "")
             self._show_device_notice(str(e))

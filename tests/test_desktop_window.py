@@ -1,0 +1,269 @@
+"""The main window end to end on generated music: indexing, listening, files, every error state."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audio_files import music_like, write_audio
+from desktop_helpers import (
+    MIC_RATE,
+    index_library,
+    install_fake_mic,
+    make_context,
+    spectral_checkpoint_file,
+    track_audio,
+)
+from PySide6.QtCore import Qt
+
+import nfp_desktop.workers as workers
+from nfp_desktop.main_window import MainWindow
+
+pytestmark = pytest.mark.gui
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def spectral_path(tmp_path_factory) -> Path:
+    return spectral_checkpoint_file(tmp_path_factory.mktemp("ckpt") / "spectral.pt")
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, music_dir, spectral_path) -> MainWindow:
+    """A window over an indexed library of the three generated tracks."""
+    index_library(tmp_path / "data" / "library", music_dir, spectral_path)
+    return open_window(qtbot, tmp_path, spectral_path, folders=[music_dir])
+
+
+def open_window(qtbot, tmp_path: Path, checkpoint: Path, folders=()) -> MainWindow:
+    window = MainWindow(make_context(tmp_path, checkpoint=checkpoint, folders=list(folders)))
+    qtbot.addWidget(window)
+    window.show()
+    return window
+
+
+def wait_idle(qtbot, window: MainWindow) -> None:
+    qtbot.waitUntil(
+        lambda: not window.library_panel.busy and not window.listen_panel.busy, timeout=WAIT_MS
+    )
+
+
+# ---- library -----------------------------------------------------------------------------------
+def test_empty_window_invites_to_add_a_folder(qtbot, tmp_path, spectral_path) -> None:
+    window = open_window(qtbot, tmp_path, spectral_path)
+    assert "add one" in window.library_panel.folders_label.text()
+    assert window.library_panel.tracks_model.rowCount() == 0
+    assert "Library is empty" in window.status_label.text()
+    assert not window.banner.isVisible()
+
+
+def test_adding_a_folder_indexes_it_with_progress(
+    qtbot, tmp_path, music_dir, spectral_path
+) -> None:
+    window = open_window(qtbot, tmp_path, spectral_path)
+    panel = window.library_panel
+    progress = []
+    window.library_panel.add_folder(music_dir)
+    assert panel.progress_frame.isVisible() and not window.listen_panel.listen_button.isEnabled()
+    panel._worker.progressed.connect(lambda step: progress.append(panel.eta_label.text()))
+    wait_idle(qtbot, window)
+    assert progress and not panel.progress_frame.isVisible()
+    assert panel.tracks_model.rowCount() == 3 and "3 tracks" in panel.count_label.text()
+    assert "3 indexed" in window.banner.text() and "3 tracks" in window.status_label.text()
+    assert window.listen_panel.listen_button.isEnabled()
+    panel.update_library()  # incremental: nothing changed
+    wait_idle(qtbot, window)
+    assert "0 indexed, 3 unchanged" in window.banner.text()
+    panel.filter_edit.setText("three")
+    assert panel.tracks_proxy.rowCount() == 1
+
+
+def test_cancel_stops_indexing(qtbot, tmp_path, music_dir, spectral_path) -> None:
+    window = open_window(qtbot, tmp_path, spectral_path)
+    window.library_panel.add_folder(music_dir)
+    qtbot.mouseClick(window.library_panel.cancel_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, window)
+    assert "Indexing cancelled" in window.banner.text()
+
+
+def test_missing_folder_and_bad_files_are_reported(qtbot, tmp_path, spectral_path) -> None:
+    window = open_window(qtbot, tmp_path, spectral_path)
+    window.library_panel.add_folder(tmp_path / "no-such-folder")
+    wait_idle(qtbot, window)
+    assert window.banner.kind == "error" and "no-such-folder: not a folder" in window.banner.text()
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / "broken.mp3").write_bytes(b"garbage")
+    write_audio(music / "fine.wav", music_like(6.0, 8000, 5), 8000)
+    window.library_panel.add_folder(music)
+    wait_idle(qtbot, window)
+    skipped = window.library_panel.skipped_model
+    assert window.library_panel.skipped_box.isVisibleTo(window)
+    assert [Path(p).name for p, _ in skipped.rows()] == ["broken.mp3"]
+    assert "Invalid data" in skipped.rows()[0][1] and "1 skipped" in window.banner.text()
+
+
+def test_corrupt_index_is_reported_and_rebuilt_on_request(
+    qtbot, tmp_path, music_dir, spectral_path
+) -> None:
+    (tmp_path / "data" / "library").mkdir(parents=True)
+    (tmp_path / "data" / "library" / "tracks.sqlite").write_bytes(b"this is not sqlite" * 100)
+    window = open_window(qtbot, tmp_path, spectral_path, folders=[music_dir])
+    assert window.banner.kind == "error" and "index is damaged" in window.banner.text()
+    assert window.banner.action_button.text() == "Re-index now"
+    qtbot.mouseClick(window.banner.action_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, window)
+    assert "Library rebuilt: 3 indexed" in window.banner.text()
+    assert window.library_panel.tracks_model.rowCount() == 3
+
+
+# ---- listening ---------------------------------------------------------------------------------
+def test_listening_shows_title_and_a_ticking_position(
+    qtbot, monkeypatch, window, music_dir
+) -> None:
+    audio = track_audio(music_dir / "album" / "one.flac", 3.0, 14.0)
+    install_fake_mic(monkeypatch, audio, pace=0.05)  # 2× real time
+    panel = window.listen_panel
+    qtbot.keyClick(window, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: panel.state == "matched", timeout=WAIT_MS)
+    assert panel.title_label.text() == "One" and "Test Artist" in panel.artist_label.text()
+    assert panel.device_label.text() == "Input: Fake microphone"
+    assert panel.position_label.text().endswith("/ 0:20")
+    first = panel.position_s()
+    qtbot.wait(400)
+    assert panel.position_s() > first  # it ticks (and re-locks) while the music goes on
+    assert panel.confidence_bar.isVisible() and panel.confidence_bar.value() >= 50
+    assert panel.level_meter.level_db > -40
+    qtbot.keyClick(window, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier)  # stop
+    wait_idle(qtbot, window)
+    assert panel.listen_button.text() == "Listen"
+    assert [e.title for e in window.app.history.entries] == ["One"]
+    assert window.history_panel.model.rowCount() == 1
+
+
+def test_music_not_in_the_library_says_no_match(qtbot, monkeypatch, window) -> None:
+    stranger = np.repeat(music_like(14.0, 8000, 99), 2)
+    install_fake_mic(monkeypatch, stranger, pace=0.005)
+    window.listen_panel.start_listening()
+    qtbot.waitUntil(lambda: window.listen_panel.state == "no_match", timeout=WAIT_MS)
+    assert window.listen_panel.title_label.text() == "No match"
+    assert "not in your library" in window.listen_panel.status_label.text()
+    wait_idle(qtbot, window)
+    assert window.app.history.entries == []
+
+
+def test_no_input_device_is_a_message(qtbot, monkeypatch, window) -> None:
+    monkeypatch.setattr(workers, "input_devices", lambda: [])
+    window.listen_panel.start_listening()
+    wait_idle(qtbot, window)
+    assert window.banner.kind == "error" and "no audio input device" in window.banner.text()
+    assert window.listen_panel.listen_button.text() == "Listen"
+
+
+def test_unplugged_device_mid_listen_is_a_message(qtbot, monkeypatch, window, music_dir) -> None:
+    audio = track_audio(music_dir / "three.ogg", 0.0, 10.0)
+    install_fake_mic(monkeypatch, audio, pace=0.005, fail_after_s=1.0)
+    window.listen_panel.start_listening()
+    wait_idle(qtbot, window)
+    assert "stopped delivering audio" in window.banner.text()
+    assert window.listen_panel.state == "error"
+
+
+def test_empty_library_is_a_message(qtbot, monkeypatch, tmp_path, spectral_path) -> None:
+    install_fake_mic(monkeypatch, np.zeros(MIC_RATE, np.float32))
+    window = open_window(qtbot, tmp_path, spectral_path)
+    window.listen_panel.start_listening()
+    wait_idle(qtbot, window)
+    assert "no tracks indexed yet" in window.banner.text() and "Library tab" in window.banner.text()
+
+
+# ---- files -------------------------------------------------------------------------------------
+def test_dropping_a_short_file_identifies_it(qtbot, window, music_dir, tmp_path) -> None:
+    clip = track_audio(music_dir / "album" / "two.mp3", 6.0, 6.0)
+    window.handle_drop([write_audio(tmp_path / "clip.wav", clip, MIC_RATE)])
+    wait_idle(qtbot, window)
+    panel = window.listen_panel
+    assert panel.title_label.text() == "Two" and panel.position_label.text() == "0:06 / 0:26"
+    assert window.app.history.entries[-1].source.endswith("clip.wav")
+
+
+def test_a_long_file_gives_a_track_list(qtbot, window, music_dir, tmp_path) -> None:
+    parts = [track_audio(music_dir / n, 0.0, 16.0) for n in ("three.ogg", "album/two.mp3")]
+    window.handle_drop([write_audio(tmp_path / "mix.wav", np.concatenate(parts), MIC_RATE)])
+    wait_idle(qtbot, window)
+    assert window.tabs.currentWidget() is window.tracklist_panel
+    rows = window.tracklist_panel.model.rows()
+    assert [e.track.title for e in rows] == ["Three", "Two"]
+    assert "mix.wav" in window.tracklist_panel.title.text()
+
+
+def test_an_undecodable_file_is_a_message(qtbot, window, tmp_path) -> None:
+    bad = tmp_path / "bad.ogg"
+    bad.write_bytes(b"\0" * 100)
+    window.handle_drop([bad])
+    wait_idle(qtbot, window)
+    assert window.banner.kind == "error" and "bad.ogg: cannot decode audio" in window.banner.text()
+
+
+# ---- settings changes ----------------------------------------------------------------------------
+def test_new_checkpoint_offers_a_reindex_and_keeps_the_old_index_until_done(
+    qtbot, monkeypatch, window, tmp_path, music_dir
+) -> None:
+    other = spectral_checkpoint_file(tmp_path / "spectral-d32.pt", d=32)
+    prefs = window.app.prefs
+    window.apply_preferences(type(prefs)(**{**vars(prefs), "checkpoint": str(other)}))
+    assert "re-indexed" in window.banner.text() and window.banner.action_button.isVisible()
+    assert window.app.session.library().d == 64  # the old index still serves
+    qtbot.mouseClick(window.banner.action_button, Qt.MouseButton.LeftButton)
+    assert window.listen_panel.listen_button.isEnabled()  # a rebuild does not block listening
+    wait_idle(qtbot, window)
+    assert "Library rebuilt" in window.banner.text()
+    assert window.app.session.library().d == 32 and "d = 32" in window.status_label.text()
+    install_fake_mic(monkeypatch, track_audio(music_dir / "three.ogg", 2.0, 8.0), pace=0.005)
+    window.listen_panel.start_listening()
+    qtbot.waitUntil(lambda: window.listen_panel.state == "matched", timeout=WAIT_MS)
+    assert window.listen_panel.title_label.text() == "Three"
+
+
+def test_changing_the_data_directory_opens_that_library(qtbot, window, tmp_path) -> None:
+    prefs = window.app.prefs
+    window.apply_preferences(
+        type(prefs)(**{**vars(prefs), "data_dir": str(tmp_path / "elsewhere")})
+    )
+    assert window.library_panel.tracks_model.rowCount() == 0
+    assert window.app.session.db_dir == tmp_path / "elsewhere" / "library"
+
+
+def test_history_delete_and_export(qtbot, window, music_dir, tmp_path) -> None:
+    clip = track_audio(music_dir / "album" / "two.mp3", 2.0, 5.0)
+    for name in ("a.wav", "b.wav"):
+        window.handle_drop([write_audio(tmp_path / name, clip, MIC_RATE)])
+        wait_idle(qtbot, window)
+    history = window.history_panel
+    assert history.model.rowCount() == 2
+    history.delete_rows([0])
+    assert [Path(e.source).name for e in window.app.history.entries] == ["b.wav"]
+    history.export(tmp_path / "out.csv", "csv")
+    assert "b.wav" in (tmp_path / "out.csv").read_text()
+    history.export(tmp_path / "no-such-dir" / "x" / "out.json", "json")
+    assert window.banner.kind == "info"  # the export made its folder
+    history.export(tmp_path / "out.csv" / "x.csv", "csv")
+    assert window.banner.kind == "error" and "cannot write" in window.banner.text()
+
+
+def test_keyboard_shortcuts(qtbot, window) -> None:
+    shortcuts = {
+        window.listen_action: "Ctrl+L",
+        window.open_action: "Ctrl+O",
+        window.settings_action: "Ctrl+,",
+        window.quit_action: "Ctrl+Q",
+    }
+    for action, keys in shortcuts.items():
+        assert action.shortcut().toString() == keys
+    qtbot.keyClick(window, Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier)
+    assert not window.isVisible()
