@@ -308,8 +308,15 @@ def format_table(result: dict) -> str:
 
 
 def write_outputs(result: dict, outcomes: Sequence[Outcome], out_dir: Path) -> None:
-    """results.json, table.txt, hit_rate.png and scores.png in out_dir."""
+    """results.json, table.txt, queries.npz (every query's outcome), hit_rate.png, scores.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    columns = {}
+    for name in ("found_track", "true_track", "true_segment", "start_segment", "offset_s",
+                 "true_start_s", "evidence", "score"):  # fmt: skip
+        columns[name] = np.concatenate([getattr(o, name) for o in outcomes])
+    for name in ("level", "kind", "length_s", "n_segments"):
+        columns[name] = np.concatenate([[getattr(o, name)] * len(o.evidence) for o in outcomes])
+    np.savez_compressed(out_dir / "queries.npz", **columns)
     (out_dir / "results.json").write_text(json.dumps(result, indent=1))
     (out_dir / "table.txt").write_text(format_table(result) + "\n")
     plot_hit_rates(result, out_dir / "hit_rate.png")
