@@ -66,6 +66,8 @@ def log_mel(segments: torch.Tensor | np.ndarray) -> torch.Tensor:
     Each segment is normalised by its own maximum (not the batch's, as the seed did), so a
     fingerprint does not depend on what else is in the batch, and loudness does not matter.
     """
+    if isinstance(segments, np.ndarray):  # framing views are read-only; torch wants its own
+        segments = np.array(segments, np.float32)
     x = torch.as_tensor(segments, dtype=torch.float32)
     spec = torch.stft(
         x, N_FFT, HOP_LENGTH, window=_window(), center=True, pad_mode="reflect", return_complex=True

@@ -1,0 +1,113 @@
+"""Query latency, recall loss and index size against 10, 100 and 1,000 hours of fingerprints.
+
+Real fingerprints of real tracks (the shipped checkpoint) plus random unit vectors as filler to
+reach each size; queries are noisy excerpts (white noise, 10 dB SNR) of the real tracks.
+Usage: python bench/bench_query.py [--hours 10,100,1000] [--queries 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import percentiles_ms, real_tracks, report, timed
+
+from engine.audio import SAMPLE_RATE, load_audio
+from engine.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.fingerprint import Fingerprinter
+from engine.index import VectorIndex, choose_spec
+from engine.search import SegmentMap, match_sequence
+
+SEGMENTS_PER_HOUR = 7200
+QUERY_S = (1, 3, 5, 10)
+
+
+def library_vectors(fingerprinter: Fingerprinter, tracks: list[Path], hours: float, rng):
+    """Real track fingerprints first, random unit filler after; returns vectors and the map."""
+    real = [fingerprinter.audio(load_audio(t)) for t in tracks]
+    n_filler = max(0, int(hours * SEGMENTS_PER_HOUR) - sum(len(f) for f in real))
+    filler = rng.standard_normal((n_filler, fingerprinter.d), dtype=np.float32)
+    filler /= np.linalg.norm(filler, axis=1, keepdims=True)
+    lengths = [len(f) for f in real] + ([n_filler] if n_filler else [])
+    return np.concatenate([*real, filler]), SegmentMap.from_lengths(lengths)
+
+
+def make_queries(fingerprinter, tracks, n: int, rng) -> list[tuple[int, float, int, np.ndarray]]:
+    """(track, true offset, length_s, fingerprints) for n noisy excerpts of each length."""
+    audio = [load_audio(t) for t in tracks]
+    queries = []
+    for length in QUERY_S:
+        for _ in range(n):
+            i = int(rng.integers(len(audio)))
+            start = int(rng.uniform(0, len(audio[i]) - (length + 1) * SAMPLE_RATE))
+            clip = audio[i][start : start + length * SAMPLE_RATE]
+            noisy = clip + rng.standard_normal(len(clip)).astype(np.float32) * np.sqrt(
+                np.mean(clip**2) / 10
+            )
+            queries.append((i, start / SAMPLE_RATE, length, fingerprinter.audio(noisy)))
+    return queries
+
+
+def index_bytes(index: VectorIndex) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        index.save(Path(tmp))
+        return sum(f.stat().st_size for f in Path(tmp).iterdir())
+
+
+def run_level(hours, vectors, segments, queries, spec) -> list[dict]:
+    index, build_s = timed(lambda: VectorIndex.build(vectors, spec))
+    results, rows = [], []
+    for length in QUERY_S:
+        times = []
+        for track, offset, q_len, fp in queries:
+            if q_len != length:
+                continue
+            found, t = timed(lambda fp=fp: match_sequence(fp, index, segments))
+            times.append(t)
+            results.append((found.track, found.start_segment) if found else None)
+        stored_mb_h = (index_bytes(index) + vectors.nbytes) / 1e6 / hours
+        rows.append({"hours": hours, "spec": index.spec, "query_s": length, **percentiles_ms(times),
+                     "build_s": round(build_s, 1), "disk_MB_per_h": round(stored_mb_h, 3)})  # fmt: skip
+    return rows, results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", default="10,100,1000")
+    parser.add_argument("--queries", type=int, default=50, help="per query length")
+    parser.add_argument("--tracks", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    fingerprinter = Fingerprinter(load_checkpoint(default_checkpoint_path()))
+    tracks = real_tracks(args.tracks)
+    queries = make_queries(fingerprinter, tracks, args.queries, rng)
+    rows = []
+    for hours in (float(h) for h in args.hours.split(",")):
+        vectors, segments = library_vectors(fingerprinter, tracks, hours, rng)
+        exact_rows, exact = run_level(hours, vectors, segments, queries, "Flat")
+        ivf_spec = choose_spec(10**9, vectors.shape[1]).split(",")[1]
+        n_list = choose_spec(max(len(vectors), 250_001), vectors.shape[1]).split(",")[0]
+        ivf_rows, ivf = run_level(hours, vectors, segments, queries, f"{n_list},{ivf_spec}")
+        agree = np.mean([a == b for a, b in zip(exact, ivf, strict=True)])
+        truth = [(t, round(o / 0.5)) for t, o, _, _ in queries]
+        for r, res in ((exact_rows, exact), (ivf_rows, ivf)):
+            for row in r:
+                row["top1_near_hit"] = round(_near_hits(res, truth, queries, row["query_s"]), 3)
+        for row in ivf_rows:
+            row["recall_loss_vs_exact"] = round(1 - float(agree), 4)
+        rows += exact_rows + ivf_rows
+    report("query", rows, {"filler": "random unit vectors", "queries_per_length": args.queries})
+
+
+def _near_hits(results, truth, queries, length) -> float:
+    hits = [r is not None and r[0] == t[0] and abs(r[1] - t[1]) <= 1
+            for r, t, q in zip(results, truth, queries, strict=True) if q[2] == length]  # fmt: skip
+    return float(np.mean(hits))
+
+
+if __name__ == "__main__":
+    main()

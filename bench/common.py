@@ -1,0 +1,57 @@
+"""Shared bits of the benchmarks: real tracks to measure on, timing, and the table/JSON output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
+RESULTS = Path(__file__).parent / "results"
+
+
+def real_tracks(n: int) -> list[Path]:
+    tracks = sorted(WESNOTH_MUSIC.glob("*.ogg"))[:n]
+    if not tracks:
+        raise SystemExit(f"{WESNOTH_MUSIC}: install wesnoth-1.16-music (scripts/setup.sh does)")
+    return tracks
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, float]:
+    started = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - started
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    ms = np.array(seconds) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p95_ms": round(float(np.percentile(ms, 95)), 2)}  # fmt: skip
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__}  # fmt: skip
+
+
+def report(name: str, rows: list[dict], extra: dict | None = None) -> Path:
+    """Print rows as a table and write them with the machine facts to bench/results/NAME.json."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    widths = {c: max(len(c), *(len(_fmt(r.get(c, ""))) for r in rows)) for c in columns}
+    print("  ".join(c.rjust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(_fmt(row.get(c, "")).rjust(widths[c]) for c in columns))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps({"machine": machine(), **(extra or {}), "rows": rows}, indent=1))
+    print(f"wrote {out}")
+    return out
+
+
+def _fmt(value: object) -> str:
+    return f"{value:,.2f}" if isinstance(value, float) else str(value)
