@@ -29,9 +29,8 @@ def measure(checkpoint, tracks, threads: int) -> dict:
         segments = frame_segments(audio)
         with torch.inference_mode():
             for i in range(0, len(segments), BATCH_SEGMENTS):
-                mel, t = timed(
-                    lambda i=i: log_mel(np.ascontiguousarray(segments[i : i + BATCH_SEGMENTS]))
-                )
+                batch = segments[i : i + BATCH_SEGMENTS]
+                mel, t = timed(lambda batch=batch: log_mel(batch))
                 features_s += t
                 fp, t = timed(lambda mel=mel: checkpoint.model(mel).numpy())
                 encoder_s += t

@@ -62,15 +62,16 @@ def run_level(hours, vectors, segments, queries, spec) -> list[dict]:
     results, rows = [], []
     for length in QUERY_S:
         times = []
-        for track, offset, q_len, fp in queries:
+        for _, _, q_len, fp in queries:
             if q_len != length:
                 continue
             found, t = timed(lambda fp=fp: match_sequence(fp, index, segments))
             times.append(t)
             results.append((found.track, found.start_segment) if found else None)
         stored_mb_h = (index_bytes(index) + vectors.nbytes) / 1e6 / hours
-        rows.append({"hours": hours, "spec": index.spec, "query_s": length, **percentiles_ms(times),
-                     "build_s": round(build_s, 1), "disk_MB_per_h": round(stored_mb_h, 3)})  # fmt: skip
+        rows.append({"hours": hours, "spec": index.spec, "query_s": length,
+                     **percentiles_ms(times), "build_s": round(build_s, 1),
+                     "disk_MB_per_h": round(stored_mb_h, 3)})  # fmt: skip
     return rows, results
 
 

@@ -35,8 +35,9 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
 
 
 def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__}  # fmt: skip
+    return {"cpu": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__}  # fmt: skip
 
 
 def report(name: str, rows: list[dict], extra: dict | None = None) -> Path:
