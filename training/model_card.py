@@ -33,7 +33,7 @@ def markdown_table(result: dict) -> list[str]:
     lines = ["| level | match | " + " | ".join(f"{s} s" for s in lengths) + " |",
              "|---|---|" + "---:|" * len(lengths)]  # fmt: skip
     for level, by_length in result["hit_rates"].items():
-        for kind in ("exact", "near", "song", "song_confident"):
+        for kind in ("exact", "exact_or_repeat", "near", "song", "song_confident"):
             cells = " | ".join(f"{100 * by_length[s][kind]:.1f}" for s in lengths)
             lines.append(f"| {level} | {kind} | {cells} |")
     for level, by_length in result["false_positive_rate"].items():
