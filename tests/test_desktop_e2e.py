@@ -1,0 +1,202 @@
+"""End to end through a virtual microphone: real music played into a PulseAudio null sink whose
+monitor is the app's input (DESIGN.md section 6).
+
+Uses the shipped default checkpoint; NFP_E2E_CHECKPOINT=FILE runs it with another one (a
+training run's latest checkpoint, say)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audio_files import music_like, write_audio
+from desktop_helpers import make_context
+from PySide6.QtCore import Qt
+from pytestqt.exceptions import TimeoutError
+
+from engine.audio import SAMPLE_RATE, load_audio
+from nfp_desktop.main_window import MainWindow
+
+pytestmark = [pytest.mark.e2e, pytest.mark.gui, pytest.mark.slow]
+
+WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
+LIBRARY_TRACKS = ["battle.ogg", "breaking_the_chains.ogg", "elvish-theme.ogg", "frantic.ogg"]
+STRANGER_TRACK = "heroes_rite.ogg"  # real music that is not indexed
+PLAY_S = 40.0  # length of the excerpt played into the virtual microphone
+ANSWER_WITHIN_S = 10.0  # wall time from pressing Listen to the right title and position
+POSITION_TOLERANCE_S = 1.0
+CUSTOM_PA = """\
+load-module module-native-protocol-unix auth-anonymous=1 socket={socket}
+load-module module-null-sink sink_name=vsink
+set-default-source vsink.monitor
+"""
+
+
+@pytest.fixture(scope="module")
+def virtual_mic(tmp_path_factory) -> Iterator[str]:
+    """A private PulseAudio server with a null sink `vsink`; its monitor is the input 'pulse'."""
+    if not shutil.which("pulseaudio") or not shutil.which("paplay"):
+        pytest.fail("needs pulseaudio and pulseaudio-utils (scripts/setup.sh installs them)")
+    runtime = tmp_path_factory.mktemp("pulse")
+    socket = runtime / "native"
+    (runtime / "custom.pa").write_text(CUSTOM_PA.format(socket=socket))
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HOME": str(runtime)}
+    daemon = subprocess.Popen(
+        ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n", "-F", "custom.pa"],
+        cwd=runtime,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert socket.exists(), "pulseaudio did not start"
+        server = f"unix:{socket}"
+        previous = os.environ.get("PULSE_SERVER")
+        os.environ["PULSE_SERVER"] = server
+        _reinitialise_portaudio()  # PortAudio lists devices once; make it see this server
+        yield server
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+        if previous is None:
+            os.environ.pop("PULSE_SERVER", None)
+        else:
+            os.environ["PULSE_SERVER"] = previous
+
+
+def _reinitialise_portaudio() -> None:
+    if "sounddevice" in sys.modules:
+        sd = sys.modules["sounddevice"]
+        sd._terminate()
+        sd._initialize()
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("music")
+    for name in LIBRARY_TRACKS:
+        if not (WESNOTH_MUSIC / name).is_file():
+            pytest.fail(f"{WESNOTH_MUSIC / name}: needs the Debian package wesnoth-1.16-music")
+        (folder / name).symlink_to(WESNOTH_MUSIC / name)
+    return folder
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, music, virtual_mic) -> MainWindow:
+    env_dir = os.environ.pop("NFP_CHECKPOINT_DIR", None)  # the shipped default, not a test's
+    context = make_context(tmp_path, checkpoint=os.environ.get("NFP_E2E_CHECKPOINT"))
+    context.prefs.device = "pulse"
+    window = MainWindow(context)
+    qtbot.addWidget(window)
+    window.show()
+    window.library_panel.add_folder(music)
+    qtbot.waitUntil(lambda: not window.library_panel.busy, timeout=300_000)
+    assert window.library_panel.tracks_model.rowCount() == len(LIBRARY_TRACKS), window.banner.text()
+    yield window
+    window.close()
+    if env_dir is not None:
+        os.environ["NFP_CHECKPOINT_DIR"] = env_dir
+
+
+def describe(window: MainWindow) -> str:
+    panel = window.listen_panel
+    return (
+        f"the window shows state {panel.state!r}, status {panel.status_label.text()!r}, "
+        f"title {panel.title_label.text()!r} at {panel.position_s():.1f} s, "
+        f"input level {panel.level_meter.level_db:.0f} dB, banner {window.banner.text()!r}"
+    )
+
+
+class Player:
+    """paplay into the null sink; `position_s()` is where the music is now, by the wall clock."""
+
+    def __init__(self, audio: np.ndarray, start_s: float, tmp_path: Path, server: str) -> None:
+        clip = audio[int(start_s * SAMPLE_RATE) : int((start_s + PLAY_S) * SAMPLE_RATE)]
+        wav = write_audio(tmp_path / "playing.wav", clip, SAMPLE_RATE)
+        self.start_s = start_s
+        env = {**os.environ, "PULSE_SERVER": server}
+        cmd = ["paplay", "--device=vsink", "--latency-msec=50", str(wav)]
+        self.process = subprocess.Popen(cmd, env=env)
+        self.started = time.monotonic()
+
+    def position_s(self) -> float:
+        return self.start_s + time.monotonic() - self.started
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def test_listen_shows_the_playing_track_and_follows_it(
+    qtbot, window, tmp_path, virtual_mic
+) -> None:
+    rng = np.random.default_rng()
+    track = WESNOTH_MUSIC / LIBRARY_TRACKS[int(rng.integers(len(LIBRARY_TRACKS)))]
+    audio = load_audio(track)
+    start_s = float(rng.uniform(5.0, len(audio) / SAMPLE_RATE - PLAY_S - 5.0))
+    title = next(
+        t.title for t in window.library_panel.tracks_model.rows() if t.path.endswith(track.name)
+    )
+    panel = window.listen_panel
+    player = Player(audio, start_s, tmp_path, virtual_mic)
+    try:
+        qtbot.mouseClick(panel.listen_button, Qt.MouseButton.LeftButton)
+        pressed = time.monotonic()
+        try:
+            qtbot.waitUntil(
+                lambda: (
+                    panel.title_label.text() == title
+                    and abs(panel.position_s() - player.position_s()) <= POSITION_TOLERANCE_S
+                ),
+                timeout=int(ANSWER_WITHIN_S * 1000),
+            )
+        except TimeoutError:
+            pytest.fail(f"playing {title!r} at {player.position_s():.1f} s; {describe(window)}")
+        print(
+            f"\n{track.name} from {start_s:.1f} s: answered in {time.monotonic() - pressed:.1f} s"
+        )
+        before, shown_before = player.position_s(), panel.position_s()
+        qtbot.wait(3000)
+        assert panel.title_label.text() == title
+        advanced = panel.position_s() - shown_before
+        assert advanced == pytest.approx(player.position_s() - before, abs=0.7)
+        assert abs(panel.position_s() - player.position_s()) <= POSITION_TOLERANCE_S
+    finally:
+        player.stop()
+        panel.stop()
+        qtbot.waitUntil(lambda: not panel.busy, timeout=10_000)
+
+
+@pytest.mark.parametrize("stranger", ["wesnoth track not indexed", "generated melody"])
+def test_music_not_in_the_library_is_no_match(
+    qtbot, window, tmp_path, virtual_mic, stranger
+) -> None:
+    if stranger == "generated melody":
+        audio = music_like(PLAY_S + 1, SAMPLE_RATE, seed=7)
+    else:
+        audio = load_audio(WESNOTH_MUSIC / STRANGER_TRACK)
+    panel = window.listen_panel
+    matched = []
+    panel.identified.connect(matched.append)
+    player = Player(audio, 0.0 if stranger == "generated melody" else 30.0, tmp_path, virtual_mic)
+    try:
+        panel.start_listening()
+        qtbot.waitUntil(lambda: panel.state == "no_match", timeout=20_000)
+        assert panel.title_label.text() == "No match" and not matched
+    finally:
+        player.stop()
+        panel.stop()
+        qtbot.waitUntil(lambda: not panel.busy, timeout=10_000)
