@@ -430,6 +430,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bank", default="corpus/degradations.npz")
     parser.add_argument("--distractors", choices=("train", "none"), default="train",
                         help="add the train split to the database (default) or not")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--write-checkpoint", action="store_true",
                         help="store the results and calibration inside the checkpoint")  # fmt: skip
 
@@ -438,6 +439,10 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(checkpoint=args.checkpoint, corpus=args.corpus, bank=args.bank,
                      out_dir=args.out, seed=args.seed, queries=args.queries, tracks=args.tracks,
                      distractors=args.distractors)  # fmt: skip
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         result = evaluate(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     except (FileNotFoundError, ValueError) as e:
