@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from engine.audio import HOP_S, HOP_SAMPLES, SAMPLE_RATE, count_segments, frame_segments
 from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -440,8 +441,6 @@ def run_eval(args: argparse.Namespace) -> int:
                      out_dir=args.out, seed=args.seed, queries=args.queries, tracks=args.tracks,
                      distractors=args.distractors)  # fmt: skip
     if args.threads > 0:
-        import torch
-
         torch.set_num_threads(args.threads)
     try:
         result = evaluate(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
