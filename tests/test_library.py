@@ -14,7 +14,7 @@ from conftest import TRACK_SECONDS, make_tiny_checkpoint
 
 from engine.audio import load_audio
 from engine.checkpoint import load_checkpoint
-from engine.errors import EmptyLibraryError, IndexMismatchError, NfpError
+from engine.errors import EmptyLibraryError, IndexCorruptError, IndexMismatchError, NfpError
 from engine.fingerprint import Fingerprinter
 from engine.library import Library
 from engine.recognize import Recognizer
@@ -148,3 +148,19 @@ def test_kill_9_mid_index_loses_at_most_one_file_and_resumes(tmp_path, tiny_chec
     assert library.committed_rows == sum(t.n_segments for t in library.tracks())
     vectors = np.fromfile(next(db.glob("vectors-*.f32")), np.float32)
     assert len(vectors) == library.committed_rows * library.d
+
+
+def test_a_damaged_track_store_is_reported(tmp_path):
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "tracks.sqlite").write_bytes(b"definitely not sqlite" * 100)
+    with pytest.raises(IndexCorruptError, match="track store unreadable"):
+        Library(tmp_path / "db")
+
+
+def test_lost_fingerprints_are_reported(music, tmp_path, tiny_checkpoint):
+    library = Library(tmp_path / "db")
+    run_update(library, music, Fingerprinter(tiny_checkpoint))
+    library.close()
+    next((tmp_path / "db").glob("vectors-*.f32")).write_bytes(b"")
+    with pytest.raises(IndexCorruptError, match="re-index"):
+        Recognizer(Library(tmp_path / "db"), tiny_checkpoint)
