@@ -207,7 +207,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from engine.stream import LiveMatcher
 
     if args.list_devices:
-        for d in input_devices():
+        devices = input_devices()
+        if not devices:
+            print("no audio input devices")
+        for d in devices:
             mark = "*" if d.is_default else " "
             print(f"{mark} {d.name} ({d.channels} ch, {d.default_rate:.0f} Hz)")
         return 0

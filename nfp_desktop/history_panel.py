@@ -23,7 +23,7 @@ class HistoryPanel(QWidget):
         self.app = app
         self.model = HistoryModel(self)
         self.proxy = sortable_filter_proxy(self.model, self)
-        self.table = make_table(self.proxy)
+        self.table = make_table(self.proxy, widths=(150, 220, 170, 70, 95))
         self.table.setSortingEnabled(True)
         self.delete_button = QPushButton("Delete selected")
         self.delete_button.setShortcut("Delete")
@@ -83,7 +83,7 @@ class TracklistPanel(QWidget):
         self.model = TracklistModel(self)
         self.title = QLabel("Identify a long recording (a mix, a radio show) to list its tracks.")
         self.title.setWordWrap(True)
-        self.table = make_table(self.model)
+        self.table = make_table(self.model, widths=(150, 240, 180, 70))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 12, 12, 12)
         layout.addWidget(self.title)

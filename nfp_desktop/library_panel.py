@@ -53,13 +53,13 @@ class LibraryPanel(QWidget):
         layout.addLayout(self._build_folder_row())
         layout.addWidget(self._build_progress())
         layout.addLayout(self._build_filter_row())
-        self.table = make_table(self.tracks_proxy)
+        self.table = make_table(self.tracks_proxy, widths=(230, 170, 210, 75))
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(TrackTableModel.TITLE, Qt.SortOrder.AscendingOrder)
         layout.addWidget(self.table, 1)
         self.skipped_box = QGroupBox("Skipped files")
         skipped_layout = QVBoxLayout(self.skipped_box)
-        self.skipped_table = make_table(self.skipped_model)
+        self.skipped_table = make_table(self.skipped_model, widths=(220, 420))
         self.skipped_table.setMaximumHeight(130)
         skipped_layout.addWidget(self.skipped_table)
         self.skipped_box.hide()
@@ -156,6 +156,7 @@ class LibraryPanel(QWidget):
         if folder_text not in self.app.prefs.folders:
             self.app.prefs.folders.append(folder_text)
             self.app.save()
+            self._show_folders()
         self._start([folder_text])
 
     def update_library(self) -> None:

@@ -32,8 +32,9 @@ from nfp_desktop.widgets import ConfidenceBar, LevelMeter
 from nfp_desktop.workers import DeviceOpened, FileResult, GeneratorWorker, identify_job, listen_job
 
 TICK_MS = 200  # position refresh between LiveStates
-IDLE_TEXT = "Press Listen to identify the music playing near this computer."
-NO_MATCH_TEXT = "No match — this music is not in your library, or it is too quiet."
+IDLE_TEXT = "Press Listen (Ctrl+L) while music plays, or drop an audio file on this window."
+NO_MATCH_TEXT = "This music is not in your library, or it is too quiet to recognise."
+CONTROLS_WIDTH = 210  # the left column keeps its width whatever the device is called
 
 
 class ListenPanel(QWidget):
@@ -55,7 +56,7 @@ class ListenPanel(QWidget):
         self._timer.setInterval(TICK_MS)
         self._timer.timeout.connect(self._show_position)
         self._build()
-        self._show_idle(IDLE_TEXT)
+        self._show_idle("Ready", IDLE_TEXT)
 
     # ---- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -82,10 +83,14 @@ class ListenPanel(QWidget):
         controls.addWidget(self.device_label)
         controls.addWidget(self.level_meter)
 
+        holder = QWidget()
+        holder.setFixedWidth(CONTROLS_WIDTH)
+        holder.setLayout(controls)
+        controls.setContentsMargins(0, 0, 0, 0)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(18)
-        layout.addLayout(controls)
+        layout.addWidget(holder)
         layout.addWidget(self._build_match_card(), 1)
 
     def _build_match_card(self) -> QFrame:
@@ -133,18 +138,21 @@ class ListenPanel(QWidget):
             self.app.session, self.app.prefs.device, continuous=self.continuous_box.isChecked()
         )
         self._last_track_id = None
-        self._start(job, self._on_live, self._on_listen_done)
+        self._start(job, self.show_live, self._on_listen_done)
         self.listen_button.setText("Stop")
         self.state = "starting"
         self._show_idle("Opening the microphone…")
+        self._set_listening_look(True)
 
     def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
 
-    def _on_live(self, item: object) -> None:
+    def show_live(self, item: object) -> None:
+        """Show what the listen worker reports: the device it opened or a LiveState."""
         if isinstance(item, DeviceOpened):
             self.device_label.setText(f"Input: {item.name}")
+            self.device_label.setToolTip(item.name)
             if item.notice:
                 self.message.emit("notice", item.notice)
             return
@@ -156,7 +164,8 @@ class ListenPanel(QWidget):
             self._show_no_match()
         else:
             self.state = "listening"
-            self._show_idle("Listening…")
+            heard = f"Heard {item.heard_s:.0f} s of audio" if item.heard_s >= 1 else "Starting"
+            self._show_idle("Listening…", f"{heard} — an answer usually comes within seconds.")
 
     def _show_live_match(self, match: Match) -> None:
         now = time.monotonic()
@@ -180,14 +189,15 @@ class ListenPanel(QWidget):
         elif self.state == "matched":
             self.status_label.setText("Stopped")
         elif self.state != "no_match":
-            self._show_idle(IDLE_TEXT)
+            self._show_idle("Ready", IDLE_TEXT)
 
     # ---- files --------------------------------------------------------------------------------
     def identify_file(self, path: Path) -> None:
         if self.busy:
             self.message.emit("notice", "Stop listening first, then identify the file.")
             return
-        self._start(identify_job(self.app.session, Path(path)), self._show_idle, self._on_file_done)
+        job = identify_job(self.app.session, Path(path))
+        self._start(job, lambda step: self._show_idle(step), self._on_file_done)
         self.state = "identifying"
         self._show_idle(f"Reading {Path(path).name}…")
 
@@ -195,7 +205,8 @@ class ListenPanel(QWidget):
         source = str(result.path)
         if result.tracklist is not None:
             self._show_idle(
-                f"{result.path.name}: {len(result.tracklist)} track(s) found — see Track list."
+                f"{len(result.tracklist)} track(s) found",
+                f"In {result.path.name}: see the Track list tab.",
             )
             for entry in result.tracklist:
                 self.identified.emit(HistoryEntry.from_tracklist(entry, source))
@@ -225,7 +236,7 @@ class ListenPanel(QWidget):
     def _on_failed(self, error: Exception) -> None:
         self._timer.stop()
         self.state = "error"
-        self._show_idle("Stopped — see the message above.")
+        self._show_idle("Not listening", "See the message above.")
         self.error.emit(error)
 
     def _on_finished(self) -> None:
@@ -234,7 +245,7 @@ class ListenPanel(QWidget):
             worker.deleteLater()
         if self.state in ("starting", "listening", "no_match", "identifying"):
             self.state = "idle"
-        self.listen_button.setText("Listen")
+        self._set_listening_look(False)
         self.identify_button.setEnabled(True)
         self.busy_changed.emit(False)
 
@@ -254,6 +265,7 @@ class ListenPanel(QWidget):
         track = match.track
         self._match = match
         self.status_label.setText(status)
+        self.status_label.show()
         self.title_label.setText(track.title)
         self.artist_label.setText(" — ".join(x for x in (track.artist, track.album) if x))
         self.confidence_bar.set_confidence(match.confidence)
@@ -272,20 +284,27 @@ class ListenPanel(QWidget):
         """The position shown now (seconds into the matched track)."""
         return self.clock.position(time.monotonic())
 
-    def _show_no_match(self, text: str = NO_MATCH_TEXT) -> None:
+    def _show_no_match(self, detail: str = NO_MATCH_TEXT) -> None:
         self.state = "no_match"
-        self._show_idle(text)
-        self.title_label.setText("No match")
+        self._show_idle("No match", detail)
 
-    def _show_idle(self, status: str) -> None:
+    def _show_idle(self, title: str, detail: str = "") -> None:
+        """The card without a match: a large title saying what happens, a line of detail."""
         self._match = None
         self._timer.stop()
         self.clock.clear()
-        self.status_label.setText(status)
-        for label in (self.title_label, self.artist_label, self.position_label):
-            label.setText("")
+        self.status_label.hide()
+        self.title_label.setText(title)
+        self.artist_label.setText(detail)
+        self.position_label.setText("")
         self.position_bar.hide()
         self.confidence_bar.set_confidence(None)
+
+    def _set_listening_look(self, listening: bool) -> None:
+        self.listen_button.setText("Stop" if listening else "Listen")
+        self.listen_button.setProperty("listening", listening)
+        self.listen_button.style().unpolish(self.listen_button)
+        self.listen_button.style().polish(self.listen_button)
 
     def _remember_continuous(self, checked: bool) -> None:
         self.app.prefs.continuous = checked

@@ -35,6 +35,9 @@ QPushButton#listenButton { font-size: 20pt; font-weight: 600; border-radius: 10p
     background: #2f6fde; color: white; padding: 8px 24px; }
 QPushButton#listenButton:hover { background: #2a63c7; }
 QPushButton#listenButton:disabled { background: #9db6e3; }
+QPushButton#listenButton[listening="true"] { background: #c8412f; }
+QPushButton#listenButton[listening="true"]:hover { background: #b23a2a; }
+QStatusBar QLabel { padding: 2px 10px; color: palette(dark); }
 QLabel#status { color: palette(dark); }
 QLabel#dim { color: palette(dark); }
 QLabel#note { color: #8a5a00; }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from PySide6.QtCore import QAbstractItemModel, Qt
 from PySide6.QtWidgets import (
@@ -112,8 +112,8 @@ class ConfidenceBar(QProgressBar):
         self.setValue(round(100 * (confidence or 0.0)))
 
 
-def make_table(model: QAbstractItemModel) -> QTableView:
-    """A read-only table of whole rows, in the app's look."""
+def make_table(model: QAbstractItemModel, widths: Sequence[int] = ()) -> QTableView:
+    """A read-only table of whole rows; columns get these widths, the last one stretches."""
     table = QTableView()
     table.setModel(model)
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -122,4 +122,7 @@ def make_table(model: QAbstractItemModel) -> QTableView:
     table.horizontalHeader().setStretchLastSection(True)
     table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
     table.setWordWrap(False)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    for column, width in enumerate(widths):
+        table.setColumnWidth(column, width)
     return table

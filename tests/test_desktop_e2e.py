@@ -114,8 +114,8 @@ def window(qtbot, tmp_path, music, virtual_mic) -> MainWindow:
 def describe(window: MainWindow) -> str:
     panel = window.listen_panel
     return (
-        f"the window shows state {panel.state!r}, status {panel.status_label.text()!r}, "
-        f"title {panel.title_label.text()!r} at {panel.position_s():.1f} s, "
+        f"the window shows state {panel.state!r}, {panel.title_label.text()!r} "
+        f"({panel.artist_label.text()!r}) at {panel.position_s():.1f} s, "
         f"input level {panel.level_meter.level_db:.0f} dB, banner {window.banner.text()!r}"
     )
 

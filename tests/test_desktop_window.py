@@ -152,7 +152,7 @@ def test_music_not_in_the_library_says_no_match(qtbot, monkeypatch, window) -> N
     window.listen_panel.start_listening()
     qtbot.waitUntil(lambda: window.listen_panel.state == "no_match", timeout=WAIT_MS)
     assert window.listen_panel.title_label.text() == "No match"
-    assert "not in your library" in window.listen_panel.status_label.text()
+    assert "not in your library" in window.listen_panel.artist_label.text()
     wait_idle(qtbot, window)
     assert window.app.history.entries == []
 
