@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from nfp_desktop.context import AppContext
@@ -25,6 +25,7 @@ class HistoryPanel(QWidget):
         self.proxy = sortable_filter_proxy(self.model, self)
         self.table = make_table(self.proxy, widths=(150, 220, 170, 70, 95))
         self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)  # the newest first
         self.delete_button = QPushButton("Delete selected")
         self.delete_button.setShortcut("Delete")
         self.delete_button.clicked.connect(self.delete_selected)

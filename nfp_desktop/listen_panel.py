@@ -34,6 +34,7 @@ from nfp_desktop.workers import DeviceOpened, FileResult, GeneratorWorker, ident
 TICK_MS = 200  # position refresh between LiveStates
 IDLE_TEXT = "Press Listen (Ctrl+L) while music plays, or drop an audio file on this window."
 NO_MATCH_TEXT = "This music is not in your library, or it is too quiet to recognise."
+EMPTY_LIBRARY_TEXT = "Add a music folder in the Library tab (Ctrl+Shift+O), then press Listen."
 CONTROLS_WIDTH = 210  # the left column keeps its width whatever the device is called
 
 
@@ -52,11 +53,12 @@ class ListenPanel(QWidget):
         self._match: Match | None = None
         self._last_track_id: int | None = None
         self._worker: GeneratorWorker | None = None
+        self._library_empty = False
         self._timer = QTimer(self)
         self._timer.setInterval(TICK_MS)
         self._timer.timeout.connect(self._show_position)
         self._build()
-        self._show_idle("Ready", IDLE_TEXT)
+        self._show_ready()
 
     # ---- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -70,7 +72,7 @@ class ListenPanel(QWidget):
         self.continuous_box.setChecked(self.app.prefs.continuous)
         self.continuous_box.toggled.connect(self._remember_continuous)
         self.identify_button = QPushButton("Identify a file…")
-        self.device_label = QLabel("")
+        self.device_label = QLabel(f"Input: {self.app.prefs.device or 'system default'}")
         self.device_label.setObjectName("dim")
         self.level_meter = LevelMeter()
 
@@ -142,7 +144,7 @@ class ListenPanel(QWidget):
         self.listen_button.setText("Stop")
         self.state = "starting"
         self._show_idle("Opening the microphone…")
-        self._set_listening_look(True)
+        self.set_listening_look(True)
 
     def stop(self) -> None:
         if self._worker is not None:
@@ -189,7 +191,7 @@ class ListenPanel(QWidget):
         elif self.state == "matched":
             self.status_label.setText("Stopped")
         elif self.state != "no_match":
-            self._show_idle("Ready", IDLE_TEXT)
+            self._show_ready()
 
     # ---- files --------------------------------------------------------------------------------
     def identify_file(self, path: Path) -> None:
@@ -245,7 +247,7 @@ class ListenPanel(QWidget):
             worker.deleteLater()
         if self.state in ("starting", "listening", "no_match", "identifying"):
             self.state = "idle"
-        self._set_listening_look(False)
+        self.set_listening_look(False)
         self.identify_button.setEnabled(True)
         self.busy_changed.emit(False)
 
@@ -300,7 +302,19 @@ class ListenPanel(QWidget):
         self.position_bar.hide()
         self.confidence_bar.set_confidence(None)
 
-    def _set_listening_look(self, listening: bool) -> None:
+    def set_library_empty(self, empty: bool) -> None:
+        """Say what to do first when there is nothing to match against."""
+        self._library_empty = empty
+        if self.state == "idle" and not self.busy:
+            self._show_ready()
+
+    def _show_ready(self) -> None:
+        if self._library_empty:
+            self._show_idle("Your library is empty", EMPTY_LIBRARY_TEXT)
+        else:
+            self._show_idle("Ready", IDLE_TEXT)
+
+    def set_listening_look(self, listening: bool) -> None:
         self.listen_button.setText("Stop" if listening else "Listen")
         self.listen_button.setProperty("listening", listening)
         self.listen_button.style().unpolish(self.listen_button)

@@ -133,6 +133,7 @@ class MainWindow(QMainWindow):
         except (IndexCorruptError, OSError) as e:
             self.status_label.setText(str(e))
             return
+        self.listen_panel.set_library_empty(not info or not info["tracks"])
         if not info or not info["tracks"]:
             self.status_label.setText("Library is empty — add a music folder to get started.")
             return

@@ -59,6 +59,7 @@ def test_empty_window_invites_to_add_a_folder(qtbot, tmp_path, spectral_path) ->
     assert "add one" in window.library_panel.folders_label.text()
     assert window.library_panel.tracks_model.rowCount() == 0
     assert "Library is empty" in window.status_label.text()
+    assert window.listen_panel.title_label.text() == "Your library is empty"
     assert not window.banner.isVisible()
 
 
