@@ -54,6 +54,7 @@ class ListenPanel(QWidget):
         self._last_track_id: int | None = None
         self._worker: GeneratorWorker | None = None
         self._library_empty = False
+        self._blocked_reason = ""  # why listening is not possible right now, or ""
         self._timer = QTimer(self)
         self._timer.setInterval(TICK_MS)
         self._timer.timeout.connect(self._show_position)
@@ -136,6 +137,9 @@ class ListenPanel(QWidget):
     def start_listening(self) -> None:
         if self.busy:
             return
+        if self._blocked_reason:
+            self.message.emit("notice", self._blocked_reason)
+            return
         job = listen_job(
             self.app.session, self.app.prefs.device, continuous=self.continuous_box.isChecked()
         )
@@ -198,6 +202,9 @@ class ListenPanel(QWidget):
         if self.busy:
             self.message.emit("notice", "Stop listening first, then identify the file.")
             return
+        if self._blocked_reason:
+            self.message.emit("notice", self._blocked_reason)
+            return
         job = identify_job(self.app.session, Path(path))
         self._start(job, lambda step: self._show_idle(step), self._on_file_done)
         self.state = "identifying"
@@ -258,6 +265,8 @@ class ListenPanel(QWidget):
             self._worker.wait(wait_ms)
 
     def set_listen_enabled(self, enabled: bool, reason: str = "") -> None:
+        """Allow listening and identifying (or not, and say why when asked anyway)."""
+        self._blocked_reason = "" if enabled else reason
         self.listen_button.setEnabled(enabled or self.busy)
         self.identify_button.setEnabled(enabled and not self.busy)
         self.listen_button.setToolTip("Start or stop listening (Ctrl+L)" if enabled else reason)

@@ -145,7 +145,9 @@ class MainWindow(QMainWindow):
     def _on_indexing(self, busy: bool, writes_current_library: bool) -> None:
         # Searching a library while it is written would read half-written rows: wait for it.
         blocked = busy and writes_current_library
-        self.listen_panel.set_listen_enabled(not blocked, "Available when indexing has finished")
+        self.listen_panel.set_listen_enabled(
+            not blocked, "Listening and identifying are available when indexing has finished."
+        )
         self.open_action.setEnabled(not blocked)
 
     def _show_tracklist(self, result) -> None:

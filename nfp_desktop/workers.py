@@ -34,6 +34,7 @@ Job = Callable[[Callable[[], bool]], Generator[Any, None, Any]]
 LONG_FILE_S = 30.0  # files longer than this get a track list instead of a single answer
 START_ATTEMPTS = 3  # opening a device whose first block is late (slow to start) up to this often
 ONE_SHOT_LIMIT_S = 15.0  # a single Listen gives up after this much audio without a match
+MISSING_FOLDER = "not a folder (moved, deleted or on a drive that is not mounted?)"
 
 
 class GeneratorWorker(QThread):
@@ -111,26 +112,36 @@ def index_job(
         else:
             library = session.library()
             library.check_checkpoint(checkpoint)
-        library.remember_checkpoint_path(checkpoint.path)
-        fingerprinter = Fingerprinter(checkpoint)
-        total = IndexSummary()
-        for no, folder in enumerate(folders, start=1):
-            try:
-                summary = yield from _steps(
-                    no, len(folders), library.update(folder, fingerprinter, should_stop=should_stop)
-                )
-            except NfpError as e:  # one unreadable folder is reported; the others still get indexed
-                total.skipped.append((folder, getattr(e, "cause", None) or str(e)))
-                continue
-            _add_summary(total, summary)
-            if summary.cancelled:
-                break
-        tracks = library.tracks()
-        if rebuild:
-            library.close()
-        return IndexOutcome(total, tracks, rebuilt=rebuild)
+        try:
+            library.remember_checkpoint_path(checkpoint.path)
+            total = yield from _index_folders(
+                library, Fingerprinter(checkpoint), folders, should_stop
+            )
+            return IndexOutcome(total, library.tracks(), rebuilt=rebuild)
+        finally:
+            if rebuild:
+                library.close()
 
     return run
+
+
+def _index_folders(
+    library: Library,
+    fingerprinter: Fingerprinter,
+    folders: list[str],
+    should_stop: Callable[[], bool],
+) -> Generator[IndexStep, None, IndexSummary]:
+    total = IndexSummary()
+    for no, folder in enumerate(folders, start=1):
+        if not Path(folder).is_dir():  # one missing folder is reported; the others still count
+            total.skipped.append((folder, MISSING_FOLDER))
+            continue
+        update = library.update(folder, fingerprinter, should_stop=should_stop)
+        summary = yield from _steps(no, len(folders), update)
+        _add_summary(total, summary)
+        if summary.cancelled:
+            break
+    return total
 
 
 def _steps(

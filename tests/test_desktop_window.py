@@ -19,7 +19,8 @@ from desktop_helpers import (
     spectral_checkpoint_file,
     track_audio,
 )
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
 
 import nfp_desktop.workers as workers
 from nfp_desktop.main_window import MainWindow
@@ -72,6 +73,8 @@ def test_adding_a_folder_indexes_it_with_progress(
     window.library_panel.add_folder(music_dir)
     assert panel.progress_frame.isVisible() and not window.listen_panel.listen_button.isEnabled()
     panel._worker.progressed.connect(lambda step: progress.append(panel.eta_label.text()))
+    window.listen_action.trigger()  # the shortcut works while the button is disabled
+    assert not window.listen_panel.busy and "when indexing has finished" in window.banner.text()
     wait_idle(qtbot, window)
     assert progress and not panel.progress_frame.isVisible()
     assert panel.tracks_model.rowCount() == 3 and "3 tracks" in panel.count_label.text()
@@ -201,6 +204,22 @@ def test_a_long_file_gives_a_track_list(qtbot, window, music_dir, tmp_path) -> N
     rows = window.tracklist_panel.model.rows()
     assert [e.track.title for e in rows] == ["Three", "Two"]
     assert "mix.wav" in window.tracklist_panel.title.text()
+
+
+@pytest.mark.filterwarnings("ignore:Function.*QDragEnterEvent:DeprecationWarning")
+def test_a_file_dropped_on_the_window_is_identified(qtbot, window, music_dir, tmp_path) -> None:
+    clip = write_audio(
+        tmp_path / "drop.wav", track_audio(music_dir / "three.ogg", 3.0, 5.0), MIC_RATE
+    )
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(clip))])
+    args = (QPointF(100, 100), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton)
+    enter = QDragEnterEvent(QPoint(100, 100), *args[1:], Qt.KeyboardModifier.NoModifier)
+    window.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    window.dropEvent(QDropEvent(*args, Qt.KeyboardModifier.NoModifier))
+    wait_idle(qtbot, window)
+    assert window.listen_panel.title_label.text() == "Three"
 
 
 def test_an_undecodable_file_is_a_message(qtbot, window, tmp_path) -> None:
