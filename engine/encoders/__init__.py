@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from engine.encoders.attention import Attended
+from engine.encoders.fc import FC
+from engine.encoders.lstm import LSTM
+from engine.encoders.resnet import ResNet
 from engine.encoders.scnn import SCNN
 
 
@@ -23,8 +27,15 @@ class EncoderConfig:
         return asdict(self)
 
 
+# The seed's separable CNN and the KAIST report's family; "attn_" puts temporal–spectral
+# attention in front of the encoder.
 ENCODERS: dict[str, Callable[[EncoderConfig], nn.Module]] = {
     "scnn": lambda c: SCNN(c.d, c.width, c.projection),
+    "fc": lambda c: FC(c.d, c.width, c.projection),
+    "lstm": lambda c: LSTM(c.d, c.width, c.projection),
+    "attn_lstm": lambda c: Attended(LSTM(c.d, c.width, c.projection)),
+    "attn_scnn": lambda c: Attended(SCNN(c.d, c.width, c.projection)),
+    "attn_resnet": lambda c: Attended(ResNet(c.d, c.width, c.projection)),
 }
 
 
