@@ -92,3 +92,10 @@ def test_shipped_checkpoints_are_found_default_first(tmp_path: Path, monkeypatch
 def test_the_repository_ships_a_loadable_default():
     checkpoint = load_checkpoint(default_checkpoint_path())
     assert checkpoint.d == 128 and isinstance(checkpoint.config, EncoderConfig)
+
+
+def test_self_test_finds_the_planted_excerpt_with_the_shipped_checkpoint():
+    from engine.selftest import run_self_test
+
+    report = run_self_test()
+    assert report["d"] == 128 and abs(report["match_offset_s"] - 6.0) <= 0.5
