@@ -4,8 +4,8 @@
 #   dist/nfp-desktop-linux-x86_64.tar.gz
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/pyinstaller ] || .venv/bin/python -m pip install -q -c constraints.txt -e ".[build]"
-.venv/bin/pyinstaller --noconfirm --clean --log-level WARN --distpath dist \
+PYTHON=${PYTHON:-.venv/bin/python}  # an environment with the project and its `build` extra
+"$PYTHON" -m PyInstaller --noconfirm --clean --log-level WARN --distpath dist \
   --workpath build/pyinstaller build.spec
 APP=dist/nfp-desktop
 ln -sf nfp-desktop "$APP/nfp"
