@@ -54,6 +54,7 @@ class ListenPanel(QWidget):
         self._last_track_id: int | None = None
         self._worker: GeneratorWorker | None = None
         self._library_empty = False
+        self.last_live: LiveState | None = None  # the newest state from the listen worker
         self._blocked_reason = ""  # why listening is not possible right now, or ""
         self._timer = QTimer(self)
         self._timer.setInterval(TICK_MS)
@@ -163,6 +164,7 @@ class ListenPanel(QWidget):
                 self.message.emit("notice", item.notice)
             return
         assert isinstance(item, LiveState)
+        self.last_live = item
         self.level_meter.set_level_db(item.level_db)
         if item.match is not None:
             self._show_live_match(item.match)

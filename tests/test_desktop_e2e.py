@@ -13,6 +13,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,8 @@ STRANGER_TRACK = "heroes_rite.ogg"  # real music that is not indexed
 PLAY_S = 40.0  # length of the excerpt played into the virtual microphone
 ANSWER_WITHIN_S = 10.0  # wall time from pressing Listen to the right title and position
 POSITION_TOLERANCE_S = 1.0
+ONSET_CHUNK = 80  # samples at 8 kHz (10 ms) read at a time to find when the music starts
+ONSET_LEVEL = 30  # of 32767: anything above the null sink's digital silence
 CUSTOM_PA = """\
 load-module module-native-protocol-unix auth-anonymous=1 socket={socket}
 load-module module-null-sink sink_name=vsink
@@ -116,28 +119,64 @@ def describe(window: MainWindow) -> str:
     return (
         f"the window shows state {panel.state!r}, {panel.title_label.text()!r} "
         f"({panel.artist_label.text()!r}) at {panel.position_s():.1f} s, "
-        f"input level {panel.level_meter.level_db:.0f} dB, banner {window.banner.text()!r}"
+        f"input level {panel.level_meter.level_db:.0f} dB, banner {window.banner.text()!r}, "
+        f"heard {panel.last_live.heard_s if panel.last_live else 0:.1f} s"
     )
 
 
 class Player:
-    """paplay into the null sink; `position_s()` is where the music is now, by the wall clock."""
+    """paplay into the null sink; `position_s()` is where the music reaching the microphone is.
+
+    The clock starts when the sound is first heard on the sink's monitor, not when paplay starts:
+    the null sink renders only while its monitor is read, and paplay takes a while to start.
+    """
 
     def __init__(self, audio: np.ndarray, start_s: float, tmp_path: Path, server: str) -> None:
         clip = audio[int(start_s * SAMPLE_RATE) : int((start_s + PLAY_S) * SAMPLE_RATE)]
         wav = write_audio(tmp_path / "playing.wav", clip, SAMPLE_RATE)
         self.start_s = start_s
+        self.started: float | None = None
         env = {**os.environ, "PULSE_SERVER": server}
+        self.monitor = subprocess.Popen(
+            [
+                "parec",
+                "--device=vsink.monitor",
+                "--format=s16le",
+                "--rate=8000",
+                "--channels=1",
+                "--latency-msec=10",
+                "--raw",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        self._watcher = threading.Thread(target=self._watch_onset, daemon=True)
+        self._watcher.start()
+        time.sleep(0.5)  # the monitor is read, so the sink runs in real time from now on
         cmd = ["paplay", "--device=vsink", "--latency-msec=50", str(wav)]
         self.process = subprocess.Popen(cmd, env=env)
-        self.started = time.monotonic()
+
+    def _watch_onset(self) -> None:
+        """Read the monitor until stopped (keeping the sink running); note when sound starts."""
+        while chunk := self.monitor.stdout.read(2 * ONSET_CHUNK):
+            loud = np.abs(np.frombuffer(chunk, np.int16)).max() > ONSET_LEVEL
+            if self.started is None and loud:
+                self.started = time.monotonic() - ONSET_CHUNK / 8000
+
+    def wait_for_sound(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.started is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.started is not None, "the virtual microphone never heard the music"
 
     def position_s(self) -> float:
-        return self.start_s + time.monotonic() - self.started
+        return self.start_s + time.monotonic() - (self.started or time.monotonic())
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        for process in (self.process, self.monitor):
+            process.terminate()
+            process.wait(10)
 
 
 def test_listen_shows_the_playing_track_and_follows_it(
@@ -153,8 +192,12 @@ def test_listen_shows_the_playing_track_and_follows_it(
     panel = window.listen_panel
     player = Player(audio, start_s, tmp_path, virtual_mic)
     try:
+        player.wait_for_sound()
         qtbot.mouseClick(panel.listen_button, Qt.MouseButton.LeftButton)
         pressed = time.monotonic()
+        panel.identified.connect(
+            lambda _: print(f"\nfirst match {time.monotonic() - pressed:.1f} s after Listen")
+        )
         try:
             qtbot.waitUntil(
                 lambda: (
@@ -164,7 +207,11 @@ def test_listen_shows_the_playing_track_and_follows_it(
                 timeout=int(ANSWER_WITHIN_S * 1000),
             )
         except TimeoutError:
-            pytest.fail(f"playing {title!r} at {player.position_s():.1f} s; {describe(window)}")
+            waited = time.monotonic() - pressed
+            pytest.fail(
+                f"{waited:.1f} s after Listen, playing {title!r} at {player.position_s():.1f} s; "
+                + describe(window)
+            )
         print(
             f"\n{track.name} from {start_s:.1f} s: answered in {time.monotonic() - pressed:.1f} s"
         )
