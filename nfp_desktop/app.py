@@ -21,6 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.self_test:
+        from nfp_desktop.selftest import run_self_test
+
+        return run_self_test()
     qt_app = QApplication.instance() or QApplication([sys.argv[0], *args.qt_args])
     qt_app.setOrganizationName(ORGANIZATION)
     qt_app.setApplicationName(APPLICATION)
@@ -34,6 +38,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="nfp-desktop", description="Identify music from your library."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser.add_argument(
+        "--self-test", action="store_true", help="check the installation headless and exit"
+    )
     parser.add_argument("qt_args", nargs="*", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -19,10 +19,12 @@ from desktop_helpers import (
     spectral_checkpoint_file,
     track_audio,
 )
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
 
 import nfp_desktop.workers as workers
+from nfp_desktop.app import main
 from nfp_desktop.main_window import MainWindow
 
 pytestmark = pytest.mark.gui
@@ -287,3 +289,22 @@ def test_keyboard_shortcuts(qtbot, window) -> None:
         assert action.shortcut().toString() == keys
     qtbot.keyClick(window, Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier)
     assert not window.isVisible()
+
+
+def test_nfp_desktop_starts_and_quits(qtbot, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))
+    shown = []
+
+    def close_the_window() -> None:
+        shown.extend(w.windowTitle() for w in QApplication.topLevelWidgets() if w.isVisible())
+        QApplication.closeAllWindows()
+
+    QTimer.singleShot(300, close_the_window)
+    assert main([]) == 0
+    assert any(title.startswith("nfp — ") for title in shown)
+
+
+def test_self_test_passes(capsys) -> None:
+    assert main(["--self-test"]) == 0
+    assert "self-test: ok" in capsys.readouterr().out
