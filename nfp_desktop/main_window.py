@@ -65,6 +65,7 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self.library_panel.reload()  # after _connect: a damaged library must reach the banner
         self.update_status()
+        self.restoreGeometry(app.settings.value("window/geometry", b""))
 
     def _build(self) -> None:
         self.tabs = QTabWidget()
@@ -216,6 +217,7 @@ class MainWindow(QMainWindow):
         self.update_status()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        self.app.settings.setValue("window/geometry", self.saveGeometry())
         self.listen_panel.shutdown()
         self.library_panel.shutdown()
         self.app.session.close()

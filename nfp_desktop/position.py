@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-JUMP_S = 1.5  # a reported position this far from the extrapolated one is a jump, not jitter
-
 
 @dataclass
 class PositionClock:
@@ -19,11 +17,9 @@ class PositionClock:
     def running(self) -> bool:
         return self.locked_at_s is not None
 
-    def lock(self, offset_s: float, duration_s: float, now_s: float) -> bool:
-        """Re-lock to a reported position; True when it jumped away from the extrapolation."""
-        jumped = not self.running or abs(self.position(now_s) - offset_s) > JUMP_S
+    def lock(self, offset_s: float, duration_s: float, now_s: float) -> None:
+        """Take the engine's position as the truth from now on (after a jump, too)."""
         self.offset_s, self.duration_s, self.locked_at_s = offset_s, duration_s, now_s
-        return jumped
 
     def position(self, now_s: float) -> float:
         if self.locked_at_s is None:

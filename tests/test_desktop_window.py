@@ -19,13 +19,14 @@ from desktop_helpers import (
     spectral_checkpoint_file,
     track_audio,
 )
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
 import nfp_desktop.workers as workers
 from nfp_desktop.app import main
 from nfp_desktop.main_window import MainWindow
+from nfp_desktop.preferences import load_preferences
 
 pytestmark = pytest.mark.gui
 WAIT_MS = 60_000
@@ -152,6 +153,20 @@ def test_listening_shows_title_and_a_ticking_position(
     assert window.history_panel.model.rowCount() == 1
 
 
+def test_without_keep_listening_it_stops_at_the_first_answer(
+    qtbot, monkeypatch, window, music_dir, tmp_path
+) -> None:
+    install_fake_mic(monkeypatch, track_audio(music_dir / "three.ogg", 4.0, 12.0), pace=0.005)
+    window.listen_panel.continuous_box.setChecked(False)
+    window.listen_panel.start_listening()
+    wait_idle(qtbot, window)
+    panel = window.listen_panel
+    assert panel.state == "matched" and panel.title_label.text() == "Three"
+    assert panel.status_label.text() == "Identified" and not panel.clock.running
+    saved = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    assert not load_preferences(saved).continuous  # remembered for the next start
+
+
 def test_music_not_in_the_library_says_no_match(qtbot, monkeypatch, window) -> None:
     stranger = np.repeat(music_like(14.0, 8000, 99), 2)
     install_fake_mic(monkeypatch, stranger, pace=0.005)
@@ -241,6 +256,10 @@ def test_new_checkpoint_offers_a_reindex_and_keeps_the_old_index_until_done(
     window.apply_preferences(type(prefs)(**{**vars(prefs), "checkpoint": str(other)}))
     assert "re-indexed" in window.banner.text() and window.banner.action_button.isVisible()
     assert window.app.session.library().d == 64  # the old index still serves
+    window.library_panel.update_library()  # indexing with the new checkpoint needs the rebuild
+    wait_idle(qtbot, window)
+    assert "does not match the checkpoint" in window.banner.text()
+    assert window.banner.action_button.text() == "Re-index now"
     qtbot.mouseClick(window.banner.action_button, Qt.MouseButton.LeftButton)
     assert window.listen_panel.listen_button.isEnabled()  # a rebuild does not block listening
     wait_idle(qtbot, window)
