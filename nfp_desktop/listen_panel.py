@@ -43,7 +43,6 @@ class ListenPanel(QWidget):
     tracklist_ready = Signal(object)  # FileResult of a long file
     message = Signal(str, str)  # kind ("notice" | "info"), text
     error = Signal(object)  # an exception from the engine, shown in the window
-    busy_changed = Signal(bool)
 
     def __init__(self, app: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -146,7 +145,6 @@ class ListenPanel(QWidget):
         )
         self._last_track_id = None
         self._start(job, self.show_live, self._on_listen_done)
-        self.listen_button.setText("Stop")
         self.state = "starting"
         self._show_idle("Opening the microphone…")
         self.set_listening_look(True)
@@ -223,9 +221,7 @@ class ListenPanel(QWidget):
                 self.identified.emit(HistoryEntry.from_tracklist(entry, source))
             self.tracklist_ready.emit(result)
         elif result.match is not None:
-            self.clock.clear()
-            self.clock.lock(result.match.offset_s, result.match.track.duration_s, 0.0)
-            self.clock.freeze(0.0)
+            self.clock.hold(result.match.offset_s, result.match.track.duration_s)
             self._show_match(result.match, f"In {result.path.name}, starting at")
             self.identified.emit(HistoryEntry.from_match(result.match, source))
             self.state = "idle"
@@ -241,13 +237,13 @@ class ListenPanel(QWidget):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self.identify_button.setEnabled(False)
-        self.busy_changed.emit(True)
         worker.start()
 
     def _on_failed(self, error: Exception) -> None:
         self._timer.stop()
+        title = "Could not identify the file" if self.state == "identifying" else "Not listening"
         self.state = "error"
-        self._show_idle("Not listening", "See the message above.")
+        self._show_idle(title, "See the message above.")
         self.error.emit(error)
 
     def _on_finished(self) -> None:
@@ -258,7 +254,6 @@ class ListenPanel(QWidget):
             self.state = "idle"
         self.set_listening_look(False)
         self.identify_button.setEnabled(True)
-        self.busy_changed.emit(False)
 
     def shutdown(self, wait_ms: int = 5000) -> None:
         """Stop the worker and wait for it (the window is closing)."""
@@ -334,9 +329,6 @@ class ListenPanel(QWidget):
     def _remember_continuous(self, checked: bool) -> None:
         self.app.prefs.continuous = checked
         self.app.save()
-
-    def matched_title(self) -> str:
-        return self._match.track.title if self._match else ""
 
 
 def _label(text: str, point_size: int, *, bold: bool = False, object_name: str = "") -> QLabel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -16,7 +17,8 @@ from PySide6.QtWidgets import (
 )
 
 from engine.audio import AUDIO_EXTENSIONS
-from engine.errors import IndexCorruptError, IndexMismatchError
+from engine.checkpoint import file_sha256
+from engine.errors import IndexCorruptError, IndexMismatchError, NfpError
 from nfp_desktop.context import AppContext
 from nfp_desktop.history import HistoryStore
 from nfp_desktop.history_panel import HistoryPanel, TracklistPanel
@@ -188,13 +190,19 @@ class MainWindow(QMainWindow):
             self.apply_preferences(dialog.preferences())
 
     def apply_preferences(self, new: Preferences) -> None:
-        """Save new preferences; offer a re-index when the checkpoint changed."""
+        """Save new preferences; offer a re-index when the library needs another checkpoint."""
         old = self.app.prefs
+        busy = self.listen_panel.busy or self.library_panel.busy
+        if new.data_dir != old.data_dir and busy:
+            new = dataclasses.replace(new, data_dir=old.data_dir)
+            self.show_message(
+                "notice", "Stop listening and indexing first, then change the data directory."
+            )
         self.app.prefs = new
         self.app.save()
         if new.data_dir != old.data_dir:
             self._open_data_dir()
-        if new.checkpoint != old.checkpoint and self.app.session.exists():
+        elif new.checkpoint != old.checkpoint and self._library_needs(new):
             self.banner.show_message(
                 "notice",
                 "The new checkpoint needs the library to be re-indexed. Until that is done, "
@@ -203,12 +211,16 @@ class MainWindow(QMainWindow):
                 action=self.library_panel.rebuild,
             )
 
+    def _library_needs(self, prefs: Preferences) -> bool:
+        """Whether the library was built by another checkpoint than the one prefs name."""
+        try:
+            info = self.app.session.info()
+            wanted = file_sha256(prefs.checkpoint_path())
+        except (NfpError, OSError):
+            return True  # cannot tell: the re-index offer is the safe side
+        return bool(info and info["tracks"]) and info["checkpoint_sha256"] != wanted
+
     def _open_data_dir(self) -> None:
-        if self.listen_panel.busy or self.library_panel.busy:
-            self.show_message(
-                "notice", "The new data directory is used after the current work ends."
-            )
-            return
         self.app.session.close()
         self.app.session = LibrarySession(self.app.prefs.db_dir)
         self.app.history = HistoryStore(Path(self.app.prefs.data_dir))

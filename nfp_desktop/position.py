@@ -26,6 +26,10 @@ class PositionClock:
             return self.offset_s
         return min(self.offset_s + max(0.0, now_s - self.locked_at_s), self.duration_s)
 
+    def hold(self, offset_s: float, duration_s: float) -> None:
+        """Show a fixed position (a file's match: nothing to follow)."""
+        self.offset_s, self.duration_s, self.locked_at_s = offset_s, duration_s, None
+
     def freeze(self, now_s: float) -> None:
         """Stop ticking where the music was last known to be (the match is no longer followed)."""
         self.offset_s = self.position(now_s)

@@ -106,6 +106,8 @@ def test_position_clock_ticks_between_updates_and_relocks_on_jumps() -> None:
     assert clock.position(30.0) == 100.0  # never past the end
     clock.freeze(9.0)
     assert not clock.running and clock.position(50.0) == pytest.approx(81.0)
+    clock.hold(12.0, 100.0)
+    assert not clock.running and clock.position(99.0) == 12.0
 
 
 def test_history_round_trip_delete_and_exports(tmp_path) -> None:

@@ -271,6 +271,16 @@ def test_new_checkpoint_offers_a_reindex_and_keeps_the_old_index_until_done(
     assert window.listen_panel.title_label.text() == "Three"
 
 
+def test_switching_back_to_the_checkpoint_of_the_library_needs_no_reindex(
+    qtbot, window, spectral_path, tmp_path
+) -> None:
+    prefs = window.app.prefs
+    copy = tmp_path / "same-weights.pt"
+    copy.write_bytes(spectral_path.read_bytes())
+    window.apply_preferences(type(prefs)(**{**vars(prefs), "checkpoint": str(copy)}))
+    assert not window.banner.isVisible()  # the very same file content: the index still fits
+
+
 def test_changing_the_data_directory_opens_that_library(qtbot, window, tmp_path) -> None:
     prefs = window.app.prefs
     window.apply_preferences(
