@@ -224,18 +224,28 @@ class LibraryPanel(QWidget):
 
     def _on_done(self, outcome: IndexOutcome) -> None:
         summary = outcome.summary
-        if outcome.rebuilt and not summary.cancelled:
-            self.app.session.swap_in_rebuilt()
-        elif outcome.rebuilt:
-            self.app.session.discard_rebuild()
-        self.app.session.index_changed()
-        if not outcome.rebuilt or not summary.cancelled:
+        if not outcome.rebuilt or self._finish_rebuild(outcome):
             self._show_tracks(outcome.tracks)
+        self.app.session.index_changed()
         self.skipped_model.set_rows(summary.skipped)
         self.skipped_box.setTitle(f"Skipped files ({len(summary.skipped)})")
         self.skipped_box.setVisible(bool(summary.skipped))
-        self.message.emit(*_summary_message(summary, outcome.rebuilt))
+        self.message.emit(*_summary_message(summary, outcome.rebuilt, len(outcome.tracks)))
         self.library_changed.emit()
+
+    def _finish_rebuild(self, outcome: IndexOutcome) -> bool:
+        """Swap the new index in if it is complete; True when it was."""
+        if outcome.summary.cancelled or not outcome.tracks:
+            self.app.session.discard_rebuild()  # an empty rebuild never replaces a library
+            return False
+        try:
+            self.app.session.swap_in_rebuilt()
+        except OSError as e:
+            self.message.emit(
+                "error", f"{self.app.session.db_dir}: cannot swap in the new index ({e})"
+            )
+            return False
+        return True
 
     def _on_failed(self, error: Exception) -> None:
         if self._rebuilding:
@@ -257,9 +267,10 @@ class LibraryPanel(QWidget):
             self._worker.wait(wait_ms)
 
 
-def _summary_message(summary: IndexSummary, rebuilt: bool) -> tuple[str, str]:
+def _summary_message(summary: IndexSummary, rebuilt: bool, n_tracks: int) -> tuple[str, str]:
+    """(kind, text) of the banner after indexing."""
+    kept = "The previous index is unchanged." if rebuilt else "Files indexed so far are kept."
     if summary.cancelled:
-        kept = "The previous index is unchanged." if rebuilt else "Files indexed so far are kept."
         return "notice", f"Indexing cancelled. {kept}"
     parts = [f"{summary.indexed} indexed", f"{summary.unchanged} unchanged"]
     parts += [
@@ -270,7 +281,8 @@ def _summary_message(summary: IndexSummary, rebuilt: bool) -> tuple[str, str]:
     if summary.skipped and not summary.indexed and not summary.unchanged and not summary.moved:
         path, reason = summary.skipped[0]
         detail = reason if reason.startswith(path) else f"{path}: {reason}"
-        return "error", f"Nothing could be indexed. {detail}"
-    return "info", ("Library rebuilt: " if rebuilt else "Library updated: ") + ", ".join(
-        parts
-    ) + "."
+        return "error", f"Nothing could be indexed. {detail}" + (f" {kept}" if rebuilt else "")
+    if rebuilt and not n_tracks:
+        return "notice", f"No audio files found in the music folders. {kept}"
+    done = "Library rebuilt" if rebuilt else "Library updated"
+    return "info", f"{done}: {', '.join(parts)}."

@@ -337,3 +337,13 @@ def test_nfp_desktop_starts_and_quits(qtbot, monkeypatch, tmp_path) -> None:
 def test_self_test_passes(capsys) -> None:
     assert main(["--self-test"]) == 0
     assert "self-test: ok" in capsys.readouterr().out
+
+
+def test_a_rebuild_that_finds_nothing_keeps_the_old_index(qtbot, window, tmp_path) -> None:
+    window.app.prefs.folders = [str(tmp_path / "unplugged-drive")]
+    window.library_panel.rebuild()
+    wait_idle(qtbot, window)
+    assert "Nothing could be indexed" in window.banner.text()
+    assert "previous index is unchanged" in window.banner.text()
+    assert len(window.app.session.tracks()) == 3
+    assert window.library_panel.tracks_model.rowCount() == 3
