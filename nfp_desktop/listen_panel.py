@@ -35,6 +35,10 @@ TICK_MS = 200  # position refresh between LiveStates
 IDLE_TEXT = "Press Listen (Ctrl+L) while music plays, or drop an audio file on this window."
 NO_MATCH_TEXT = "This music is not in your library, or it is too quiet to recognise."
 EMPTY_LIBRARY_TEXT = "Add a music folder in the Library tab (Ctrl+Shift+O), then press Listen."
+SILENCE_TEXT = (
+    "The input is silent: is the music playing, and is the right input chosen in Settings?"
+)
+SILENCE_DB = -55.0  # below this the input is taken for silence (a muted or wrong device)
 CONTROLS_WIDTH = 210  # the left column keeps its width whatever the device is called
 
 
@@ -166,6 +170,9 @@ class ListenPanel(QWidget):
         self.level_meter.set_level_db(item.level_db)
         if item.match is not None:
             self._show_live_match(item.match)
+        elif item.level_db < SILENCE_DB:
+            self.state = "listening"
+            self._show_idle("Listening…", SILENCE_TEXT)
         elif item.status == "no_match":
             self._show_no_match()
         else:

@@ -178,6 +178,13 @@ def test_music_not_in_the_library_says_no_match(qtbot, monkeypatch, window) -> N
     assert window.app.history.entries == []
 
 
+def test_a_silent_input_is_pointed_out(qtbot, monkeypatch, window) -> None:
+    install_fake_mic(monkeypatch, np.zeros(3 * MIC_RATE, np.float32), pace=0.005)
+    window.listen_panel.start_listening()
+    qtbot.waitUntil(lambda: "silent" in window.listen_panel.artist_label.text(), timeout=WAIT_MS)
+    wait_idle(qtbot, window)
+
+
 def test_no_input_device_is_a_message(qtbot, monkeypatch, window) -> None:
     monkeypatch.setattr(workers, "input_devices", lambda: [])
     window.listen_panel.start_listening()
