@@ -274,6 +274,8 @@ class ListenPanel(QWidget):
         self.listen_button.setEnabled(enabled or self.busy)
         self.identify_button.setEnabled(enabled and not self.busy)
         self.listen_button.setToolTip("Start or stop listening (Ctrl+L)" if enabled else reason)
+        if self.state == "idle" and not self.busy:
+            self._show_ready()
 
     # ---- display ------------------------------------------------------------------------------
     def _show_match(self, match: Match, status: str) -> None:
@@ -322,7 +324,9 @@ class ListenPanel(QWidget):
             self._show_ready()
 
     def _show_ready(self) -> None:
-        if self._library_empty:
+        if self._blocked_reason:
+            self._show_idle("Indexing your library…", self._blocked_reason)
+        elif self._library_empty:
             self._show_idle("Your library is empty", EMPTY_LIBRARY_TEXT)
         else:
             self._show_idle("Ready", IDLE_TEXT)

@@ -152,6 +152,12 @@ class MainWindow(QMainWindow):
             not blocked, "Listening and identifying are available when indexing has finished."
         )
         self.open_action.setEnabled(not blocked)
+        if busy:
+            self.status_label.setText(
+                "Indexing… (the window stays usable; Cancel keeps what is done)"
+            )
+        else:
+            self.update_status()
 
     def _show_tracklist(self, result) -> None:
         self.tracklist_panel.show_result(result)
