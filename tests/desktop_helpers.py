@@ -43,13 +43,17 @@ def spectral_checkpoint_file(path: Path, d: int = 64) -> Path:
 
 
 def make_context(
-    tmp_path: Path, *, checkpoint: Path | None = None, folders: list[Path] = ()
+    tmp_path: Path,
+    *,
+    checkpoint: Path | None = None,
+    folders: list[Path] = (),
+    data_dir: Path | None = None,
 ) -> AppContext:
-    """An AppContext whose settings file and data directory live under tmp_path."""
+    """An AppContext whose settings file (and data directory, by default) live under tmp_path."""
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     prefs = Preferences(
         checkpoint=str(checkpoint or ""),
-        data_dir=str(tmp_path / "data"),
+        data_dir=str(data_dir or tmp_path / "data"),
         folders=[str(f) for f in folders],
     )
     save_preferences(settings, prefs)

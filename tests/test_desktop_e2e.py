@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audio_files import music_like, write_audio
-from desktop_helpers import make_context
+from desktop_helpers import index_library, make_context
 from PySide6.QtCore import Qt
 from pytestqt.exceptions import TimeoutError
 
 from engine.audio import SAMPLE_RATE, load_audio
+from engine.checkpoint import default_checkpoint_path
 from nfp_desktop.main_window import MainWindow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.gui, pytest.mark.slow]
@@ -61,13 +62,13 @@ def virtual_mic(tmp_path_factory) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    previous = os.environ.get("PULSE_SERVER")
     try:
         deadline = time.monotonic() + 15
         while not socket.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert socket.exists(), "pulseaudio did not start"
         server = f"unix:{socket}"
-        previous = os.environ.get("PULSE_SERVER")
         os.environ["PULSE_SERVER"] = server
         _reinitialise_portaudio()  # PortAudio lists devices once; make it see this server
         yield server
@@ -88,6 +89,17 @@ def _reinitialise_portaudio() -> None:
 
 
 @pytest.fixture(scope="module")
+def checkpoint() -> Iterator[Path]:
+    """The shipped default (not a test's NFP_CHECKPOINT_DIR), or NFP_E2E_CHECKPOINT."""
+    env_dir = os.environ.pop("NFP_CHECKPOINT_DIR", None)
+    try:
+        yield Path(os.environ.get("NFP_E2E_CHECKPOINT") or default_checkpoint_path())
+    finally:
+        if env_dir is not None:
+            os.environ["NFP_CHECKPOINT_DIR"] = env_dir
+
+
+@pytest.fixture(scope="module")
 def music(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("music")
     for name in LIBRARY_TRACKS:
@@ -97,21 +109,24 @@ def music(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, music, checkpoint) -> Path:
+    """A data directory whose library holds the music (indexed once for the module)."""
+    data = tmp_path_factory.mktemp("data")
+    index_library(data / "library", music, checkpoint)
+    return data
+
+
 @pytest.fixture
-def window(qtbot, tmp_path, music, virtual_mic) -> MainWindow:
-    env_dir = os.environ.pop("NFP_CHECKPOINT_DIR", None)  # the shipped default, not a test's
-    context = make_context(tmp_path, checkpoint=os.environ.get("NFP_E2E_CHECKPOINT"))
+def window(qtbot, tmp_path, checkpoint, data_dir, virtual_mic) -> MainWindow:
+    context = make_context(tmp_path, checkpoint=checkpoint, data_dir=data_dir)
     context.prefs.device = "pulse"
     window = MainWindow(context)
     qtbot.addWidget(window)
     window.show()
-    window.library_panel.add_folder(music)
-    qtbot.waitUntil(lambda: not window.library_panel.busy, timeout=300_000)
-    assert window.library_panel.tracks_model.rowCount() == len(LIBRARY_TRACKS), window.banner.text()
+    assert window.library_panel.tracks_model.rowCount() == len(LIBRARY_TRACKS)
     yield window
     window.close()
-    if env_dir is not None:
-        os.environ["NFP_CHECKPOINT_DIR"] = env_dir
 
 
 def describe(window: MainWindow) -> str:
