@@ -51,9 +51,6 @@ class RowTableModel(QAbstractTableModel, Generic[Row]):
         self._rows = list(rows)
         self.endResetModel()
 
-    def row(self, i: int) -> Row:
-        return self._rows[i]
-
     def rows(self) -> list[Row]:
         return list(self._rows)
 

@@ -53,8 +53,8 @@ class SettingsDialog(QDialog):
         self._prefs = prefs
         self._list_devices = list_devices
         self._choices = shipped()
-        self._initial = self._current_choice_path(prefs)
         self._build()
+        self._initial = self._current_choice_path(prefs)
         self._fill_checkpoints(self._initial)
         self.refresh_devices()
 
@@ -63,7 +63,8 @@ class SettingsDialog(QDialog):
             return self._choices[0].path if self._choices else None
         try:
             choice = describe_checkpoint(Path(prefs.checkpoint))
-        except NfpError:
+        except NfpError as e:
+            self._show_checkpoint_error(f"{e}. The shipped default is selected instead.")
             return None
         if all(c.path != choice.path for c in self._choices):
             self._choices.append(choice)
@@ -143,15 +144,18 @@ class SettingsDialog(QDialog):
         try:
             choice = describe_checkpoint(path)
         except NfpError as e:
-            self.checkpoint_error.setText(str(e))
-            self.checkpoint_error.show()
+            self._show_checkpoint_error(str(e))
             self._fill_checkpoints(self._initial)
             return False
-        self.checkpoint_error.hide()
+        self._show_checkpoint_error("")
         if all(c.path != choice.path for c in self._choices):
             self._choices.append(choice)
         self._fill_checkpoints(choice.path)
         return True
+
+    def _show_checkpoint_error(self, text: str) -> None:
+        self.checkpoint_error.setText(text)
+        self.checkpoint_error.setVisible(bool(text))
 
     def _on_dimension_activated(self, row: int) -> None:
         self.select_dimension(self.dimension_combo.itemData(row))

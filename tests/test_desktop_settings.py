@@ -111,6 +111,12 @@ def test_dialog_remembers_a_custom_checkpoint(qtbot, checkpoints, tmp_path) -> N
     assert dialog.preferences().checkpoint == str(custom.resolve())
 
 
+def test_dialog_says_when_the_saved_checkpoint_is_gone(qtbot, checkpoints, tmp_path) -> None:
+    dialog = make_dialog(qtbot, Preferences(checkpoint=str(tmp_path / "deleted.pt")), checkpoints)
+    assert "deleted.pt" in dialog.checkpoint_error.text()
+    assert dialog.selected_choice().path == checkpoints[0].resolve()
+
+
 def test_dialog_lists_devices_and_notices_a_vanished_one(qtbot, checkpoints) -> None:
     dialog = make_dialog(qtbot, Preferences(device="Monitor of Built-in Audio"), checkpoints)
     combo = dialog.device_combo
