@@ -1,0 +1,121 @@
+"""Train every encoder of the family under one budget, evaluate each with the harness, and write
+the comparison table (bench/results/encoders.json and a Markdown table for docs/encoders.md).
+
+Every model gets the same data, steps, batch, seed and degradations, so the budget is the number
+of training examples (steps × batch), not wall time; wall time, parameters and CPU cost are
+reported beside the hit rates. Runs are resumable: rerunning skips finished models.
+Usage: python bench/compare_encoders.py [--steps 600] [--batch 128] [--width 0.25]
+         [--encoders scnn,fc,lstm,attn_lstm,attn_scnn,attn_resnet] [--d 128,64]
+         [--projections divenc,fc] [--queries 100] [--distractors train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from common import RESULTS, report
+
+from engine.checkpoint import load_checkpoint
+from engine.encoders import ENCODERS, count_parameters
+from training.cli import print_progress
+from training.config import TrainConfig
+from training.evaluate import EvalConfig, evaluate
+from training.trainer import train
+
+SEGMENTS_PER_HOUR = 7200
+RUNS = Path("runs/compare")
+
+
+def cpu_ms_per_segment(model: torch.nn.Module, threads: int = 2, batch: int = 256) -> float:
+    """Encoder time per segment, batched as indexing runs it (log-mel excluded)."""
+    torch.set_num_threads(threads)
+    x = torch.randn(batch, 1, 256, 32)
+    with torch.inference_mode():
+        model(x)  # warm-up
+        started = time.perf_counter()
+        for _ in range(3):
+            model(x)
+    return (time.perf_counter() - started) / (3 * batch) * 1000
+
+
+def run_one(base: TrainConfig, encoder: str, d: int, projection: str, harness: dict) -> dict:
+    name = f"{encoder}-{projection}-d{d}"
+    cfg = replace(base, encoder=encoder, d=d, projection=projection, out_dir=str(RUNS / name))
+    result_path = RUNS / name / "eval.json"
+    if not result_path.is_file():
+        started = time.time()
+        model_path = train(cfg, callback=print_progress)
+        train_s = time.time() - started
+        result = evaluate(EvalConfig(checkpoint=str(model_path), seed=0, **harness))
+        result["train_wall_s"] = round(train_s, 1)
+        result_path.write_text(json.dumps(result))
+    result = json.loads(result_path.read_text())
+    model = load_checkpoint(RUNS / name / "model.pt").model
+    return {"name": name, "parameters": count_parameters(model),
+            "cpu_ms_per_segment": round(cpu_ms_per_segment(model), 3),
+            "index_bytes_per_hour": d * 4 * SEGMENTS_PER_HOUR, **result}  # fmt: skip
+
+
+def rows_of(runs: list[dict]) -> list[dict]:
+    """One row per model, level and query length: exact / near / song hit rates in %."""
+    rows = []
+    for run in runs:
+        for level, by_length in run["hit_rates"].items():
+            for length, rates in by_length.items():
+                rows.append({"model": run["name"], "level": level, "query_s": length,
+                             **{k: round(100 * rates[k], 1) for k in ("exact", "near", "song")},
+                             "params_M": round(run["parameters"] / 1e6, 2),
+                             "cpu_ms_seg": run["cpu_ms_per_segment"]})  # fmt: skip
+    return rows
+
+
+def markdown(runs: list[dict], level: str = "mid") -> str:
+    """The docs table: exact / song top-1 (%) at each length for one level, plus costs."""
+    lengths = list(runs[0]["hit_rates"][level])
+    head = ["model", "params (M)", "CPU ms/segment", "index MB/h", "FPR %"]
+    head += [f"{s} s exact/song" for s in lengths]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in runs:
+        rates = run["hit_rates"][level]
+        cells = [run["name"], f"{run['parameters'] / 1e6:.2f}", f"{run['cpu_ms_per_segment']:.2f}",
+                 f"{run['index_bytes_per_hour'] / 1e6:.2f}",
+                 f"{100 * run['false_positive_rate_all']:.1f}"]  # fmt: skip
+        cells += [f"{100 * rates[s]['exact']:.0f} / {100 * rates[s]['song']:.0f}" for s in lengths]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--encoders", default=",".join(ENCODERS))
+    parser.add_argument("--d", default="128,64")
+    parser.add_argument("--projections", default="divenc,fc")
+    parser.add_argument("--queries", type=int, default=100, help="per level and length")
+    parser.add_argument("--distractors", default="train", choices=("train", "none"))
+    args = parser.parse_args()
+    base = replace(TrainConfig(), steps=args.steps, batch_size=args.batch, width=args.width,
+                   max_minutes=0.0, seed=0, export="")  # fmt: skip
+    harness = {"queries": args.queries, "distractors": args.distractors}
+    runs = [
+        run_one(base, encoder, int(d), projection, harness)
+        for encoder in args.encoders.split(",")
+        for d in args.d.split(",")
+        for projection in args.projections.split(",")
+    ]
+    budget = {"steps": args.steps, "batch": args.batch, "width": args.width,
+              "examples": args.steps * args.batch}  # fmt: skip
+    report("encoders", rows_of(runs), {"budget": budget, "runs": runs})
+    (RESULTS / "encoders.md").write_text(markdown(runs) + "\n")
+    print(markdown(runs))
+
+
+if __name__ == "__main__":
+    main()
