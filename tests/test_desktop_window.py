@@ -129,6 +129,20 @@ def test_corrupt_index_is_reported_and_rebuilt_on_request(
     assert window.library_panel.tracks_model.rowCount() == 3
 
 
+def test_lost_fingerprints_are_reported_when_listening(
+    qtbot, monkeypatch, tmp_path, music_dir, spectral_path
+) -> None:
+    index_library(tmp_path / "data" / "library", music_dir, spectral_path)
+    for vectors in (tmp_path / "data" / "library").glob("vectors-*.f32"):
+        vectors.unlink()
+    install_fake_mic(monkeypatch, np.zeros(MIC_RATE, np.float32))
+    window = open_window(qtbot, tmp_path, spectral_path, folders=[music_dir])
+    window.listen_panel.start_listening()
+    wait_idle(qtbot, window)
+    assert "index is damaged" in window.banner.text()
+    assert window.banner.action_button.text() == "Re-index now"
+
+
 # ---- listening ---------------------------------------------------------------------------------
 def test_listening_shows_title_and_a_ticking_position(
     qtbot, monkeypatch, window, music_dir
