@@ -167,6 +167,28 @@ def test_listening_shows_title_and_a_ticking_position(
     assert window.history_panel.model.rowCount() == 1
 
 
+def test_the_position_relocks_when_the_music_jumps(qtbot, monkeypatch, window, music_dir) -> None:
+    two = music_dir / "album" / "two.mp3"
+    audio = np.concatenate([track_audio(two, 2.0, 7.0), track_audio(two, 16.0, 9.0)])
+    install_fake_mic(monkeypatch, audio, pace=0.05)
+    panel = window.listen_panel
+    panel.start_listening()
+    qtbot.waitUntil(lambda: panel.state == "matched", timeout=WAIT_MS)
+    assert panel.position_s() == pytest.approx(2.0 + panel.last_live.heard_s, abs=0.8)
+
+    def relocked_after_the_jump() -> bool:
+        heard_after_jump = panel.last_live.heard_s > 7.0
+        return heard_after_jump and panel.state == "matched" and panel.position_s() > 16.0
+
+    qtbot.waitUntil(relocked_after_the_jump, timeout=WAIT_MS)
+    expected = 16.0 + panel.last_live.heard_s - 7.0
+    assert panel.title_label.text() == "Two"
+    assert panel.position_s() == pytest.approx(expected, abs=0.8)
+    panel.stop()
+    wait_idle(qtbot, window)
+    assert [e.title for e in window.app.history.entries] == ["Two"]  # one play, one entry
+
+
 def test_without_keep_listening_it_stops_at_the_first_answer(
     qtbot, monkeypatch, window, music_dir, tmp_path
 ) -> None:
