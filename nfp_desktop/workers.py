@@ -194,6 +194,9 @@ def listen_job(session: LibrarySession, device_name: str, *, continuous: bool) -
                 yield state
                 if not continuous and (state.match or state.heard_s >= ONE_SHOT_LIMIT_S):
                     break
+        except NoInputDeviceError:
+            if not should_stop():  # a device that stalls after Stop was pressed is no news
+                raise
         finally:
             blocks.close()  # closes the audio stream now, not when garbage collected
         return state
