@@ -43,7 +43,13 @@ class IndexCorruptError(NfpError):
 
 class EmptyLibraryError(NfpError):
     def __init__(self, db_dir: str | Path) -> None:
-        super().__init__(f"{db_dir}: no tracks indexed yet; run `nfp index FOLDER` first")
+        super().__init__(f"{db_dir}: the library is empty; index a music folder first")
+        self.path = str(db_dir)
+
+
+class LibraryBusyError(NfpError):
+    def __init__(self, db_dir: str | Path) -> None:
+        super().__init__(f"{db_dir}: another nfp is indexing this library right now")
         self.path = str(db_dir)
 
 

@@ -56,8 +56,9 @@ class VectorStore:
         return self.path.stat().st_size // self.row_bytes
 
     def truncate(self, n_rows: int) -> None:
-        """Drop rows past n_rows: the tail of an append that a crash interrupted."""
-        if len(self) > n_rows or self.path.stat().st_size % self.row_bytes:
+        """Drop rows past n_rows: the tail of an append that a crash interrupted. A file that
+        is shorter stays as it is (never padded), so the loss shows as a damaged index."""
+        if self.path.stat().st_size > n_rows * self.row_bytes:
             with open(self.path, "r+b") as f:
                 f.truncate(n_rows * self.row_bytes)
 

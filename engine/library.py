@@ -12,6 +12,8 @@ when the library is opened, so a crash loses at most the file in flight.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import itertools
 import json
@@ -36,7 +38,13 @@ from engine.checkpoint import (
     load_checkpoint,
     shipped_checkpoints,
 )
-from engine.errors import EmptyLibraryError, IndexCorruptError, IndexMismatchError, NfpError
+from engine.errors import (
+    EmptyLibraryError,
+    IndexCorruptError,
+    IndexMismatchError,
+    LibraryBusyError,
+    NfpError,
+)
 from engine.fingerprint import Fingerprinter
 from engine.index import VectorIndex, VectorStore
 from engine.search import SegmentMap
@@ -45,6 +53,7 @@ log = logging.getLogger(__name__)
 
 LIBRARY_FORMAT = 1
 DB_FILE = "tracks.sqlite"
+LOCK_FILE = "write.lock"  # held while indexing, so no other opener cuts off rows in flight
 COMPACT_DEAD_FRACTION = 0.25  # rewrite the vectors once a quarter of them belong to no track
 HASH_CHUNK = 1 << 20
 
@@ -127,10 +136,25 @@ class Library:
             raise IndexCorruptError(self.db_dir, f"track store unreadable: {e}") from e
         self._lock = threading.Lock()
         self._search_cache: tuple[VectorIndex, SegmentMap, list[Track]] | None = None
-        self._discard_uncommitted_vectors()
+        self._lock_file = open(self.db_dir / LOCK_FILE, "a")  # noqa: SIM115 (held while open)
+        with contextlib.suppress(LibraryBusyError), self._writing():
+            self._discard_uncommitted_vectors()  # only when nobody is appending right now
 
     def close(self) -> None:
         self._db.close()
+        self._lock_file.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Exclusive, across processes, for as long as rows may be appended."""
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise LibraryBusyError(self.db_dir) from e
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def __enter__(self) -> Library:
         return self
@@ -349,6 +373,12 @@ class Library:
         folder = Path(folder).expanduser().resolve()
         if not folder.is_dir():
             raise NfpError(f"{folder}: not a folder")
+        with self._writing():
+            return (yield from self._update(folder, fingerprinter, should_stop))
+
+    def _update(
+        self, folder: Path, fingerprinter: Fingerprinter, should_stop: Callable[[], bool]
+    ) -> Generator[IndexProgress, None, IndexSummary]:
         self._bind(fingerprinter.checkpoint)
         started = time.perf_counter()
         summary = IndexSummary()

@@ -17,6 +17,7 @@ from engine.errors import NoInputDeviceError
 
 BLOCK_S = 0.1  # 100 ms blocks: a responsive level meter, little callback overhead
 READ_TIMEOUT_S = 2.0  # no block for this long means the device stopped (unplugged, suspended)
+FIRST_BLOCK_TIMEOUT_S = 10.0  # PulseAudio's ALSA plugin can take seconds to deliver the first
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,10 @@ def record_blocks(device: InputDevice) -> Iterator[tuple[np.ndarray, int]]:
     except (sd.PortAudioError, ValueError) as e:
         raise NoInputDeviceError(f"cannot open {device.name!r}: {e}") from e
     with stream:
+        timeout = FIRST_BLOCK_TIMEOUT_S
         while True:
             try:
-                yield blocks.get(timeout=READ_TIMEOUT_S), rate
+                yield blocks.get(timeout=timeout), rate
             except queue.Empty as e:
                 raise NoInputDeviceError(f"{device.name!r} stopped delivering audio") from e
+            timeout = READ_TIMEOUT_S

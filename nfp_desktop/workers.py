@@ -8,21 +8,19 @@ blocks), so Cancel takes effect at the next step and the job still returns a pro
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.errors import EmptyLibraryError, NfpError, NoInputDeviceError
 from engine.fingerprint import Fingerprinter
 from engine.library import IndexProgress, IndexSummary, Library, Track
-from engine.mic import InputDevice, input_devices, record_blocks
+from engine.mic import input_devices, record_blocks
 from engine.recognize import Match, TracklistEntry
 from engine.stream import LiveMatcher, LiveState
 from nfp_desktop.preferences import pick_device
@@ -32,7 +30,6 @@ log = logging.getLogger(__name__)
 
 Job = Callable[[Callable[[], bool]], Generator[Any, None, Any]]
 LONG_FILE_S = 30.0  # files longer than this get a track list instead of a single answer
-START_ATTEMPTS = 3  # opening a device whose first block is late (slow to start) up to this often
 ONE_SHOT_LIMIT_S = 15.0  # a single Listen gives up after this much audio without a match
 MISSING_FOLDER = "not a folder (moved, deleted or on a drive that is not mounted?)"
 
@@ -183,7 +180,7 @@ def listen_job(session: LibrarySession, device_name: str, *, continuous: bool) -
     def run(should_stop: Callable[[], bool]) -> Generator[object, None, LiveState | None]:
         matcher = LiveMatcher(session.recognizer())
         device, notice = pick_device(device_name, input_devices())
-        blocks = _blocks_with_slow_start(device)
+        blocks = record_blocks(device)
         yield DeviceOpened(device.name, notice)
         state = None
         try:
@@ -202,26 +199,6 @@ def listen_job(session: LibrarySession, device_name: str, *, continuous: bool) -
         return state
 
     return run
-
-
-def _blocks_with_slow_start(device: InputDevice) -> Iterator[tuple[np.ndarray, int]]:
-    """record_blocks, with a second chance for a stream whose first block is late.
-
-    record_blocks gives up after READ_TIMEOUT_S without a block, also before the first one;
-    PulseAudio's ALSA plugin takes 1.3-1.7 s to deliver it here, more on a loaded machine.
-    """
-    for attempt in range(1, START_ATTEMPTS + 1):
-        blocks = record_blocks(device)
-        try:
-            first = next(blocks)
-        except NoInputDeviceError as e:
-            if attempt == START_ATTEMPTS or not isinstance(e.__cause__, queue.Empty):
-                raise
-            log.info("%s: no audio yet, opening it again", device.name)
-            continue
-        yield first
-        yield from blocks
-        return
 
 
 # ---- files ----------------------------------------------------------------------------------

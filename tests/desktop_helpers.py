@@ -15,7 +15,7 @@ from spectral import SpectralEncoder
 
 from engine.audio import load_audio
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.encoders import ENCODERS, EncoderConfig
+from engine.encoders import EncoderConfig, register_encoder
 from engine.errors import NoInputDeviceError
 from engine.fingerprint import Fingerprinter
 from engine.library import Library
@@ -35,7 +35,7 @@ def spectral_checkpoint_file(path: Path, d: int = 64) -> Path:
 
     The app loads checkpoints from files, so the test encoder joins the engine's registry here.
     """
-    ENCODERS.setdefault("spectral-test", lambda config: SpectralEncoder(config.d))
+    register_encoder("spectral-test", lambda config: SpectralEncoder(config.d))
     config = EncoderConfig(name="spectral-test", d=d)
     evaluation = {"calibration": SPECTRAL_CALIBRATION}
     save_checkpoint(path, SpectralEncoder(d), config, evaluation=evaluation)

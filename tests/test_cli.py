@@ -70,7 +70,7 @@ def test_unreadable_query_is_an_error_naming_it(db, tmp_path, capsys):
 
 def test_identify_without_a_library_is_an_error(tmp_path, shipped, capsys):
     assert main(["identify", str(tmp_path / "x.wav"), "--db", str(tmp_path / "none")]) == 1
-    assert "no tracks indexed" in capsys.readouterr().err
+    assert "the library is empty" in capsys.readouterr().err
 
 
 def test_index_of_a_missing_folder_is_an_error(tmp_path, shipped, capsys):

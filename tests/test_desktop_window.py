@@ -243,7 +243,7 @@ def test_empty_library_is_a_message(qtbot, monkeypatch, tmp_path, spectral_path)
     window = open_window(qtbot, tmp_path, spectral_path)
     window.listen_panel.start_listening()
     wait_idle(qtbot, window)
-    assert "no tracks indexed yet" in window.banner.text() and "Library tab" in window.banner.text()
+    assert "the library is empty" in window.banner.text() and "Library tab" in window.banner.text()
 
 
 # ---- files -------------------------------------------------------------------------------------

@@ -6,14 +6,12 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import queue
 from pathlib import Path
 
 import numpy as np
 import pytest
 from desktop_helpers import (
     MIC_RATE,
-    fake_blocks,
     index_library,
     install_fake_mic,
     spectral_checkpoint_file,
@@ -21,7 +19,6 @@ from desktop_helpers import (
 )
 from PySide6.QtCore import Qt
 
-import nfp_desktop.workers as workers
 from engine.errors import EmptyLibraryError, NoInputDeviceError
 from engine.stream import LiveState
 from nfp_desktop.session import LibrarySession
@@ -179,21 +176,3 @@ def test_identify_job_reports_an_undecodable_file(qtbot, indexed, tmp_path) -> N
     bad.write_bytes(b"not audio at all")
     _, _, error = run_worker(qtbot, GeneratorWorker(identify_job(indexed, bad)))
     assert "bad.mp3" in str(error) and "cannot decode" in str(error)
-
-
-def test_a_device_slow_to_deliver_its_first_block_gets_another_chance(
-    qtbot, monkeypatch, indexed, music_dir
-) -> None:
-    audio = track_audio(music_dir / "album" / "one.flac", 2.0, 8.0)
-    install_fake_mic(monkeypatch, audio)
-    opened = []
-
-    def slow_then_fine(device):
-        opened.append(device)
-        if len(opened) == 1:  # as record_blocks does after READ_TIMEOUT_S without a first block
-            raise NoInputDeviceError(f"{device.name!r} stopped delivering audio") from queue.Empty()
-        yield from fake_blocks(audio)
-
-    monkeypatch.setattr(workers, "record_blocks", slow_then_fine)
-    _, final, error = run_worker(qtbot, GeneratorWorker(listen_job(indexed, "", continuous=False)))
-    assert error is None and len(opened) == 2 and final.match.track.title == "One"

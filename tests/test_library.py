@@ -14,8 +14,15 @@ from conftest import TRACK_SECONDS, make_tiny_checkpoint
 
 from engine.audio import load_audio
 from engine.checkpoint import load_checkpoint
-from engine.errors import EmptyLibraryError, IndexCorruptError, IndexMismatchError, NfpError
+from engine.errors import (
+    EmptyLibraryError,
+    IndexCorruptError,
+    IndexMismatchError,
+    LibraryBusyError,
+    NfpError,
+)
 from engine.fingerprint import Fingerprinter
+from engine.index import VectorStore
 from engine.library import Library
 from engine.recognize import Recognizer
 
@@ -164,3 +171,22 @@ def test_lost_fingerprints_are_reported(music, tmp_path, tiny_checkpoint):
     next((tmp_path / "db").glob("vectors-*.f32")).write_bytes(b"")
     with pytest.raises(IndexCorruptError, match="re-index"):
         Recognizer(Library(tmp_path / "db"), tiny_checkpoint)
+
+
+def test_a_library_being_indexed_is_not_cut_short_by_another_opener(
+    music, tmp_path, tiny_checkpoint, monkeypatch
+):
+    writer = Library(tmp_path / "db")
+    run = writer.update(music, Fingerprinter(tiny_checkpoint))
+    next(run)  # one file in: the writer holds the lock and may be appending
+
+    def cut(*args):
+        raise AssertionError("a second opener cut off rows of a running index")
+
+    monkeypatch.setattr(VectorStore, "truncate", cut)
+    reader = Library(tmp_path / "db")
+    with pytest.raises(LibraryBusyError):
+        next(reader.update(music, Fingerprinter(tiny_checkpoint)))
+    for _ in run:
+        pass
+    assert len(writer) == 3

@@ -39,6 +39,11 @@ ENCODERS: dict[str, Callable[[EncoderConfig], nn.Module]] = {
 }
 
 
+def register_encoder(name: str, factory: Callable[[EncoderConfig], nn.Module]) -> None:
+    """Add an encoder family (a plug-in, or a test's stand-in) under a name checkpoints can use."""
+    ENCODERS[name] = factory
+
+
 def build_encoder(config: EncoderConfig) -> nn.Module:
     if config.name not in ENCODERS:
         raise ValueError(f"unknown encoder {config.name!r}; choose from {sorted(ENCODERS)}")
