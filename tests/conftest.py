@@ -16,6 +16,8 @@ from audio_files import music_like, write_audio
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.encoders import EncoderConfig, build_encoder
 
+pytest_plugins = ["virtual_mic"]  # the `virtual_mic` fixture, for the end-to-end tests
+
 TINY_CONFIG = EncoderConfig(name="scnn", d=64, width=0.0625)
 TRACK_SECONDS = (20.0, 26.0, 17.0)
 

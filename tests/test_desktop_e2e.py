@@ -10,20 +10,17 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import shutil
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_files import music_like, write_audio
+from audio_files import music_like
 from desktop_helpers import index_library, make_context
 from PySide6.QtCore import Qt
 from pytestqt.exceptions import TimeoutError
+from virtual_mic import Player
 
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.checkpoint import default_checkpoint_path
@@ -37,55 +34,6 @@ STRANGER_TRACK = "heroes_rite.ogg"  # real music that is not indexed
 PLAY_S = 40.0  # length of the excerpt played into the virtual microphone
 ANSWER_WITHIN_S = 10.0  # wall time from pressing Listen to the right title and position
 POSITION_TOLERANCE_S = 1.0
-ONSET_CHUNK = 80  # samples at 8 kHz (10 ms) read at a time to find when the music starts
-ONSET_LEVEL = 30  # of 32767: anything above the null sink's digital silence
-CUSTOM_PA = """\
-load-module module-native-protocol-unix auth-anonymous=1 socket={socket}
-load-module module-null-sink sink_name=vsink
-set-default-source vsink.monitor
-"""
-
-
-@pytest.fixture(scope="module")
-def virtual_mic(tmp_path_factory) -> Iterator[str]:
-    """A private PulseAudio server with a null sink `vsink`; its monitor is the input 'pulse'."""
-    if not shutil.which("pulseaudio") or not shutil.which("paplay"):
-        pytest.fail("needs pulseaudio and pulseaudio-utils (scripts/setup.sh installs them)")
-    runtime = tmp_path_factory.mktemp("pulse")
-    socket = runtime / "native"
-    (runtime / "custom.pa").write_text(CUSTOM_PA.format(socket=socket))
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HOME": str(runtime)}
-    daemon = subprocess.Popen(
-        ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n", "-F", "custom.pa"],
-        cwd=runtime,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    previous = os.environ.get("PULSE_SERVER")
-    try:
-        deadline = time.monotonic() + 15
-        while not socket.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert socket.exists(), "pulseaudio did not start"
-        server = f"unix:{socket}"
-        os.environ["PULSE_SERVER"] = server
-        _reinitialise_portaudio()  # PortAudio lists devices once; make it see this server
-        yield server
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
-        if previous is None:
-            os.environ.pop("PULSE_SERVER", None)
-        else:
-            os.environ["PULSE_SERVER"] = previous
-
-
-def _reinitialise_portaudio() -> None:
-    if "sounddevice" in sys.modules:
-        sd = sys.modules["sounddevice"]
-        sd._terminate()
-        sd._initialize()
 
 
 @pytest.fixture(scope="module")
@@ -139,61 +87,6 @@ def describe(window: MainWindow) -> str:
     )
 
 
-class Player:
-    """paplay into the null sink; `position_s()` is where the music reaching the microphone is.
-
-    The clock starts when the sound is first heard on the sink's monitor, not when paplay starts:
-    the null sink renders only while its monitor is read, and paplay takes a while to start.
-    """
-
-    def __init__(self, audio: np.ndarray, start_s: float, tmp_path: Path, server: str) -> None:
-        clip = audio[int(start_s * SAMPLE_RATE) : int((start_s + PLAY_S) * SAMPLE_RATE)]
-        wav = write_audio(tmp_path / "playing.wav", clip, SAMPLE_RATE)
-        self.start_s = start_s
-        self.started: float | None = None
-        env = {**os.environ, "PULSE_SERVER": server}
-        self.monitor = subprocess.Popen(
-            [
-                "parec",
-                "--device=vsink.monitor",
-                "--format=s16le",
-                "--rate=8000",
-                "--channels=1",
-                "--latency-msec=10",
-                "--raw",
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        self._watcher = threading.Thread(target=self._watch_onset, daemon=True)
-        self._watcher.start()
-        time.sleep(0.5)  # the monitor is read, so the sink runs in real time from now on
-        cmd = ["paplay", "--device=vsink", "--latency-msec=50", str(wav)]
-        self.process = subprocess.Popen(cmd, env=env)
-
-    def _watch_onset(self) -> None:
-        """Read the monitor until stopped (keeping the sink running); note when sound starts."""
-        while chunk := self.monitor.stdout.read(2 * ONSET_CHUNK):
-            loud = np.abs(np.frombuffer(chunk, np.int16)).max() > ONSET_LEVEL
-            if self.started is None and loud:
-                self.started = time.monotonic() - ONSET_CHUNK / 8000
-
-    def wait_for_sound(self, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.started is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert self.started is not None, "the virtual microphone never heard the music"
-
-    def position_s(self) -> float:
-        return self.start_s + time.monotonic() - (self.started or time.monotonic())
-
-    def stop(self) -> None:
-        for process in (self.process, self.monitor):
-            process.terminate()
-            process.wait(10)
-
-
 def test_listen_shows_the_playing_track_and_follows_it(
     qtbot, window, tmp_path, virtual_mic
 ) -> None:
@@ -205,7 +98,7 @@ def test_listen_shows_the_playing_track_and_follows_it(
         t.title for t in window.library_panel.tracks_model.rows() if t.path.endswith(track.name)
     )
     panel = window.listen_panel
-    player = Player(audio, start_s, tmp_path, virtual_mic)
+    player = Player(audio, start_s, PLAY_S, tmp_path, virtual_mic)
     try:
         player.wait_for_sound()
         qtbot.mouseClick(panel.listen_button, Qt.MouseButton.LeftButton)
@@ -253,7 +146,8 @@ def test_music_not_in_the_library_is_no_match(
     panel = window.listen_panel
     matched = []
     panel.identified.connect(matched.append)
-    player = Player(audio, 0.0 if stranger == "generated melody" else 30.0, tmp_path, virtual_mic)
+    start_s = 0.0 if stranger == "generated melody" else 30.0
+    player = Player(audio, start_s, PLAY_S, tmp_path, virtual_mic)
     try:
         panel.start_listening()
         qtbot.waitUntil(lambda: panel.state == "no_match", timeout=20_000)
