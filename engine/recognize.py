@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from engine.fingerprint import Fingerprinter
 from engine.library import Library, Track
 from engine.search import CONFIDENCE_THRESHOLD, TOP_K, SequenceMatch, match_sequence
 
+QUERY_SHIFTS_S = (0.0, 0.1, 0.2, 0.3, 0.4)  # sub-hop starts tried for a file query
 MAX_QUERY_S = 60.0  # a longer file is identified from its first minute; use a track list for mixes
 TRACKLIST_WINDOW = 9  # segments per track-list window (5 s of audio)
 TRACKLIST_HOP = 2  # segments between windows (1 s)
@@ -88,9 +89,23 @@ class Recognizer:
         return Match(self.tracks[found.track], found.offset_s, found.score, found.confidence)
 
     def identify(self, audio: np.ndarray) -> Match | None:
-        """Audio float32 (n,) at SAMPLE_RATE → a confident Match or None."""
+        """Audio float32 (n,) at SAMPLE_RATE → a confident Match or None.
+
+        The query is fingerprinted at several sub-hop shifts and the alignment with the most
+        evidence wins: one shift lies within 50 ms of the stored segment grid, where a true match
+        is near-perfect, so a similar-sounding repeat elsewhere in the track cannot outscore it.
+        """
         audio = audio[: int(MAX_QUERY_S * SAMPLE_RATE)]
-        return self.as_match(self.best(self.fingerprinter.audio(audio)))
+        found = [self._best_shifted(audio, shift_s) for shift_s in QUERY_SHIFTS_S]
+        found = [f for f in found if f is not None]
+        return self.as_match(max(found, key=lambda f: f.evidence)) if found else None
+
+    def _best_shifted(self, audio: np.ndarray, shift_s: float) -> SequenceMatch | None:
+        shift = int(shift_s * SAMPLE_RATE)
+        if shift and len(audio) - shift < SEGMENT_S * SAMPLE_RATE:
+            return None
+        found = self.best(self.fingerprinter.audio(audio[shift:]))
+        return found and replace(found, offset_s=max(0.0, found.offset_s - shift_s))
 
     def tracklist(self, audio: np.ndarray) -> list[TracklistEntry]:
         """A long recording float32 (n,) → which tracks play when, in order.
