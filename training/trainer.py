@@ -17,7 +17,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,7 @@ class RunState:
     s_per_step: float = 0.0
     data_s_per_step: float = 0.0
     loss: float = float("nan")
+    data_hours: dict = field(default_factory=dict)  # corpus hours per split when the run began
 
 
 def train(
@@ -94,8 +95,10 @@ def train(
         state = _load_state(state_path, model, optimizer, rng, generator)
         if state.deadline <= 0:  # a step budget may be raised or lowered on resume
             state.planned_steps = cfg.steps
-    elif cfg.max_minutes > 0:
-        state.deadline = time.time() + cfg.max_minutes * 60
+    else:
+        state.data_hours = _data_hours(cfg)
+        if cfg.max_minutes > 0:
+            state.deadline = time.time() + cfg.max_minutes * 60
     sampler = sampler or make_sampler(cfg)
     _loop(cfg, model, optimizer, sampler, state, rng, generator, state_path, report)
     return _export(cfg, model, state)
@@ -272,7 +275,7 @@ def _export(cfg: TrainConfig, model: torch.nn.Module, state: RunState) -> Path:
         "data_s_per_step": round(state.data_s_per_step, 4),
         "hardware": _hardware(),
         "parameters": count_parameters(model),
-        "data_hours": _data_hours(cfg),
+        "data_hours": state.data_hours,
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     path = Path(cfg.out_dir) / "model.pt"

@@ -1,0 +1,61 @@
+"""Corpus building blocks: split by track, same-music grouping, reserved packages refused."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audio_files import music_like
+
+from training.corpus import (
+    assign_split,
+    group_same_music,
+    is_music_path,
+    music_signature,
+    music_similarity,
+    package_files,
+    track_key,
+)
+
+
+def test_track_key_joins_variants() -> None:
+    assert track_key(Path("/x/music/Cocoa_River_fast.ogg")) == "cocoa_river"
+    assert track_key(Path("/x/music/frantic-old.ogg")) == "frantic"
+    assert track_key(Path("/x/music/airship_2.ogg")) == "airship"
+    assert track_key(Path("/x/music/ingame_04.ogg")) == "ingame_04"  # a number, not a variant
+
+
+def test_split_is_deterministic_and_about_80_10_10() -> None:
+    keys = [f"track{i}" for i in range(3000)]
+    splits = [assign_split(k) for k in keys]
+    assert splits == [assign_split(k) for k in keys]
+    share = {k: v / len(keys) for k, v in Counter(splits).items()}
+    assert share["train"] == pytest.approx(0.8, abs=0.03)
+    assert share["val"] == pytest.approx(0.1, abs=0.03)
+    assert share["test"] == pytest.approx(0.1, abs=0.03)
+
+
+def test_music_paths() -> None:
+    assert is_music_path(Path("/usr/share/games/supertux2/music/forest/forest.ogg"))
+    assert is_music_path(Path("/usr/share/games/frozen-bubble/snd/introzik.ogg"))
+    assert not is_music_path(Path("/usr/share/games/supertuxkart/data/sfx/river_loop.ogg"))
+
+
+def test_another_mix_of_the_same_music_is_grouped(rng: np.random.Generator) -> None:
+    base = music_like(40.0, 8000, seed=1)
+    remix = 0.7 * base + 0.01 * rng.standard_normal(len(base)).astype(np.float32)
+    other = music_like(40.0, 8000, seed=2)
+    sigs = [music_signature(a) for a in (base, remix, other)]
+    assert music_similarity(sigs[0], sigs[1]) > 0.9
+    assert music_similarity(sigs[0], sigs[2]) < 0.9
+    assert group_same_music(["zeta", "alpha", "other"], sigs) == ["alpha", "alpha", "other"]
+    # Tracks of clearly different length are never the same music.
+    assert music_similarity(sigs[0], music_signature(base[: 30 * 8000])) == 0.0
+
+
+def test_reserved_packages_are_refused() -> None:
+    for package in ("0ad-data", "megaglest-data", "wesnoth-1.16-data"):
+        with pytest.raises(ValueError, match="reserved"):
+            package_files(package)
