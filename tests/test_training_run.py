@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from conftest import make_tiny_checkpoint
 
 from engine.checkpoint import load_checkpoint
 from training.config import TrainConfig, load_config
+from training.data import open_split
 from training.evaluate import EvalConfig, evaluate, format_table
 from training.trainer import train
 
@@ -109,3 +111,15 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     for name in ("results.json", "table.txt", "hit_rate.png", "scores.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     assert "false positive" in format_table(first)
+
+
+def test_joined_split_follows_the_manifest(tiny_corpus: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus)
+    audio, bounds = open_split(corpus, "train")
+    assert len(bounds) == SPLITS["train"] + 1 and len(audio) == bounds[-1]
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    manifest["tracks"][-1]["split"] = "train"  # move a test track into train
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    _, bounds = open_split(corpus, "train")
+    assert len(bounds) == SPLITS["train"] + 2

@@ -7,6 +7,7 @@ a batch is a single fancy-indexing gather.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,21 +22,27 @@ from training.degrade import DegradeParams, Sources, degrade
 def open_split(corpus_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """The split's audio joined, float16 (n,) memory-mapped, and track bounds int64 (n_tracks+1,).
 
-    Track i is audio[bounds[i]:bounds[i+1]]. The joined file is built on first use (atomically).
+    Track i is audio[bounds[i]:bounds[i+1]]. The joined file is built on first use (atomically)
+    and rebuilt whenever manifest.json has changed since.
     """
     corpus_dir = Path(corpus_dir)
     data_path = corpus_dir / f"{split}.f16"
     bounds_path = corpus_dir / f"{split}.bounds.json"
-    if not (data_path.is_file() and bounds_path.is_file()):
-        _join_split(corpus_dir, split, data_path, bounds_path)
-    bounds = np.asarray(json.loads(bounds_path.read_text()), np.int64)
+    manifest_sha = hashlib.sha256((corpus_dir / "manifest.json").read_bytes()).hexdigest()
+    if not (data_path.is_file() and bounds_path.is_file()) or (
+        json.loads(bounds_path.read_text()).get("manifest_sha256") != manifest_sha
+    ):
+        _join_split(corpus_dir, split, data_path, bounds_path, manifest_sha)
+    bounds = np.asarray(json.loads(bounds_path.read_text())["bounds"], np.int64)
     audio = np.memmap(data_path, dtype=np.float16, mode="r")
     if len(audio) != bounds[-1]:
         raise ValueError(f"{data_path}: {len(audio)} samples, bounds say {bounds[-1]}; delete it")
     return audio, bounds
 
 
-def _join_split(corpus_dir: Path, split: str, data_path: Path, bounds_path: Path) -> None:
+def _join_split(
+    corpus_dir: Path, split: str, data_path: Path, bounds_path: Path, manifest_sha: str
+) -> None:
     tracks = [t for t in load_manifest(corpus_dir) if t.split == split]
     if not tracks:
         raise ValueError(f"{corpus_dir}/manifest.json: no tracks in split {split!r}")
@@ -46,8 +53,9 @@ def _join_split(corpus_dir: Path, split: str, data_path: Path, bounds_path: Path
             audio = np.load(corpus_dir / t.path).astype(np.float16)
             f.write(audio.tobytes())
             bounds.append(bounds[-1] + len(audio))
+    # A running trainer keeps its memory map of the old file: replace, never rewrite in place.
     tmp.replace(data_path)
-    bounds_path.write_text(json.dumps(bounds))
+    bounds_path.write_text(json.dumps({"manifest_sha256": manifest_sha, "bounds": bounds}))
 
 
 class PairSampler:
