@@ -29,15 +29,21 @@ def open_split(corpus_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarr
     data_path = corpus_dir / f"{split}.f16"
     bounds_path = corpus_dir / f"{split}.bounds.json"
     manifest_sha = hashlib.sha256((corpus_dir / "manifest.json").read_bytes()).hexdigest()
-    if not (data_path.is_file() and bounds_path.is_file()) or (
-        json.loads(bounds_path.read_text()).get("manifest_sha256") != manifest_sha
-    ):
+    if not (data_path.is_file() and _joined_for(bounds_path, manifest_sha)):
         _join_split(corpus_dir, split, data_path, bounds_path, manifest_sha)
     bounds = np.asarray(json.loads(bounds_path.read_text())["bounds"], np.int64)
     audio = np.memmap(data_path, dtype=np.float16, mode="r")
     if len(audio) != bounds[-1]:
         raise ValueError(f"{data_path}: {len(audio)} samples, bounds say {bounds[-1]}; delete it")
     return audio, bounds
+
+
+def _joined_for(bounds_path: Path, manifest_sha: str) -> bool:
+    """Whether the joined file was made from this manifest (older caches: no)."""
+    if not bounds_path.is_file():
+        return False
+    meta = json.loads(bounds_path.read_text())
+    return isinstance(meta, dict) and meta.get("manifest_sha256") == manifest_sha
 
 
 def _join_split(
