@@ -34,7 +34,7 @@ CORPUS = Path("corpus")
 def test_tracks(n: int) -> list[Path]:
     manifest = CORPUS / "manifest.json"
     if manifest.is_file():
-        tracks = [Path(t["path"]) for t in json.loads(manifest.read_text())["tracks"]
+        tracks = [Path(t["source"]) for t in json.loads(manifest.read_text())["tracks"]
                   if t["split"] == "test"]  # fmt: skip
         return tracks[:n]
     return real_tracks(n)

@@ -41,7 +41,8 @@ def make_queries(fingerprinter, tracks, n: int, rng) -> list[tuple[int, float, i
     queries = []
     for length in QUERY_S:
         for _ in range(n):
-            i = int(rng.integers(len(audio)))
+            long_enough = [j for j, a in enumerate(audio) if len(a) > (length + 1) * SAMPLE_RATE]
+            i = int(rng.choice(long_enough))
             start = int(rng.uniform(0, len(audio[i]) - (length + 1) * SAMPLE_RATE))
             clip = audio[i][start : start + length * SAMPLE_RATE]
             noisy = clip + rng.standard_normal(len(clip)).astype(np.float32) * np.sqrt(
