@@ -13,10 +13,15 @@ from engine.library import Library, Track
 from engine.search import CONFIDENCE_THRESHOLD, TOP_K, SequenceMatch, match_sequence
 
 QUERY_SHIFTS_S = (0.0, 0.1, 0.2, 0.3, 0.4)  # sub-hop starts tried for a file query
+# Shifts whose evidence is within this share of the best are ties, broken by the closest fit
+# (mean similarity): a repeated phrase elsewhere in a track can gather as much evidence.
+EVIDENCE_TIE = 0.9
+SILENCE_RMS = 1e-3  # ≈ -60 dBFS: quieter segments are left out of a query
 MAX_QUERY_S = 60.0  # a longer file is identified from its first minute; use a track list for mixes
 TRACKLIST_WINDOW = 9  # segments per track-list window (5 s of audio)
 TRACKLIST_HOP = 2  # segments between windows (1 s)
 TRACKLIST_DRIFT = 2  # segments of alignment drift still counted as the same play of a track
+TRACKLIST_GAP = 4  # segments (2 s) of unconfident windows that do not split one play in two
 
 
 @dataclass(frozen=True)
@@ -75,11 +80,19 @@ class Recognizer:
         return self.index.search(query_fp, min(TOP_K, len(self.index)))
 
     def best(
-        self, query_fp: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray] | None = None
+        self,
+        query_fp: np.ndarray,
+        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+        usable: np.ndarray | None = None,
     ) -> SequenceMatch | None:
-        """The best alignment of fingerprints (L, d), confident or not."""
+        """The best alignment of fingerprints (L, d), confident or not; `usable` bool (L,)."""
         return match_sequence(
-            query_fp, self.index, self.segments, calibration=self.calibration, neighbours=neighbours
+            query_fp,
+            self.index,
+            self.segments,
+            calibration=self.calibration,
+            neighbours=neighbours,
+            usable=usable,
         )
 
     def as_match(self, found: SequenceMatch | None) -> Match | None:
@@ -98,13 +111,18 @@ class Recognizer:
         audio = audio[: int(MAX_QUERY_S * SAMPLE_RATE)]
         found = [self._best_shifted(audio, shift_s) for shift_s in QUERY_SHIFTS_S]
         found = [f for f in found if f is not None]
-        return self.as_match(max(found, key=lambda f: f.evidence)) if found else None
+        if not found:
+            return None
+        most = max(f.evidence for f in found)
+        return self.as_match(max((f for f in found if f.evidence >= EVIDENCE_TIE * most),
+                                 key=lambda f: f.score))  # fmt: skip
 
     def _best_shifted(self, audio: np.ndarray, shift_s: float) -> SequenceMatch | None:
         shift = int(shift_s * SAMPLE_RATE)
         if shift and len(audio) - shift < SEGMENT_S * SAMPLE_RATE:
             return None
-        found = self.best(self.fingerprinter.audio(audio[shift:]))
+        segments = frame_segments(audio[shift:])
+        found = self.best(self.fingerprinter.segments(segments), usable=is_loud(segments))
         return found and replace(found, offset_s=max(0.0, found.offset_s - shift_s))
 
     def tracklist(self, audio: np.ndarray) -> list[TracklistEntry]:
@@ -113,12 +131,14 @@ class Recognizer:
         Windows of 5 s every 1 s are matched; consecutive windows that agree on the track and its
         alignment form one play, whose ends are then trimmed to the segments that really match.
         """
-        fp = self.fingerprinter.segments(frame_segments(audio))
+        segments = frame_segments(audio)
+        fp = self.fingerprinter.segments(segments)
+        loud = is_loud(segments)
         scores, ids = self.neighbours(fp)
         plays: list[_Play] = []
         for start in range(0, max(1, len(fp) - TRACKLIST_WINDOW + 1), TRACKLIST_HOP):
             window = slice(start, start + TRACKLIST_WINDOW)
-            found = self.best(fp[window], (scores[window], ids[window]))
+            found = self.best(fp[window], (scores[window], ids[window]), loud[window])
             if found is None or found.confidence < CONFIDENCE_THRESHOLD:
                 continue
             end = min(start + TRACKLIST_WINDOW, len(fp))
@@ -145,6 +165,11 @@ class Recognizer:
         )
 
 
+def is_loud(segments: np.ndarray) -> np.ndarray:
+    """Which segments float32 (L, n) carry sound, bool (L,): silence must not count as a match."""
+    return np.sqrt(np.mean(np.square(segments), axis=1)) > SILENCE_RMS
+
+
 @dataclass
 class _Play:
     """Consecutive track-list windows that agree: one play of one track."""
@@ -158,7 +183,8 @@ class _Play:
         """Take in an overlapping window of the same play; False if it is another play."""
         # Stored segment minus recording segment stays constant while one play goes on.
         drift = (found.start_segment - start) - (self.match.start_segment - self.first)
-        if found.track != self.match.track or abs(drift) > TRACKLIST_DRIFT or start > self.end:
+        same_track = found.track == self.match.track and abs(drift) <= TRACKLIST_DRIFT
+        if not same_track or start > self.end + TRACKLIST_GAP:
             return False
         self.end = end
         self.confidence = max(self.confidence, found.confidence)

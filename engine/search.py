@@ -81,6 +81,7 @@ def match_sequence(
     k: int = TOP_K,
     calibration: dict[str, Any] | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    usable: np.ndarray | None = None,
 ) -> SequenceMatch | None:
     """Best alignment of query fingerprints float32 (L, d) against the index, or None if empty.
 
@@ -88,6 +89,9 @@ def match_sequence(
     in the query); each proposal is scored over the whole query. Evidence counts, per query
     segment, how far the aligned stored segment beats that segment's k-th neighbour, so a true
     match earns more the longer the query, while chance hits of unrelated music stay low.
+    `neighbours` are index.search's (scores, ids) when the caller has them already (streams,
+    track lists). `usable` bool (L,) marks the query segments that may count: silence matches
+    the silence of any track, so callers leave silent segments out.
     """
     query_fp = np.asarray(query_fp, np.float32)
     n_query = len(query_fp)
@@ -96,11 +100,16 @@ def match_sequence(
     scores, ids = (
         neighbours if neighbours is not None else index.search(query_fp, min(k, len(index)))
     )
+    usable = np.ones(n_query, bool) if usable is None else np.asarray(usable, bool)
+    if not usable.any():
+        return None
+    ids = np.where(usable[:, None], ids, -1)
     starts, tracks = _candidates(ids, segments)
     if starts.size == 0:
         return None
     floor = scores[:, -1]
     sims, valid = _aligned_similarity(query_fp, index.vectors, segments, starts, tracks)
+    valid &= usable[None, :]
     evidence = (np.maximum(sims - floor, 0.0) * valid).sum(axis=1)
     mean_sim = (sims * valid).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
     best = int(np.lexsort((mean_sim, evidence))[-1])
@@ -113,8 +122,8 @@ def match_sequence(
         offset_s=max(0.0, (start_segment + shift) * HOP_S),
         score=float(mean_sim[best]),
         evidence=float(evidence[best]),
-        confidence=confidence_from_evidence(float(evidence[best]), n_query, calibration),
-        n_query_segments=n_query,
+        confidence=confidence_from_evidence(float(evidence[best]), int(usable.sum()), calibration),
+        n_query_segments=int(usable.sum()),
     )
 
 

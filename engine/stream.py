@@ -21,7 +21,7 @@ from engine.audio import (
     Resampler,
     count_segments,
 )
-from engine.recognize import Match, Recognizer
+from engine.recognize import Match, Recognizer, is_loud
 
 WINDOW_SEGMENTS = 19  # search over the last 10 s at most
 MIN_SEGMENTS = 3  # first search after 2 s of audio
@@ -48,8 +48,10 @@ class LiveMatcher:
         self._pending = np.zeros(0, np.float32)  # resampled audio not yet fully used by a segment
         self._fps: deque[np.ndarray] = deque(maxlen=WINDOW_SEGMENTS)
         self._nbrs: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=WINDOW_SEGMENTS)
+        self._loud: deque[bool] = deque(maxlen=WINDOW_SEGMENTS)
         self._n_segments = 0  # segments made since the start
         self._held: tuple[Match, int, int] | None = None  # match, its stored row, its segment no.
+        self._proposed: tuple[Match, int, int] | None = None  # the last search's, unconfirmed
         self._misses = 0
         self._heard = 0  # samples at 8 kHz
 
@@ -76,9 +78,11 @@ class LiveMatcher:
     def _add_segments(self, segments: np.ndarray) -> None:
         fp = self.recognizer.fingerprinter.segments(segments)
         scores, ids = self.recognizer.neighbours(fp)
+        loud = is_loud(segments)
         for i in range(len(fp)):
             self._fps.append(fp[i])
             self._nbrs.append((scores[i], ids[i]))
+            self._loud.append(bool(loud[i]))
             self._n_segments += 1
             if self._held is not None:
                 self._check_held(fp[i], scores[i][-1])
@@ -96,22 +100,38 @@ class LiveMatcher:
         if self._misses >= LOST_AFTER or not inside:
             # The music changed where the misses began: search only what was heard since.
             keep = self._misses
-            for window in (self._fps, self._nbrs):
+            for window in (self._fps, self._nbrs, self._loud):
                 for _ in range(len(window) - keep):
                     window.popleft()
             self._held = None
+            self._proposed = None
             self._misses = 0
 
     def _search(self) -> None:
         fp = np.stack(self._fps)
         nbrs = (np.stack([s for s, _ in self._nbrs]), np.stack([i for _, i in self._nbrs]))
-        match = self.recognizer.as_match(self.recognizer.best(fp, nbrs))
+        match = self.recognizer.as_match(self.recognizer.best(fp, nbrs, np.array(self._loud)))
         if match is None:
+            self._proposed = None
             return
         first_seg = self._n_segments - len(fp)
         row = match.track.first_segment + round(match.offset_s / HOP_S)
-        self._held = (match, row, first_seg)
-        self._misses = 0
+        if self._confirms(match, row, first_seg):
+            self._held = (match, row, first_seg)
+            self._misses = 0
+        self._proposed = (match, row, first_seg)
+
+    def _confirms(self, match: Match, row: int, first_seg: int) -> bool:
+        """Does this match agree with the previous search's, track and alignment?
+
+        Listening searches every 0.5 s, so a chance match of unrelated music would sooner or
+        later pass any threshold; requiring two searches in a row to agree keeps that rare.
+        """
+        if self._proposed is None:
+            return False
+        previous, previous_row, previous_seg = self._proposed
+        expected = previous_row + (first_seg - previous_seg)
+        return previous.track.id == match.track.id and abs(row - expected) <= 1
 
     def _update_state(self, level: float) -> LiveState:
         heard_s = self._heard / SAMPLE_RATE

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.gui, pytest.mark.slow]
 
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 LIBRARY_TRACKS = ["battle.ogg", "breaking_the_chains.ogg", "elvish-theme.ogg", "frantic.ogg"]
-STRANGER_TRACK = "heroes_rite.ogg"  # real music that is not indexed
+STRANGER_TRACK = "the_deep_path.ogg"  # real music not indexed, by a composer none of them shares
 PLAY_S = 40.0  # length of the excerpt played into the virtual microphone
 ANSWER_WITHIN_S = 10.0  # wall time from pressing Listen to the right title and position
 POSITION_TOLERANCE_S = 1.0
