@@ -13,7 +13,14 @@ from pathlib import Path
 
 from engine.audio import load_audio
 from engine.errors import EmptyLibraryError, NfpError
-from engine.library import IndexSummary, Library, checkpoint_for_library, default_db_dir
+from engine.library import (
+    DB_FILE,
+    IndexSummary,
+    Library,
+    checkpoint_for_library,
+    default_db_dir,
+    remove_library,
+)
 
 PLUGIN_GROUP = "nfp.commands"  # other packages (training) add subcommands through this group
 
@@ -86,7 +93,7 @@ def _db_dir(args: argparse.Namespace) -> Path:
 
 def _open_library(args: argparse.Namespace) -> Library:
     db = _db_dir(args)
-    if not (db / "tracks.sqlite").exists():
+    if not (db / DB_FILE).exists():
         raise EmptyLibraryError(db)
     return Library(db)
 
@@ -111,7 +118,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     db = _db_dir(args)
     if args.rebuild:
-        _remove_library(db)
+        remove_library(db)
     library = Library(db)
     checkpoint = checkpoint_for_library(library, args.checkpoint)
     library.check_checkpoint(checkpoint)
@@ -129,13 +136,6 @@ def cmd_index(args: argparse.Namespace) -> int:
             bar.update(1)
     _print_summary(summary)
     return 0
-
-
-def _remove_library(db: Path) -> None:
-    for name in ("tracks.sqlite", "faiss.index", "faiss.json"):
-        (db / name).unlink(missing_ok=True)
-    for vectors in db.glob("vectors-*.f32*"):
-        vectors.unlink()
 
 
 def _print_summary(summary: IndexSummary) -> None:

@@ -46,7 +46,7 @@ from engine.errors import (
     NfpError,
 )
 from engine.fingerprint import Fingerprinter
-from engine.index import VectorIndex, VectorStore
+from engine.index import INDEX_FILE, INDEX_META, VectorIndex, VectorStore
 from engine.search import SegmentMap
 
 log = logging.getLogger(__name__)
@@ -441,6 +441,14 @@ class Library:
         return {"outcome": "indexed", "audio_s": len(audio) / SAMPLE_RATE}
 
 
+def remove_library(db_dir: Path) -> None:
+    """Delete a library's files (tracks, fingerprints, search index) to start over."""
+    for name in (DB_FILE, INDEX_FILE, INDEX_META):
+        (db_dir / name).unlink(missing_ok=True)
+    for vectors in db_dir.glob("vectors-*.f32*"):
+        vectors.unlink()
+
+
 def checkpoint_for_library(library: Library, explicit: Path | None = None) -> Checkpoint:
     """The explicit checkpoint, else the one that built the library, else the shipped default."""
     if explicit is not None:
@@ -528,6 +536,6 @@ def _reason(e: Exception) -> str:
 
 def _read_spec(db_dir: Path) -> str | None:
     try:
-        return json.loads((db_dir / "faiss.json").read_text())["spec"]
+        return json.loads((db_dir / INDEX_META).read_text())["spec"]
     except (OSError, ValueError, KeyError):
         return None

@@ -97,7 +97,7 @@ class Recognizer:
 
     def as_match(self, found: SequenceMatch | None) -> Match | None:
         """The identification a user sees, or None below the confidence threshold."""
-        if found is None or found.confidence < CONFIDENCE_THRESHOLD:
+        if not _confident(found):
             return None
         return Match(self.tracks[found.track], found.offset_s, found.score, found.confidence)
 
@@ -139,7 +139,7 @@ class Recognizer:
         for start in range(0, max(1, len(fp) - TRACKLIST_WINDOW + 1), TRACKLIST_HOP):
             window = slice(start, start + TRACKLIST_WINDOW)
             found = self.best(fp[window], (scores[window], ids[window]), loud[window])
-            if found is None or found.confidence < CONFIDENCE_THRESHOLD:
+            if not _confident(found):
                 continue
             end = min(start + TRACKLIST_WINDOW, len(fp))
             if not (plays and plays[-1].extend(start, end, found)):
@@ -163,6 +163,10 @@ class Recognizer:
             offset_s=play.match.offset_s + (first - play.first) * HOP_S,
             confidence=play.confidence,
         )
+
+
+def _confident(found: SequenceMatch | None) -> bool:
+    return found is not None and found.confidence >= CONFIDENCE_THRESHOLD
 
 
 def is_loud(segments: np.ndarray) -> np.ndarray:
