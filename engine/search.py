@@ -15,6 +15,7 @@ from engine.audio import HOP_S
 from engine.index import VectorIndex
 
 TOP_K = 20  # neighbours per query segment; the k-th is that segment's noise floor
+MIN_COVERAGE = 0.5  # share of the usable query segments an alignment must cover
 CONFIDENCE_THRESHOLD = 0.5  # the app reports a match at or above this confidence
 # Evidence at which confidence is 0.5, by number of query segments, for a checkpoint the
 # evaluation harness has not calibrated yet (a conservative guess, replaced by calibration).
@@ -110,6 +111,9 @@ def match_sequence(
     floor = scores[:, -1]
     sims, valid = _aligned_similarity(query_fp, index.vectors, segments, starts, tracks)
     valid &= usable[None, :]
+    # An alignment that overlaps the track for a small part of the query (a track's last
+    # seconds, say) is judged on too little music to be trusted.
+    valid &= (valid.sum(axis=1) >= MIN_COVERAGE * usable.sum())[:, None]
     evidence = (np.maximum(sims - floor, 0.0) * valid).sum(axis=1)
     mean_sim = (sims * valid).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
     best = int(np.lexsort((mean_sim, evidence))[-1])
