@@ -6,7 +6,10 @@ of training examples (steps × batch), not wall time; wall time, parameters and 
 reported beside the hit rates. Runs are resumable: rerunning skips finished models.
 Usage: python bench/compare_encoders.py [--steps 600] [--batch 128] [--width 0.25]
          [--encoders scnn,fc,lstm,attn_lstm,attn_scnn,attn_resnet] [--d 128,64]
-         [--projections divenc,fc] [--queries 100] [--distractors train]
+         [--projections divenc,fc] [--queries 100] [--distractors train] [--threads 1]
+         [--report-only]
+Several processes can train disjoint subsets side by side (one thread each); a final
+`--report-only` run on an idle machine re-times every finished model and writes the table.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ RUNS = Path("runs/compare")
 
 def cpu_ms_per_segment(model: torch.nn.Module, threads: int = 2, batch: int = 256) -> float:
     """Encoder time per segment, batched as indexing runs it (log-mel excluded)."""
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     x = torch.randn(batch, 1, 256, 32)
     with torch.inference_mode():
@@ -40,11 +44,17 @@ def cpu_ms_per_segment(model: torch.nn.Module, threads: int = 2, batch: int = 25
         started = time.perf_counter()
         for _ in range(3):
             model(x)
-    return (time.perf_counter() - started) / (3 * batch) * 1000
+    elapsed = time.perf_counter() - started
+    torch.set_num_threads(previous)
+    return elapsed / (3 * batch) * 1000
+
+
+def run_name(encoder: str, d: int, projection: str) -> str:
+    return f"{encoder}-{projection}-d{d}"
 
 
 def run_one(base: TrainConfig, encoder: str, d: int, projection: str, harness: dict) -> dict:
-    name = f"{encoder}-{projection}-d{d}"
+    name = run_name(encoder, d, projection)
     cfg = replace(base, encoder=encoder, d=d, projection=projection, out_dir=str(RUNS / name))
     result_path = RUNS / name / "eval.json"
     if not result_path.is_file():
@@ -100,16 +110,19 @@ def main() -> None:
     parser.add_argument("--projections", default="divenc,fc")
     parser.add_argument("--queries", type=int, default=100, help="per level and length")
     parser.add_argument("--distractors", default="train", choices=("train", "none"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training/eval")
+    parser.add_argument("--report-only", action="store_true", help="skip unfinished models")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     base = replace(TrainConfig(), steps=args.steps, batch_size=args.batch, width=args.width,
-                   max_minutes=0.0, seed=0, export="")  # fmt: skip
+                   max_minutes=0.0, seed=0, export="", threads=args.threads)  # fmt: skip
     harness = {"queries": args.queries, "distractors": args.distractors}
-    runs = [
-        run_one(base, encoder, int(d), projection, harness)
-        for encoder in args.encoders.split(",")
-        for d in args.d.split(",")
-        for projection in args.projections.split(",")
-    ]
+    grid = [(encoder, int(d), projection) for d in args.d.split(",")
+            for projection in args.projections.split(",")
+            for encoder in args.encoders.split(",")]  # fmt: skip
+    if args.report_only:
+        grid = [g for g in grid if (RUNS / run_name(*g) / "eval.json").is_file()]
+    runs = [run_one(base, *g, harness) for g in grid]
     budget = {"steps": args.steps, "batch": args.batch, "width": args.width,
               "examples": args.steps * args.batch}  # fmt: skip
     report("encoders", rows_of(runs), {"budget": budget, "runs": runs})

@@ -3,7 +3,9 @@
 Layout of a library directory:
     tracks.sqlite      tracks and metadata (which checkpoint made the index, committed rows)
     vectors-N.f32      append-only fingerprints, generation N (a new one after compaction)
-    faiss.index/json   the search index, derived from the vectors; rebuilt when stale
+    vectors-N.pq       the same as product-quantisation codes once the library outgrows exact
+    codec-N.faiss      search (FLAT_MAX_VECTORS), with the codec that reads them
+    faiss.index/json   the search index, derived from the vectors; extended or rebuilt when stale
 
 A file's fingerprints are appended and fsynced first, then its track row is committed in one
 transaction that also advances `committed_rows`; rows past it (a crash in between) are cut off
@@ -27,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import faiss
 import numpy as np
 from platformdirs import user_data_dir
 from tinytag import TinyTag
@@ -46,7 +49,17 @@ from engine.errors import (
     NfpError,
 )
 from engine.fingerprint import Fingerprinter
-from engine.index import INDEX_FILE, INDEX_META, VectorIndex, VectorStore
+from engine.index import (
+    ADD_CHUNK,
+    FLAT_MAX_VECTORS,
+    INDEX_FILE,
+    INDEX_META,
+    VectorIndex,
+    VectorStore,
+    load_codec,
+    save_codec,
+    train_codec,
+)
 from engine.search import SegmentMap
 
 log = logging.getLogger(__name__)
@@ -182,15 +195,37 @@ class Library:
     def committed_rows(self) -> int:
         return int(self.meta("committed_rows", "0"))
 
+    def _generation(self) -> int:
+        return int(self.meta("generation", "0"))
+
+    def _rows_path(self, generation: int, compressed: bool) -> Path:
+        return self.db_dir / f"vectors-{generation}.{'pq' if compressed else 'f32'}"
+
     def _store(self) -> VectorStore:
-        return VectorStore(self.db_dir / f"vectors-{self.meta('generation', '0')}.f32", self.d or 0)
+        """The current generation's rows, with the codec that reads them if compressed."""
+        generation = self._generation()
+        if not self.meta("codec"):
+            return VectorStore(self._rows_path(generation, False), self.d or 0)
+        codec_path = self.db_dir / f"codec-{generation}.faiss"
+        try:
+            codec = load_codec(codec_path)
+        except (OSError, RuntimeError) as e:
+            raise IndexCorruptError(self.db_dir, f"{codec_path.name} unreadable: {e}") from e
+        return VectorStore(self._rows_path(generation, True), self.d or 0, codec)
+
+    def _new_store(self, generation: int, codec: faiss.Index | None) -> VectorStore:
+        if codec is not None:
+            save_codec(codec, self.db_dir / f"codec-{generation}.faiss")
+        return VectorStore(self._rows_path(generation, codec is not None), self.d or 0, codec)
 
     def _discard_uncommitted_vectors(self) -> None:
-        if self.d:
-            self._store().truncate(self.committed_rows)
-        current = f"vectors-{self.meta('generation', '0')}.f32"
-        for stale in self.db_dir.glob("vectors-*.f32*"):
-            if stale.name != current:
+        if not self.d:
+            return
+        store = self._store()
+        store.truncate(self.committed_rows)
+        current = {store.path.name, f"codec-{self._generation()}.faiss"}
+        for stale in [*self.db_dir.glob("vectors-*"), *self.db_dir.glob("codec-*")]:
+            if stale.name not in current:
                 stale.unlink()
 
     def check_checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -307,54 +342,68 @@ class Library:
             tracks = self.tracks()
             if not tracks or not self.d:
                 raise EmptyLibraryError(self.db_dir)
-            vectors = self._store().read()
-            if len(vectors) != self.committed_rows:
-                raise IndexCorruptError(self.db_dir, "fewer stored fingerprints than tracks need")
-            index = VectorIndex.load(self.db_dir, vectors)
-            if index is None:
-                index = VectorIndex.build(vectors)
-                index.save(self.db_dir)
+            index = self._load_or_build_index()
             first = np.array([t.first_segment for t in tracks])
             length = np.array([t.n_segments for t in tracks])
             self._search_cache = (
                 index,
-                SegmentMap.from_tracks(first, length, len(vectors)),
+                SegmentMap.from_tracks(first, length, len(index.vectors)),
                 tracks,
             )
         return self._search_cache
 
-    def compact_if_needed(self) -> bool:
-        """Rewrite the vectors without rows of removed tracks once they are a large share."""
-        live = sum(t.n_segments for t in self.tracks())
+    def _load_or_build_index(self) -> VectorIndex:
+        store = self._store()
+        vectors = store.read()
+        if len(vectors) != self.committed_rows:
+            raise IndexCorruptError(self.db_dir, "fewer stored fingerprints than tracks need")
+        index = VectorIndex.load(self.db_dir, vectors, store.path.name)
+        index = index or VectorIndex.build(vectors)
+        if index.unsaved:
+            index.save(self.db_dir, store.path.name)
+        return index
+
+    def rewrite_store_if_needed(self) -> bool:
+        """Rewrite the rows into a new generation when it pays: without the rows of removed
+        tracks once they are a large share, and as 8× smaller codes once the library outgrows
+        exact search. The switch is one transaction; a crash before it leaves the old store."""
+        tracks = self.tracks()
+        live = sum(t.n_segments for t in tracks)
+        old = self._store()
+        compress = old.codec is None and live > FLAT_MAX_VECTORS
         dead = self.committed_rows - live
-        if dead <= COMPACT_DEAD_FRACTION * max(self.committed_rows, 1):
+        if not compress and dead <= COMPACT_DEAD_FRACTION * max(self.committed_rows, 1):
             return False
         with self._lock:
-            old = self._store()
-            vectors = old.read()
-            tracks = self.tracks()
-            generation = int(self.meta("generation", "0")) + 1
-            new = VectorStore(self.db_dir / f"vectors-{generation}.f32", old.d)
-            parts = [vectors[t.first_segment : t.first_segment + t.n_segments] for t in tracks]
-            new.rewrite(np.concatenate(parts) if parts else np.zeros((0, old.d), np.float32))
+            generation = self._generation() + 1
+            codec = train_codec(old.read()) if compress else old.codec
+            new = self._new_store(generation, codec)
+            keep = np.concatenate(
+                [np.arange(t.first_segment, t.first_segment + t.n_segments) for t in tracks]
+                or [np.zeros(0, np.int64)]
+            )
+            raw = old.raw()
+            for start in range(0, len(keep), ADD_CHUNK):
+                rows = raw[keep[start : start + ADD_CHUNK]]
+                (new.append if compress else new.append_raw)(rows)
             firsts = np.concatenate([[0], np.cumsum([t.n_segments for t in tracks])[:-1]])
             with self._db:
                 self._db.executemany(
                     "UPDATE tracks SET first_segment = ? WHERE id = ?",
                     [(int(f), t.id) for f, t in zip(firsts, tracks, strict=True)],
                 )
-                self._set_meta(generation=generation, committed_rows=live)
-            del vectors
-            old.path.unlink()
+                self._set_meta(generation=generation, committed_rows=live,
+                               codec="pq" if new.codec is not None else "")  # fmt: skip
+            del raw
+            self._discard_uncommitted_vectors()
             self._search_cache = None
         return True
 
     def refresh_search_index(self) -> None:
-        """Rebuild and save the search index after a change (called at the end of indexing)."""
+        """Bring the saved search index up to date (called at the end of indexing)."""
         self._search_cache = None
         if len(self):
-            index = VectorIndex.build(self._store().read())
-            index.save(self.db_dir)
+            self._load_or_build_index()
 
     # ---- indexing -------------------------------------------------------------------------
     def update(
@@ -392,7 +441,7 @@ class Library:
         if not summary.cancelled:
             self._remove_paths(list(gone))
             summary.removed = len(gone)
-            self.compact_if_needed()
+            self.rewrite_store_if_needed()
         self.refresh_search_index()
         summary.elapsed_s = time.perf_counter() - started
         return summary
@@ -445,8 +494,8 @@ def remove_library(db_dir: Path) -> None:
     """Delete a library's files (tracks, fingerprints, search index) to start over."""
     for name in (DB_FILE, INDEX_FILE, INDEX_META):
         (db_dir / name).unlink(missing_ok=True)
-    for vectors in db_dir.glob("vectors-*.f32*"):
-        vectors.unlink()
+    for rows in [*db_dir.glob("vectors-*"), *db_dir.glob("codec-*")]:
+        rows.unlink()
 
 
 def checkpoint_for_library(library: Library, explicit: Path | None = None) -> Checkpoint:

@@ -28,13 +28,13 @@ class SegmentMap:
 
     first: np.ndarray  # int64 (T,)
     length: np.ndarray  # int64 (T,)
-    track_of: np.ndarray  # int64 (N,), -1 for rows of no live track
+    track_of: np.ndarray  # int32 (N,), -1 for rows of no live track
 
     @classmethod
     def from_tracks(cls, first: np.ndarray, length: np.ndarray, n_rows: int) -> SegmentMap:
         first = np.asarray(first, np.int64)
         length = np.asarray(length, np.int64)
-        track_of = np.full(n_rows, -1, np.int64)
+        track_of = np.full(n_rows, -1, np.int32)
         for i, (f, n) in enumerate(zip(first, length, strict=True)):
             track_of[f : f + n] = i
         return cls(first=first, length=length, track_of=track_of)

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.index import VectorIndex, VectorStore, choose_spec
+from engine.index import DecodedRows, VectorIndex, VectorStore, choose_spec, train_codec
 
 
 def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -13,10 +13,8 @@ def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 
 def test_spec_is_exact_when_small_and_ivfpq_when_large():
     assert choose_spec(10_000, 128) == "Flat"
-    assert choose_spec(7_200_000, 128).startswith("IVF") and choose_spec(7_200_000, 128).endswith(
-        "PQ64"
-    )
-    assert choose_spec(7_200_000, 64).endswith("PQ32")
+    assert choose_spec(7_200_000, 128) == "IVF8192,PQ32x4fs"
+    assert choose_spec(7_200_000, 64) == "IVF8192,PQ16x4fs"
 
 
 def test_store_appends_and_cuts_off_an_interrupted_tail(tmp_path: Path, rng):
@@ -57,4 +55,44 @@ def test_save_and_load(tmp_path: Path, rng, spec: str):
     loaded = VectorIndex.load(tmp_path, vectors)
     assert loaded is not None and loaded.spec == spec and len(loaded) == 3000
     assert (tmp_path / "faiss.index").exists() == (spec != "Flat")  # exact: not stored twice
-    assert VectorIndex.load(tmp_path, vectors[:10]) is None  # stale: covers other vectors
+    assert VectorIndex.load(tmp_path, vectors[:10]) is None  # stale: covers rows gone since
+
+
+def test_compressed_store_keeps_rows_close_at_an_eighth_of_the_size(tmp_path: Path, rng):
+    vectors = unit_vectors(rng, 2000, 32)
+    store = VectorStore(tmp_path / "v.pq", 32, train_codec(vectors))
+    assert store.append(vectors[:1500]) == 0 and store.append(vectors[1500:]) == 1500
+    assert store.path.stat().st_size == 2000 * 16  # 32 float32 = 128 bytes → 16 bytes
+    rows = store.read()
+    assert isinstance(rows, DecodedRows) and rows.shape == (2000, 32) and len(rows) == 2000
+    np.testing.assert_allclose(rows[7], rows[np.array([[7]])][0, 0])  # int and array indexing
+    agree = np.einsum("nd,nd->n", rows[0:2000], vectors)
+    assert agree.min() > 0.8 and agree.mean() > 0.9
+    store.truncate(1000)
+    assert len(store) == 1000 and store.raw().shape == (1000, 16)
+
+
+def test_fast_scan_candidates_rescored_on_compressed_rows_keep_recall(tmp_path: Path, rng):
+    vectors = unit_vectors(rng, 20_000, 32)
+    store = VectorStore(tmp_path / "v.pq", 32, train_codec(vectors))
+    store.append(vectors)
+    index = VectorIndex.build(store.read(), "IVF64,PQ8x4fs")
+    queries = vectors[:200] + 0.05 * unit_vectors(rng, 200, 32)
+    scores, ids = index.search(queries, 5)
+    assert np.mean(ids[:, 0] == np.arange(200)) > 0.95
+    np.testing.assert_allclose(
+        scores, np.einsum("ld,lkd->lk", queries, store.read()[ids]), atol=1e-5
+    )
+
+
+def test_a_saved_ivf_index_is_extended_by_appended_rows_until_it_outgrows_its_cells(
+    tmp_path: Path, rng
+):
+    vectors = unit_vectors(rng, 9000, 32)
+    VectorIndex.build(vectors[:2000], "IVF16,PQ8x4fs").save(tmp_path, "v-1")
+    grown = VectorIndex.load(tmp_path, vectors[:5000], "v-1")
+    assert grown is not None and len(grown) == 5000 and grown.unsaved and grown.trained_on == 2000
+    _, ids = grown.search(vectors[4000:4010], 1)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(4000, 4010))
+    assert VectorIndex.load(tmp_path, vectors[:5000], "v-2") is None  # another store
+    assert VectorIndex.load(tmp_path, vectors, "v-1") is None  # > 4× its training rows

@@ -190,3 +190,31 @@ def test_a_library_being_indexed_is_not_cut_short_by_another_opener(
     for _ in run:
         pass
     assert len(writer) == 3
+
+
+def test_a_library_that_outgrows_exact_search_moves_to_compressed_rows(
+    music, tmp_path, tiny_checkpoint, monkeypatch
+):
+    """Past FLAT_MAX_VECTORS rows the float32 rows become PQ codes (1/8 the size), the search
+    index becomes IVF, later tracks are appended as codes, and matches still come back."""
+    for module in ("engine.library", "engine.index"):
+        monkeypatch.setattr(f"{module}.FLAT_MAX_VECTORS", 200)
+    write_audio(music / "long.wav", music_like(120.0, 16000, 11), 16000)
+    fingerprinter = Fingerprinter(tiny_checkpoint)
+    library = Library(tmp_path / "db")
+    run_update(library, music, fingerprinter)
+    db = tmp_path / "db"
+    assert sorted(p.name for p in db.glob("vectors-*")) == ["vectors-1.pq"]
+    assert (db / "codec-1.faiss").is_file() and library.info()["index_spec"].startswith("IVF")
+    rows = library.committed_rows
+    assert (db / "vectors-1.pq").stat().st_size == rows * 32  # d=64: 32 bytes, not 256
+
+    write_audio(music / "late.wav", music_like(30.0, 16000, 12), 16000)
+    _, summary = run_update(library, music, fingerprinter)
+    assert summary.indexed == 1 and library.committed_rows > rows
+    recognizer = Recognizer(library, tiny_checkpoint)
+    for name, title in (("album/two.mp3", "Two"), ("late.wav", "late")):
+        audio = load_audio(music / name)[8 * 8000 : 13 * 8000]
+        found = recognizer.best(recognizer.fingerprinter.audio(audio))
+        assert recognizer.tracks[found.track].title == title
+        assert found.offset_s == pytest.approx(8.0, abs=0.5)
