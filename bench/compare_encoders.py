@@ -84,20 +84,31 @@ def rows_of(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def markdown(runs: list[dict], level: str = "mid") -> str:
-    """The docs table: exact / song top-1 (%) at each length for one level, plus costs."""
-    lengths = list(runs[0]["hit_rates"][level])
-    head = ["model", "params (M)", "CPU ms/segment", "index MB/h", "FPR %"]
-    head += [f"{s} s exact/song" for s in lengths]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def markdown(runs: list[dict]) -> str:
+    """The docs tables: costs per model, then exact / near / song top-1 (%) per level."""
+    head = ["model", "params (M)", "CPU ms/segment", "index MB/h (float32)", "FPR %", "train min"]
+    lines = [_row(head), "|" + "---|" * len(head)]
     for run in runs:
-        rates = run["hit_rates"][level]
-        cells = [run["name"], f"{run['parameters'] / 1e6:.2f}", f"{run['cpu_ms_per_segment']:.2f}",
-                 f"{run['index_bytes_per_hour'] / 1e6:.2f}",
-                 f"{100 * run['false_positive_rate_all']:.1f}"]  # fmt: skip
-        cells += [f"{100 * rates[s]['exact']:.0f} / {100 * rates[s]['song']:.0f}" for s in lengths]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_row([run["name"], f"{run['parameters'] / 1e6:.2f}",
+                           f"{run['cpu_ms_per_segment']:.2f}",
+                           f"{run['index_bytes_per_hour'] / 1e6:.2f}",
+                           f"{100 * run['false_positive_rate_all']:.1f}",
+                           f"{run.get('train_wall_s', 0) / 60:.0f}"]))  # fmt: skip
+    for level in runs[0]["hit_rates"]:
+        lengths = list(runs[0]["hit_rates"][level])
+        head = ["model"] + [f"{s} s" for s in lengths]
+        lines += ["", f"**{level}** — exact / near / song top-1 (%)", "", _row(head)]
+        lines.append("|" + "---|" * len(head))
+        for run in runs:
+            rates = run["hit_rates"][level]
+            cells = ["/".join(f"{100 * rates[s][k]:.0f}" for k in ("exact", "near", "song"))
+                     for s in lengths]  # fmt: skip
+            lines.append(_row([run["name"], *cells]))
     return "\n".join(lines)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def main() -> None:

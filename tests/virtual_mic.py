@@ -3,6 +3,7 @@ with a null sink `vsink` whose monitor is the default source, and a player that 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -32,7 +33,14 @@ def virtual_mic(tmp_path_factory) -> Iterator[str]:
     """A private PulseAudio server with a null sink `vsink`; its monitor is the input 'pulse'."""
     if not shutil.which("pulseaudio") or not shutil.which("paplay"):
         pytest.fail("needs pulseaudio and pulseaudio-utils (scripts/setup.sh installs them)")
-    runtime = tmp_path_factory.mktemp("pulse")
+    with pulseaudio_server(tmp_path_factory.mktemp("pulse")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def pulseaudio_server(runtime: Path) -> Iterator[str]:
+    """Run a PulseAudio daemon with a null sink `vsink` (monitor = default source) from runtime;
+    PULSE_SERVER points at it meanwhile. Yields the server address."""
     socket = runtime / "native"
     (runtime / "custom.pa").write_text(CUSTOM_PA.format(socket=socket))
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HOME": str(runtime)}
@@ -48,7 +56,8 @@ def virtual_mic(tmp_path_factory) -> Iterator[str]:
         deadline = time.monotonic() + 15
         while not socket.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert socket.exists(), "pulseaudio did not start"
+        if not socket.exists():
+            raise RuntimeError(f"pulseaudio did not start in {runtime}")
         server = f"unix:{socket}"
         os.environ["PULSE_SERVER"] = server
         _reinitialise_portaudio()  # PortAudio lists devices once; make it see this server

@@ -1,0 +1,92 @@
+"""Encoder execution variants on this CPU: speed, and how far their fingerprints move.
+
+Each variant runs the default checkpoint's encoder on log-mels of real music in batches of
+BATCH_SEGMENTS: eager float32 (what the engine runs), channels-last memory layout, bfloat16
+autocast, and torch.compile. Speed is segments per second with 1 and 2 threads; the accuracy
+cost is the cosine between each variant's fingerprints and float32 eager's (1.0 = identical),
+and how often the nearest stored segment changes when the variant's fingerprints are searched
+against float32 fingerprints of the same music.
+Usage: python bench/bench_encoder.py [--tracks 4] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from common import real_tracks, report
+
+from engine.audio import frame_segments, load_audio
+from engine.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.features import log_mel
+from engine.fingerprint import BATCH_SEGMENTS
+
+
+def variants(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """name → function log-mel (n, 1, 256, 32) → fingerprints (n, d) float32."""
+    channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    compiled = torch.compile(copy.deepcopy(model))
+
+    def bf16(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x).float()
+
+    return {
+        "eager float32": model,
+        "channels-last": lambda x: channels_last(x.contiguous(memory_format=torch.channels_last)),
+        "bfloat16 autocast": bf16,
+        "torch.compile": compiled,
+    }
+
+
+def throughput(fn: Callable, batches: list[torch.Tensor], threads: int, repeats: int) -> float:
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        fn(batches[0])  # warm-up (and compilation)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            for batch in batches:
+                fn(batch)
+    return repeats * sum(len(b) for b in batches) / (time.perf_counter() - started)
+
+
+def fingerprints(fn: Callable, batches: list[torch.Tensor]) -> np.ndarray:
+    with torch.inference_mode():
+        return np.concatenate([fn(b).float().numpy() for b in batches])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    checkpoint = load_checkpoint(default_checkpoint_path())
+    model = checkpoint.model.eval()
+    segments = np.concatenate([frame_segments(load_audio(t)) for t in real_tracks(args.tracks)])
+    batches = [
+        log_mel(segments[i : i + BATCH_SEGMENTS]) for i in range(0, len(segments), BATCH_SEGMENTS)
+    ]
+    reference = fingerprints(model, batches)
+    rows = []
+    for name, fn in variants(model).items():
+        fp = fingerprints(fn, batches)
+        cosine = np.einsum("nd,nd->n", fp, reference)
+        probes = np.arange(0, len(fp), 7)
+        nearest = np.argmax(fp[probes] @ reference.T, axis=1)
+        rows.append({
+            "variant": name,
+            "segments_per_s_1_thread": round(throughput(fn, batches, 1, args.repeats)),
+            "segments_per_s_2_threads": round(throughput(fn, batches, 2, args.repeats)),
+            "mean_cosine": round(float(cosine.mean()), 5),
+            "min_cosine": round(float(cosine.min()), 5),
+            "nearest_changed_pct": round(100 * float(np.mean(nearest != probes)), 2),
+        })  # fmt: skip
+    report("encoder", rows, {"segments": len(segments), "checkpoint": checkpoint.path.name})
+
+
+if __name__ == "__main__":
+    main()
