@@ -24,6 +24,7 @@ import numpy as np
 FLAT_MAX_VECTORS = 250_000  # ≈ 35 h of audio: up to here exact search answers in a few ms
 NPROBE = 32  # IVF cells visited per query vector
 RESCORE_FACTOR = 4  # IVF-PQ fetches this many times k candidates, then re-scores them on the rows
+TRAINING_ROWS = 200_000  # rows sampled to train a codec or an index
 ADD_CHUNK = 100_000  # rows decoded and added to an index at a time, to bound memory
 INDEX_FILE = "faiss.index"
 INDEX_META = "faiss.json"
@@ -44,7 +45,9 @@ def choose_spec(n_vectors: int, d: int) -> str:
 def train_codec(vectors: np.ndarray | DecodedRows, *, seed: int = 0) -> faiss.Index:
     """A product quantiser for stored rows: d/2 sub-vectors of 2 dimensions, 8 bits each."""
     d = vectors.shape[1]
-    codec = faiss.index_factory(d, f"PQ{d // 2}", faiss.METRIC_INNER_PRODUCT)
+    # "np": no polysemous training, which only helps Hamming-distance filtering (unused here)
+    # and takes minutes on a large library.
+    codec = faiss.index_factory(d, f"PQ{d // 2}np", faiss.METRIC_INNER_PRODUCT)
     codec.train(_training_sample(vectors, seed))
     return codec
 
@@ -180,7 +183,10 @@ class VectorIndex:
         spec = spec or choose_spec(len(vectors), d)
         index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
-            index.train(_training_sample(vectors, seed))
+            ivf = faiss.try_extract_index_ivf(index)
+            # k-means wants ≥ 39 points per cell (faiss warns below that)
+            wanted = max(TRAINING_ROWS, 40 * ivf.nlist) if ivf is not None else TRAINING_ROWS
+            index.train(_training_sample(vectors, seed, wanted))
         built = cls(index=index, vectors=vectors, spec=spec, trained_on=len(vectors))
         built._add_rows(0)
         _set_nprobe(index)
@@ -258,7 +264,7 @@ class VectorIndex:
 
 
 def _training_sample(
-    vectors: np.ndarray | DecodedRows, seed: int, max_rows: int = 200_000
+    vectors: np.ndarray | DecodedRows, seed: int, max_rows: int = TRAINING_ROWS
 ) -> np.ndarray:
     if len(vectors) <= max_rows:
         return np.ascontiguousarray(vectors[:], np.float32)

@@ -73,10 +73,10 @@ def test_compressed_store_keeps_rows_close_at_an_eighth_of_the_size(tmp_path: Pa
 
 
 def test_fast_scan_candidates_rescored_on_compressed_rows_keep_recall(tmp_path: Path, rng):
-    vectors = unit_vectors(rng, 20_000, 32)
+    vectors = unit_vectors(rng, 5_000, 32)
     store = VectorStore(tmp_path / "v.pq", 32, train_codec(vectors))
     store.append(vectors)
-    index = VectorIndex.build(store.read(), "IVF64,PQ8x4fs")
+    index = VectorIndex.build(store.read(), "IVF32,PQ8x4fs")
     queries = vectors[:200] + 0.05 * unit_vectors(rng, 200, 32)
     scores, ids = index.search(queries, 5)
     assert np.mean(ids[:, 0] == np.arange(200)) > 0.95
