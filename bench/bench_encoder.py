@@ -31,14 +31,21 @@ def variants(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor], torch
     channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
     compiled = torch.compile(copy.deepcopy(model))
 
-    def bf16(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return model(x).float()
+    def last(x: torch.Tensor) -> torch.Tensor:
+        return channels_last(x.contiguous(memory_format=torch.channels_last))
+
+    def bf16(fn: Callable) -> Callable:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return fn(x).float()
+
+        return run
 
     return {
         "eager float32": model,
-        "channels-last": lambda x: channels_last(x.contiguous(memory_format=torch.channels_last)),
-        "bfloat16 autocast": bf16,
+        "channels-last": last,
+        "bfloat16 autocast": bf16(model),
+        "channels-last + bfloat16": bf16(last),
         "torch.compile": compiled,
     }
 
