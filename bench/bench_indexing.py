@@ -14,11 +14,11 @@ from common import real_tracks, report, timed
 from engine.audio import SAMPLE_RATE, frame_segments, load_audio
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.features import log_mel
-from engine.fingerprint import BATCH_SEGMENTS
+from engine.fingerprint import BATCH_SEGMENTS, Fingerprinter
 from engine.index import VectorIndex
 
 
-def measure(checkpoint, tracks, threads: int) -> dict:
+def measure(fingerprinter: Fingerprinter, tracks, threads: int) -> dict:
     torch.set_num_threads(threads)
     decode_s = features_s = encoder_s = 0.0
     fps, audio_s = [], 0.0
@@ -32,7 +32,7 @@ def measure(checkpoint, tracks, threads: int) -> dict:
                 batch = segments[i : i + BATCH_SEGMENTS]
                 mel, t = timed(lambda batch=batch: log_mel(batch))
                 features_s += t
-                fp, t = timed(lambda mel=mel: checkpoint.model(mel).numpy())
+                fp, t = timed(lambda mel=mel: fingerprinter.encode(mel).numpy())
                 encoder_s += t
                 fps.append(fp)
     _, insert_s = timed(lambda: VectorIndex.build(np.concatenate(fps)))
@@ -55,13 +55,18 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     args = parser.parse_args()
     checkpoint = load_checkpoint(args.checkpoint or default_checkpoint_path())
+    fingerprinter = Fingerprinter(checkpoint)
     tracks = real_tracks(args.tracks)
-    measure(checkpoint, tracks[:1], 2)  # warm-up: first-call allocations, file cache
-    rows = [measure(checkpoint, tracks, threads) for threads in (1, 2)]
+    measure(fingerprinter, tracks[:1], 2)  # warm-up: first-call allocations, file cache
+    rows = [measure(fingerprinter, tracks, threads) for threads in (1, 2)]
     report(
         "indexing",
         rows,
-        {"checkpoint": checkpoint.path.name, "config": checkpoint.config.to_dict()},
+        {
+            "checkpoint": checkpoint.path.name,
+            "config": checkpoint.config.to_dict(),
+            "bfloat16": fingerprinter.bfloat16,
+        },
     )
 
 

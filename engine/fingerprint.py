@@ -46,11 +46,13 @@ class Fingerprinter:
         with torch.inference_mode():
             for i in range(0, len(segments), self.batch_segments):
                 batch = np.ascontiguousarray(segments[i : i + self.batch_segments])
-                mel = log_mel(batch).contiguous(memory_format=torch.channels_last)
-                out[i : i + len(batch)] = self._encode(mel).numpy()
+                out[i : i + len(batch)] = self.encode(log_mel(batch)).numpy()
         return out
 
-    def _encode(self, mel: torch.Tensor) -> torch.Tensor:
+    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        """Log-mel float32 (n, 1, N_MELS, N_FRAMES) → fingerprints float32 (n, d); call it
+        under torch.inference_mode()."""
+        mel = mel.contiguous(memory_format=torch.channels_last)
         if not self.bfloat16:
             return self.model(mel)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -43,11 +43,14 @@ def choose_spec(n_vectors: int, d: int) -> str:
 
 
 def train_codec(vectors: np.ndarray | DecodedRows, *, seed: int = 0) -> faiss.Index:
-    """A product quantiser for stored rows: d/2 sub-vectors of 2 dimensions, 8 bits each."""
+    """A product quantiser for stored rows: a learned rotation (OPQ), then d/2 sub-vectors of
+    2 dimensions, 8 bits each. On 160 noisy queries against 100 h, plain PQ moved 3 answers away
+    from exact search's (2 by one hop); with the rotation 1 moved, as with 8-bit scalar codes
+    twice the size."""
     d = vectors.shape[1]
     # "np": no polysemous training, which only helps Hamming-distance filtering (unused here)
     # and takes minutes on a large library.
-    codec = faiss.index_factory(d, f"PQ{d // 2}np", faiss.METRIC_INNER_PRODUCT)
+    codec = faiss.index_factory(d, f"OPQ{d // 2},PQ{d // 2}np", faiss.METRIC_INNER_PRODUCT)
     codec.train(_training_sample(vectors, seed))
     return codec
 
