@@ -251,7 +251,11 @@ class VectorIndex:
             if meta["d"] != vectors.shape[1] or meta.get("store", "") != store or n > len(vectors):
                 return None
             if spec == "Flat":
-                return cls.build(vectors, "Flat") if len(vectors) <= FLAT_MAX_VECTORS else None
+                if len(vectors) > FLAT_MAX_VECTORS:
+                    return None
+                exact = cls.build(vectors, "Flat")
+                exact.unsaved = n != len(vectors)  # nothing of it is stored but the metadata
+                return exact
             if len(vectors) > 4 * meta.get("trained_on", n):
                 return None
             index = faiss.read_index(str(directory / INDEX_FILE))

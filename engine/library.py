@@ -360,7 +360,9 @@ class Library:
         index = VectorIndex.load(self.db_dir, vectors, store.path.name)
         index = index or VectorIndex.build(vectors)
         if index.unsaved:
-            index.save(self.db_dir, store.path.name)
+            # Best effort: a reader of a library it may not write to still gets its answer.
+            with contextlib.suppress(OSError):
+                index.save(self.db_dir, store.path.name)
         return index
 
     def rewrite_store_if_needed(self) -> bool:
