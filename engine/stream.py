@@ -27,6 +27,9 @@ WINDOW_SEGMENTS = 19  # search over the last 10 s at most
 MIN_SEGMENTS = 3  # first search after 2 s of audio
 LOST_AFTER = 4  # consecutive failed checks (2 s) before a held match is dropped
 NO_MATCH_AFTER_S = 10.0  # say "no match" after this much audio without a confident answer
+# Listening searches every 0.5 s, so it holds a stricter bar than a one-off identify, whose
+# threshold (confidence 0.5) is calibrated for 1 % false positives per query.
+LIVE_CONFIDENCE = 0.6
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class LiveMatcher:
         fp = np.stack(self._fps)
         nbrs = (np.stack([s for s, _ in self._nbrs]), np.stack([i for _, i in self._nbrs]))
         match = self.recognizer.as_match(self.recognizer.best(fp, nbrs, np.array(self._loud)))
-        if match is None:
+        if match is None or match.confidence < LIVE_CONFIDENCE:
             self._proposed = None
             return
         first_seg = self._n_segments - len(fp)
