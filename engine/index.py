@@ -256,15 +256,16 @@ class VectorIndex:
                 exact = cls.build(vectors, "Flat")
                 exact.unsaved = n != len(vectors)  # nothing of it is stored but the metadata
                 return exact
-            if len(vectors) > 4 * meta.get("trained_on", n):
+            trained_on = meta.get("trained_on", n)
+            if len(vectors) > 4 * trained_on:
                 return None
             index = faiss.read_index(str(directory / INDEX_FILE))
         except (OSError, ValueError, KeyError, RuntimeError):
             return None
-        _set_nprobe(index)
-        loaded = cls(index, vectors, spec, trained_on=meta.get("trained_on", n), unsaved=False)
         if index.ntotal != n:
             return None
+        _set_nprobe(index)
+        loaded = cls(index, vectors, spec, trained_on=trained_on, unsaved=False)
         if n < len(vectors):
             loaded._add_rows(n)
         return loaded

@@ -201,12 +201,15 @@ class Library:
     def _rows_path(self, generation: int, compressed: bool) -> Path:
         return self.db_dir / f"vectors-{generation}.{'pq' if compressed else 'f32'}"
 
+    def _codec_path(self, generation: int) -> Path:
+        return self.db_dir / f"codec-{generation}.faiss"
+
     def _store(self) -> VectorStore:
         """The current generation's rows, with the codec that reads them if compressed."""
         generation = self._generation()
         if not self.meta("codec"):
             return VectorStore(self._rows_path(generation, False), self.d or 0)
-        codec_path = self.db_dir / f"codec-{generation}.faiss"
+        codec_path = self._codec_path(generation)
         try:
             codec = load_codec(codec_path)
         except (OSError, RuntimeError) as e:
@@ -215,7 +218,7 @@ class Library:
 
     def _new_store(self, generation: int, codec: faiss.Index | None) -> VectorStore:
         if codec is not None:
-            save_codec(codec, self.db_dir / f"codec-{generation}.faiss")
+            save_codec(codec, self._codec_path(generation))
         return VectorStore(self._rows_path(generation, codec is not None), self.d or 0, codec)
 
     def _discard_uncommitted_vectors(self) -> None:
@@ -223,9 +226,9 @@ class Library:
             return
         store = self._store()
         store.truncate(self.committed_rows)
-        current = {store.path.name, f"codec-{self._generation()}.faiss"}
-        for stale in [*self.db_dir.glob("vectors-*"), *self.db_dir.glob("codec-*")]:
-            if stale.name not in current:
+        current = {store.path, self._codec_path(self._generation())}
+        for stale in _row_files(self.db_dir):
+            if stale not in current:
                 stale.unlink()
 
     def check_checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -496,8 +499,13 @@ def remove_library(db_dir: Path) -> None:
     """Delete a library's files (tracks, fingerprints, search index) to start over."""
     for name in (DB_FILE, INDEX_FILE, INDEX_META):
         (db_dir / name).unlink(missing_ok=True)
-    for rows in [*db_dir.glob("vectors-*"), *db_dir.glob("codec-*")]:
+    for rows in _row_files(db_dir):
         rows.unlink()
+
+
+def _row_files(db_dir: Path) -> list[Path]:
+    """Every generation's fingerprint rows and codecs (and their temporary files)."""
+    return [*db_dir.glob("vectors-*"), *db_dir.glob("codec-*")]
 
 
 def checkpoint_for_library(library: Library, explicit: Path | None = None) -> Checkpoint:
