@@ -2,8 +2,9 @@
 
 Plays excerpts through engine.stream.LiveMatcher in 100 ms blocks, as a microphone would deliver
 them, degraded at the evaluation harness's "mid" level (noise, room, echo, device band-limit)
-with the evaluation half of the degradation bank. Tracks are the corpus's test split when the
-corpus exists (`nfp train corpus`), else Wesnoth's music.
+with the evaluation half of the degradation bank. The library is the corpus's test split
+(`nfp train corpus`); as many excerpts of its val split, music not in the library, count how
+often listening names a track for music the user does not own (a false match).
 Usage: python bench/bench_live.py [--trials 40] [--level mid]
 """
 
@@ -12,18 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import real_tracks, report
+from common import report
 
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.fingerprint import Fingerprinter
 from engine.library import Library
 from engine.recognize import Recognizer
-from engine.stream import LiveMatcher
+from engine.stream import LiveMatcher, LiveState
 from training.degrade import LEVELS, Sources, degrade
 
 PLAY_S = 12.0
@@ -31,24 +33,42 @@ BLOCK_S = 0.1
 CORPUS = Path("corpus")
 
 
-def test_tracks(n: int) -> list[Path]:
+def corpus_tracks(split: str, n: int | None = None) -> list[Path]:
     manifest = CORPUS / "manifest.json"
-    if manifest.is_file():
-        tracks = [Path(t["source"]) for t in json.loads(manifest.read_text())["tracks"]
-                  if t["split"] == "test"]  # fmt: skip
-        return tracks[:n]
-    return real_tracks(n)
+    if not manifest.is_file():
+        raise SystemExit(f"{manifest}: build the corpus first (nfp train corpus)")
+    tracks = [Path(t["source"]) for t in json.loads(manifest.read_text())["tracks"]
+              if t["split"] == split]  # fmt: skip
+    return tracks[:n]
 
 
-def first_correct_s(recognizer, audio, track_path: str, start_s: float) -> float | None:
+def listen(recognizer, audio) -> Iterator[LiveState]:
     matcher = LiveMatcher(recognizer)
     block = int(BLOCK_S * SAMPLE_RATE)
     for i in range(0, len(audio), block):
-        state = matcher.push(audio[i : i + block], SAMPLE_RATE)
+        yield matcher.push(audio[i : i + block], SAMPLE_RATE)
+
+
+def first_correct_s(recognizer, audio, track_path: str, start_s: float) -> float | None:
+    for state in listen(recognizer, audio):
         m = state.match
         if m and m.track.path == track_path and abs(m.offset_s - (start_s + state.heard_s)) < 1.0:
             return state.heard_s
     return None
+
+
+def names_a_track(recognizer, audio) -> bool:
+    return any(state.match is not None for state in listen(recognizer, audio))
+
+
+def played_excerpt(track: Path, level: str, sources: Sources, rng) -> tuple[np.ndarray, float]:
+    """PLAY_S of a random place of the track, degraded (with 0.5 s of context for the reverb
+    tail); returns the audio and where it starts in the track, seconds."""
+    audio = load_audio(track)
+    start = int(rng.uniform(1, len(audio) / SAMPLE_RATE - PLAY_S - 1) * SAMPLE_RATE)
+    context = audio[start - SAMPLE_RATE // 2 : start + int(PLAY_S * SAMPLE_RATE)]
+    played = degrade(context[None], int(PLAY_S * SAMPLE_RATE), LEVELS[level], sources, rng)[0]
+    return played, start / SAMPLE_RATE
 
 
 def main() -> None:
@@ -61,7 +81,7 @@ def main() -> None:
     torch.set_num_threads(2)
     rng = np.random.default_rng(7)
     checkpoint = load_checkpoint(default_checkpoint_path())
-    tracks = test_tracks(args.tracks)
+    tracks = corpus_tracks("test", args.tracks)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "music").mkdir()
         for t in tracks:
@@ -75,21 +95,20 @@ def main() -> None:
         latencies = []
         for _ in range(args.trials):
             track = tracks[int(rng.integers(len(tracks)))]
-            audio = load_audio(track)
-            start = int(rng.uniform(1, len(audio) / SAMPLE_RATE - PLAY_S - 1) * SAMPLE_RATE)
-            context = audio[start - SAMPLE_RATE // 2 : start + int(PLAY_S * SAMPLE_RATE)]
-            played = degrade(
-                context[None], int(PLAY_S * SAMPLE_RATE), LEVELS[args.level], sources, rng
-            )[0]
-            latencies.append(
-                first_correct_s(recognizer, played, by_name[track.name], start / SAMPLE_RATE)
-            )
+            played, start_s = played_excerpt(track, args.level, sources, rng)
+            latencies.append(first_correct_s(recognizer, played, by_name[track.name], start_s))
+        strangers = [s for s in corpus_tracks("val") if s.name not in by_name]
+        false_matches = [
+            names_a_track(recognizer, played_excerpt(s, args.level, sources, rng)[0])
+            for s in (strangers[int(rng.integers(len(strangers)))] for _ in range(args.trials))
+        ]
     found = np.array([x for x in latencies if x is not None])
     rows = [{"level": args.level, "trials": args.trials,
              "median_s": float(np.median(found)) if found.size else float("nan"),
              "p90_s": float(np.percentile(found, 90)) if found.size else float("nan"),
              **{f"by_{s}s": round(float(np.mean([x is not None and x <= s for x in latencies])), 3)
-                for s in (2, 3, 5, 10)}}]  # fmt: skip
+                for s in (2, 3, 5, 10)},
+             "false_match": round(float(np.mean(false_matches)), 3)}]  # fmt: skip
     report("live", rows, {"checkpoint": checkpoint.path.name, "play_s": PLAY_S})
 
 

@@ -61,7 +61,7 @@ def run_one(base: TrainConfig, encoder: str, d: int, projection: str, harness: d
         started = time.time()
         model_path = train(cfg, callback=print_progress)
         train_s = time.time() - started
-        result = evaluate(EvalConfig(checkpoint=str(model_path), seed=0, **harness))
+        result, _ = evaluate(EvalConfig(checkpoint=str(model_path), seed=0, **harness))
         result["train_wall_s"] = round(train_s, 1)
         result_path.write_text(json.dumps(result))
     result = json.loads(result_path.read_text())

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,6 +34,9 @@ class Checkpoint:
     model: nn.Module
     training: dict = field(default_factory=dict)  # the training config and run facts
     evaluation: dict = field(default_factory=dict)  # harness summary, incl. score calibration
+    # Fingerprints float32 (B, d) of music no library holds, for engine.search.noise_floor;
+    # the harness makes them with the calibration, which assumes them. None: not calibrated.
+    background: np.ndarray | None = None
 
     @property
     def d(self) -> int:
@@ -54,8 +58,12 @@ def save_checkpoint(
     *,
     training: dict | None = None,
     evaluation: dict | None = None,
+    background: np.ndarray | None = None,
 ) -> None:
-    """Write atomically (temp file, fsync, rename), so a crash never leaves half a checkpoint."""
+    """Write atomically (temp file, fsync, rename), so a crash never leaves half a checkpoint.
+
+    `background` float32 (B, d) is stored as float16: it only sets a noise floor.
+    """
     path = Path(path)
     payload = {
         "format_version": FORMAT_VERSION,
@@ -65,6 +73,8 @@ def save_checkpoint(
         "training": training or {},
         "evaluation": evaluation or {},
     }
+    if background is not None:
+        payload["background"] = torch.from_numpy(np.asarray(background, np.float16))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -98,6 +108,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         model=model,
         training=dict(payload.get("training") or {}),
         evaluation=dict(payload.get("evaluation") or {}),
+        background=_parse_background(path, payload, config.d),
     )
 
 
@@ -113,6 +124,15 @@ def _parse_config(path: Path, payload: object) -> EncoderConfig:
         return EncoderConfig(**{k: v for k, v in raw.items() if k in known})
     except TypeError as e:
         raise CheckpointError(path, f"bad encoder config: {e}") from e
+
+
+def _parse_background(path: Path, payload: dict, d: int) -> np.ndarray | None:
+    background = payload.get("background")
+    if background is None:
+        return None
+    if not isinstance(background, torch.Tensor) or background.ndim != 2 or background.shape[1] != d:
+        raise CheckpointError(path, f"background fingerprints are not (rows, {d})")
+    return background.float().numpy()
 
 
 def checkpoint_dir() -> Path:

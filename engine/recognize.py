@@ -10,7 +10,13 @@ from engine.audio import HOP_S, SAMPLE_RATE, SEGMENT_S, frame_segments
 from engine.checkpoint import Checkpoint
 from engine.fingerprint import Fingerprinter
 from engine.library import Library, Track
-from engine.search import CONFIDENCE_THRESHOLD, TOP_K, SequenceMatch, match_sequence
+from engine.search import (
+    CONFIDENCE_THRESHOLD,
+    TOP_K,
+    SequenceMatch,
+    match_sequence,
+    noise_floor,
+)
 
 QUERY_SHIFTS_S = (0.0, 0.1, 0.2, 0.3, 0.4)  # sub-hop starts tried for a file query
 # Shifts whose evidence is within this share of the best are ties, broken by the closest fit
@@ -65,6 +71,9 @@ class TracklistEntry:
         }
 
 
+Neighbours = tuple[np.ndarray, np.ndarray, np.ndarray]  # scores (L, k), ids (L, k), floor (L,)
+
+
 class Recognizer:
     """A library opened for search with the checkpoint that built it."""
 
@@ -73,26 +82,31 @@ class Recognizer:
         self.library = library
         self.fingerprinter = Fingerprinter(checkpoint)
         self.calibration = checkpoint.evaluation.get("calibration")
+        self.background = checkpoint.background
         self.index, self.segments, self.tracks = library.search_index()
 
-    def neighbours(self, query_fp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids), each (L, k), for fingerprints (L, d)."""
-        return self.index.search(query_fp, min(TOP_K, len(self.index)))
+    def neighbours(self, query_fp: np.ndarray) -> Neighbours:
+        """Top-k (scores, ids), each (L, k), and each segment's noise floor (L,), for
+        fingerprints (L, d)."""
+        scores, ids = self.index.search(query_fp, min(TOP_K, len(self.index)))
+        return scores, ids, noise_floor(query_fp, scores, self.background)
 
     def best(
         self,
         query_fp: np.ndarray,
-        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+        neighbours: Neighbours | None = None,
         usable: np.ndarray | None = None,
     ) -> SequenceMatch | None:
         """The best alignment of fingerprints (L, d), confident or not; `usable` bool (L,)."""
+        scores, ids, floor = self.neighbours(query_fp) if neighbours is None else neighbours
         return match_sequence(
             query_fp,
             self.index,
             self.segments,
             calibration=self.calibration,
-            neighbours=neighbours,
+            neighbours=(scores, ids),
             usable=usable,
+            floor=floor,
         )
 
     def as_match(self, found: SequenceMatch | None) -> Match | None:
@@ -134,17 +148,19 @@ class Recognizer:
         segments = frame_segments(audio)
         fp = self.fingerprinter.segments(segments)
         loud = is_loud(segments)
-        scores, ids = self.neighbours(fp)
+        scores, ids, floor = self.neighbours(fp)
         plays: list[_Play] = []
         for start in range(0, max(1, len(fp) - TRACKLIST_WINDOW + 1), TRACKLIST_HOP):
             window = slice(start, start + TRACKLIST_WINDOW)
-            found = self.best(fp[window], (scores[window], ids[window]), loud[window])
+            found = self.best(
+                fp[window], (scores[window], ids[window], floor[window]), loud[window]
+            )
             if not _confident(found):
                 continue
             end = min(start + TRACKLIST_WINDOW, len(fp))
             if not (plays and plays[-1].extend(start, end, found)):
                 plays.append(_Play(start, end, found, found.confidence))
-        return [self._entry(play, fp, scores[:, -1]) for play in plays]
+        return [self._entry(play, fp, floor) for play in plays]
 
     def _entry(self, play: _Play, fp: np.ndarray, floor: np.ndarray) -> TracklistEntry:
         """Trim a play to the recording segments whose aligned stored segment beats their floor."""

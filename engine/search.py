@@ -17,6 +17,13 @@ from engine.index import VectorIndex
 TOP_K = 20  # neighbours per query segment; the k-th is that segment's noise floor
 MIN_COVERAGE = 0.5  # share of the usable query segments an alignment must cover
 CONFIDENCE_THRESHOLD = 0.5  # the app reports a match at or above this confidence
+# Chance similarity depends on library size: the k-th neighbour of a segment in a small library
+# is a poorer match than in the ~9 h library the thresholds were calibrated on, which would
+# inflate every margin. So the floor is also never below the BACKGROUND_K-th neighbour among
+# BACKGROUND_ROWS fingerprints of other music that travel with the checkpoint.
+BACKGROUND_ROWS = 16384  # ≈ 2.3 h of music
+BACKGROUND_K = 5  # TOP_K × BACKGROUND_ROWS / 64k rows (the calibration library): same quantile
+FLOOR_CHUNK = 512  # query segments compared with the background at a time (bounds memory)
 # Evidence at which confidence is 0.5, by number of query segments, for a checkpoint the
 # evaluation harness has not calibrated yet (a conservative guess, replaced by calibration).
 UNCALIBRATED_THRESHOLD = {1: 0.35, 3: 0.6, 9: 1.0, 19: 1.6}
@@ -74,6 +81,21 @@ def confidence_from_evidence(
     return float(1.0 - 0.5 ** (max(evidence, 0.0) / threshold))
 
 
+def noise_floor(
+    query_fp: np.ndarray, scores: np.ndarray, background: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-segment chance similarity float32 (L,): the k-th neighbour's score (L, k), raised to
+    the BACKGROUND_K-th best inner product with the background float32 (B, d) if there is one."""
+    floor = np.array(scores[:, -1], np.float32)
+    if background is None or len(background) < BACKGROUND_K:
+        return floor
+    for lo in range(0, len(query_fp), FLOOR_CHUNK):
+        sims = query_fp[lo : lo + FLOOR_CHUNK] @ background.T
+        kth = -np.partition(-sims, BACKGROUND_K - 1, axis=1)[:, BACKGROUND_K - 1]
+        floor[lo : lo + FLOOR_CHUNK] = np.maximum(floor[lo : lo + FLOOR_CHUNK], kth)
+    return floor
+
+
 def match_sequence(
     query_fp: np.ndarray,
     index: VectorIndex,
@@ -83,6 +105,7 @@ def match_sequence(
     calibration: dict[str, Any] | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     usable: np.ndarray | None = None,
+    floor: np.ndarray | None = None,
 ) -> SequenceMatch | None:
     """Best alignment of query fingerprints float32 (L, d) against the index, or None if empty.
 
@@ -92,7 +115,8 @@ def match_sequence(
     match earns more the longer the query, while chance hits of unrelated music stay low.
     `neighbours` are index.search's (scores, ids) when the caller has them already (streams,
     track lists). `usable` bool (L,) marks the query segments that may count: silence matches
-    the silence of any track, so callers leave silent segments out.
+    the silence of any track, so callers leave silent segments out. `floor` float32 (L,) is each
+    segment's chance similarity, noise_floor's; by default the k-th neighbour's score.
     """
     query_fp = np.asarray(query_fp, np.float32)
     n_query = len(query_fp)
@@ -108,7 +132,7 @@ def match_sequence(
     starts, tracks = _candidates(ids, segments)
     if starts.size == 0:
         return None
-    floor = scores[:, -1]
+    floor = scores[:, -1] if floor is None else floor
     sims, valid = _aligned_similarity(query_fp, index.vectors, segments, starts, tracks)
     valid &= usable[None, :]
     # An alignment that overlaps the track for a small part of the query (a track's last

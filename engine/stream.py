@@ -1,15 +1,17 @@
 """Live identification: audio blocks in, match updates out, one new fingerprint per 0.5 s.
 
-Old fingerprints are never recomputed. While a match holds, each new segment is only checked
-against the stored segment where the track should be by now (one dot product), so following a
-track costs nothing; when several checks in a row fail (the music jumped or changed), the
-window is searched again.
+Old fingerprints are never recomputed. While a match holds, each new segment is checked against
+the stored segment where the track should be by now (one dot product), so following a track
+costs next to nothing. A failed check searches the window again: music that repeats (a chorus)
+can hold the wrong repeat until the two places part, and then the right one has more evidence.
+When several checks in a row fail (the music jumped or changed), the match is dropped.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,9 +29,6 @@ WINDOW_SEGMENTS = 19  # search over the last 10 s at most
 MIN_SEGMENTS = 3  # first search after 2 s of audio
 LOST_AFTER = 4  # consecutive failed checks (2 s) before a held match is dropped
 NO_MATCH_AFTER_S = 10.0  # say "no match" after this much audio without a confident answer
-# Listening searches every 0.5 s, so it holds a stricter bar than a one-off identify, whose
-# threshold (confidence 0.5) is calibrated for 1 % false positives per query.
-LIVE_CONFIDENCE = 0.6
 
 
 @dataclass(frozen=True)
@@ -50,11 +49,11 @@ class LiveMatcher:
         self._resampler = Resampler()
         self._pending = np.zeros(0, np.float32)  # resampled audio not yet fully used by a segment
         self._fps: deque[np.ndarray] = deque(maxlen=WINDOW_SEGMENTS)
-        self._nbrs: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=WINDOW_SEGMENTS)
+        self._nbrs: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=WINDOW_SEGMENTS)
         self._loud: deque[bool] = deque(maxlen=WINDOW_SEGMENTS)
         self._n_segments = 0  # segments made since the start
-        self._held: tuple[Match, int, int] | None = None  # match, its stored row, its segment no.
-        self._proposed: tuple[Match, int, int] | None = None  # the last search's, unconfirmed
+        self._held: _Placed | None = None
+        self._proposed: _Placed | None = None  # the last search's, unconfirmed
         self._misses = 0
         self._heard = 0  # samples at 8 kHz
 
@@ -80,15 +79,15 @@ class LiveMatcher:
 
     def _add_segments(self, segments: np.ndarray) -> None:
         fp = self.recognizer.fingerprinter.segments(segments)
-        scores, ids = self.recognizer.neighbours(fp)
+        scores, ids, floor = self.recognizer.neighbours(fp)
         loud = is_loud(segments)
         for i in range(len(fp)):
             self._fps.append(fp[i])
-            self._nbrs.append((scores[i], ids[i]))
+            self._nbrs.append((scores[i], ids[i], floor[i]))
             self._loud.append(bool(loud[i]))
             self._n_segments += 1
             if self._held is not None:
-                self._check_held(fp[i], scores[i][-1])
+                self._check_held(fp[i], floor[i])
         if self._held is None and len(self._fps) >= MIN_SEGMENTS:
             self._search()
 
@@ -98,8 +97,14 @@ class LiveMatcher:
         expected = row + (self._n_segments - 1 - seg)
         track = match.track
         inside = track.first_segment <= expected < track.first_segment + track.n_segments
-        ok = inside and float(self.recognizer.index.vectors[expected] @ fp) > floor
-        self._misses = 0 if ok else self._misses + 1
+        if inside and float(self.recognizer.index.vectors[expected] @ fp) > floor:
+            self._misses = 0
+            return
+        better = self._window_match()
+        if better is not None and not _agree(self._held, better):
+            self._held, self._misses = better, 0
+            return
+        self._misses += 1
         if self._misses >= LOST_AFTER or not inside:
             # The music changed where the misses began: search only what was heard since.
             keep = self._misses
@@ -110,31 +115,27 @@ class LiveMatcher:
             self._proposed = None
             self._misses = 0
 
-    def _search(self) -> None:
+    def _window_match(self) -> _Placed | None:
+        """The confident match of the whole window, placed on the stored rows, or None."""
         fp = np.stack(self._fps)
-        nbrs = (np.stack([s for s, _ in self._nbrs]), np.stack([i for _, i in self._nbrs]))
+        scores, ids, floor = zip(*self._nbrs, strict=True)
+        nbrs = (np.stack(scores), np.stack(ids), np.array(floor, np.float32))
         match = self.recognizer.as_match(self.recognizer.best(fp, nbrs, np.array(self._loud)))
-        if match is None or match.confidence < LIVE_CONFIDENCE:
-            self._proposed = None
-            return
-        first_seg = self._n_segments - len(fp)
+        if match is None:
+            return None
         row = match.track.first_segment + round(match.offset_s / HOP_S)
-        if self._confirms(match, row, first_seg):
-            self._held = (match, row, first_seg)
-            self._misses = 0
-        self._proposed = (match, row, first_seg)
+        return _Placed(match, row, self._n_segments - len(fp))
 
-    def _confirms(self, match: Match, row: int, first_seg: int) -> bool:
-        """Does this match agree with the previous search's, track and alignment?
+    def _search(self) -> None:
+        """Hold a match once two searches in a row agree on the track and its alignment.
 
         Listening searches every 0.5 s, so a chance match of unrelated music would sooner or
-        later pass any threshold; requiring two searches in a row to agree keeps that rare.
+        later pass a one-off threshold; asking two searches to agree keeps that rare.
         """
-        if self._proposed is None:
-            return False
-        previous, previous_row, previous_seg = self._proposed
-        expected = previous_row + (first_seg - previous_seg)
-        return previous.track.id == match.track.id and abs(row - expected) <= 1
+        found = self._window_match()
+        if found is not None and self._proposed is not None and _agree(self._proposed, found):
+            self._held, self._misses = found, 0
+        self._proposed = found
 
     def _update_state(self, level: float) -> LiveState:
         heard_s = self._heard / SAMPLE_RATE
@@ -146,6 +147,20 @@ class LiveMatcher:
             return LiveState("matched", live, level, heard_s)
         status = "no_match" if heard_s >= NO_MATCH_AFTER_S else "listening"
         return LiveState(status, None, level, heard_s)
+
+
+class _Placed(NamedTuple):
+    """A match placed on the stored rows: the row aligned with the window's first segment."""
+
+    match: Match
+    row: int
+    first_segment: int  # segment number (since the start) of the window's first segment
+
+
+def _agree(a: _Placed, b: _Placed) -> bool:
+    """Same track, and the same alignment of heard segments to stored rows (±1 segment)."""
+    expected = a.row + (b.first_segment - a.first_segment)
+    return a.match.track.id == b.match.track.id and abs(b.row - expected) <= 1
 
 
 def _level_db(samples: np.ndarray) -> float:

@@ -2,6 +2,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_CONFIG, make_tiny_checkpoint
@@ -35,6 +36,19 @@ def test_round_trip_rebuilds_the_same_model(tmp_path: Path):
     x = torch.randn(2, 1, 256, 32)
     torch.testing.assert_close(loaded.model(x), model(x))
     assert len(loaded.sha256) == 64
+
+
+def test_background_travels_as_float16_and_a_misfit_is_refused(tmp_path: Path):
+    model = build_encoder(TINY_CONFIG)
+    background = np.random.default_rng(0).standard_normal((40, 64)).astype(np.float32)
+    save_checkpoint(tmp_path / "c.pt", model, TINY_CONFIG, background=background)
+    loaded = load_checkpoint(tmp_path / "c.pt").background
+    assert loaded.dtype == np.float32 and loaded.shape == (40, 64)
+    np.testing.assert_allclose(loaded, background, rtol=1e-3, atol=1e-3)
+    assert load_checkpoint(make_tiny_checkpoint(tmp_path / "none.pt")).background is None
+    save_checkpoint(tmp_path / "bad.pt", model, TINY_CONFIG, background=background[:, :32])
+    with pytest.raises(CheckpointError, match=r"bad.pt: .*background fingerprints"):
+        load_checkpoint(tmp_path / "bad.pt")
 
 
 class RunsCode:

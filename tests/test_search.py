@@ -4,14 +4,18 @@ from test_index import unit_vectors
 
 from engine.index import VectorIndex
 from engine.search import (
+    BACKGROUND_ROWS,
     CONFIDENCE_THRESHOLD,
+    TOP_K,
     SegmentMap,
     confidence_from_evidence,
     evidence_threshold,
     match_sequence,
+    noise_floor,
 )
 
 LENGTHS = [400, 250, 600, 300]
+SHIPPED_CALIBRATION = {"evidence_threshold": {"1": 0.18, "9": 0.46, "19": 0.64}}  # ≈ the d128's
 
 
 @pytest.fixture
@@ -59,6 +63,36 @@ def test_evidence_grows_with_query_length(database, rng):
         for n in (2, 5, 10, 19)
     ]
     assert evidence == sorted(evidence)
+
+
+def music_like_vectors(rng, n: int, d: int = 64) -> np.ndarray:
+    """Unit vectors that share a direction, as fingerprints of similar-sounding music do."""
+    shared = np.ones(d, np.float32) / np.sqrt(d)
+    v = shared + 0.25 * rng.standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def floor_of(query: np.ndarray, index: VectorIndex, background: np.ndarray) -> np.ndarray:
+    scores, _ = index.search(query, TOP_K)
+    return noise_floor(query, scores, background)
+
+
+def test_the_background_floor_keeps_chance_low_in_a_small_library(rng):
+    """In a library of a few tracks the k-th neighbour is a poor match, so unrelated music earns
+    evidence; the background's floor does not sink with library size, and music still matches."""
+    library = music_like_vectors(rng, 60)
+    index, segments = VectorIndex.build(library), SegmentMap.from_lengths([30, 30])
+    background = music_like_vectors(rng, BACKGROUND_ROWS)
+    stranger = music_like_vectors(rng, 9)
+    bare = match_sequence(stranger, index, segments, calibration=SHIPPED_CALIBRATION)
+    floored = match_sequence(stranger, index, segments, calibration=SHIPPED_CALIBRATION,
+                             floor=floor_of(stranger, index, background))  # fmt: skip
+    assert bare.confidence >= CONFIDENCE_THRESHOLD > floored.confidence
+    query = noisy(rng, library[35:44], 0.02)
+    planted = match_sequence(query, index, segments, calibration=SHIPPED_CALIBRATION,
+                             floor=floor_of(query, index, background))  # fmt: skip
+    assert (planted.track, planted.start_segment) == (1, 5)
+    assert planted.confidence >= CONFIDENCE_THRESHOLD
 
 
 def test_removed_rows_never_match(rng):

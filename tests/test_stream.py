@@ -21,11 +21,18 @@ def recognizer(tmp_path_factory) -> Recognizer:
     (root / "music").mkdir()
     for seed in range(3):
         write_audio(root / "music" / f"song{seed}.wav", music_like(SECONDS, 8000, seed), 8000)
+    write_audio(root / "music" / "chorus.wav", chorus(8000), 8000)
     checkpoint = spectral_checkpoint(CALIBRATION)
     library = Library(root / "db")
     for _ in library.update(root / "music", Fingerprinter(checkpoint)):
         pass
     return Recognizer(library, checkpoint)
+
+
+def chorus(rate: int) -> np.ndarray:
+    """A song whose first 8 s come back at 14 s: A B A C, with A 8 s and B, C 6 s long."""
+    a, b, c = (music_like(8.0, rate, seed) for seed in (10, 11, 12))
+    return np.concatenate([a, b[: 6 * rate], a, c[: 6 * rate]])
 
 
 def play(matcher: LiveMatcher, audio: np.ndarray, block_s: float = 0.1):
@@ -53,6 +60,17 @@ def test_relocks_when_the_music_jumps(recognizer):
     relocked = [s for s in after if s.match and s.match.track.title == "song2"]
     assert relocked and relocked[0].heard_s <= 8.0 + 5.0
     assert after[-1].match.offset_s == pytest.approx(20.0 + 10.0, abs=0.6)
+
+
+@pytest.mark.parametrize("start_s", [0.0, 14.0])
+def test_a_repeat_is_placed_right_once_the_music_parts(recognizer, start_s):
+    """While A plays, its two places are one; 2 s after the music parts, the place is right."""
+    audio = chorus(RATE)[int(start_s * RATE) : int((start_s + 12.0) * RATE)]
+    states = play(LiveMatcher(recognizer), audio)
+    assert any(s.status == "matched" for s in states if s.heard_s <= 4.0)
+    for state in (s for s in states if s.heard_s >= 10.0):
+        assert state.match.track.title == "chorus"
+        assert state.match.offset_s == pytest.approx(start_s + state.heard_s, abs=0.5)
 
 
 def test_music_not_in_the_library_is_no_match(recognizer):

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 from audio_files import music_like
-from conftest import make_tiny_checkpoint
+from conftest import TINY_CONFIG, make_tiny_checkpoint
 
 from engine.checkpoint import load_checkpoint
+from engine.search import BACKGROUND_ROWS
 from training.config import TrainConfig, load_config
 from training.data import open_split
 from training.evaluate import EvalConfig, evaluate, format_table
@@ -98,9 +99,12 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     cfg = EvalConfig(checkpoint=str(checkpoint), corpus=str(tiny_corpus),
                      bank=str(tiny_corpus / "degradations.npz"), out_dir=str(tmp_path / "eval"),
                      queries=6, levels=("low", "high"), lengths_s=(1.0, 3.0))  # fmt: skip
-    first = evaluate(cfg)
-    again = evaluate(EvalConfig(**{**cfg.__dict__, "out_dir": ""}))
+    first, background = evaluate(cfg)
+    again, background_again = evaluate(EvalConfig(**{**cfg.__dict__, "out_dir": ""}))
     assert first["hit_rates"] == again["hit_rates"]
+    np.testing.assert_array_equal(background, background_again)
+    assert background.shape[1] == TINY_CONFIG.d and 0 < len(background) <= BACKGROUND_ROWS
+    np.testing.assert_allclose(np.linalg.norm(background, axis=1), 1.0, atol=1e-3)
     assert set(first["hit_rates"]) == {"low", "high"}
     assert set(first["hit_rates"]["low"]) == {"1", "3"}
     rates = first["hit_rates"]["high"]["3"]
