@@ -6,7 +6,9 @@ unpickled is refused instead of executed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -41,6 +43,16 @@ class Checkpoint:
     @property
     def d(self) -> int:
         return self.config.d
+
+    @functools.cached_property
+    def weights_sha256(self) -> str:
+        """What decides the fingerprints: the encoder config and weights, and nothing stored
+        beside them, so re-evaluating a checkpoint leaves the libraries it built valid."""
+        digest = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:

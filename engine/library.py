@@ -231,26 +231,33 @@ class Library:
             if stale not in current:
                 stale.unlink()
 
+    def built_by(self, checkpoint: Checkpoint) -> bool | None:
+        """Whether this library's fingerprints are the checkpoint's; None before the first track.
+
+        Libraries are bound to the weights, not the file, whose calibration may be renewed.
+        """
+        weights = self.meta("fingerprints_sha256")
+        if weights is not None:
+            return weights == checkpoint.weights_sha256
+        file = self.meta("checkpoint_sha256")  # a library made before weights were recorded
+        return None if file is None else file == checkpoint.sha256
+
     def check_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Raise IndexMismatchError unless this library was built by exactly this checkpoint."""
-        made_by = self.meta("checkpoint_sha256")
-        if made_by is None:
-            return
-        if made_by != checkpoint.sha256:
+        """Raise IndexMismatchError unless this library was built by this checkpoint's weights."""
+        if self.built_by(checkpoint) is False:
             name = self.meta("checkpoint_name", "another checkpoint")
             raise IndexMismatchError(
-                self.db_dir,
-                f"built with {name} ({made_by[:12]}), not {checkpoint.path.name} "
-                f"({checkpoint.sha256[:12]})",
+                self.db_dir, f"built with {name}, not with {checkpoint.path.name}'s weights"
             )
 
     def _bind(self, checkpoint: Checkpoint) -> None:
         self.check_checkpoint(checkpoint)
-        if self.meta("checkpoint_sha256") is None:
+        if self.built_by(checkpoint) is None:
             with self._db:
                 self._set_meta(
                     format=LIBRARY_FORMAT,
                     checkpoint_sha256=checkpoint.sha256,
+                    fingerprints_sha256=checkpoint.weights_sha256,
                     checkpoint_name=checkpoint.path.name,
                     encoder=json.dumps(checkpoint.config.to_dict()),
                     d=checkpoint.d,
@@ -279,6 +286,7 @@ class Library:
             "d": self.d,
             "checkpoint": self.meta("checkpoint_name"),
             "checkpoint_sha256": self.meta("checkpoint_sha256"),
+            "fingerprints_sha256": self.meta("fingerprints_sha256"),
             "index_spec": _read_spec(self.db_dir),
             "bytes_on_disk": sum(f.stat().st_size for f in files if f.is_file()),
         }
@@ -512,12 +520,11 @@ def checkpoint_for_library(library: Library, explicit: Path | None = None) -> Ch
     """The explicit checkpoint, else the one that built the library, else the shipped default."""
     if explicit is not None:
         return load_checkpoint(explicit)
-    wanted = library.meta("checkpoint_sha256")
     recorded = library.meta("checkpoint_path")
     for path in ([Path(recorded)] if recorded else []) + shipped_checkpoints():
         if path.is_file():
             checkpoint = load_checkpoint(path)
-            if wanted is None or checkpoint.sha256 == wanted:
+            if library.built_by(checkpoint) is not False:
                 return checkpoint
     return load_checkpoint(default_checkpoint_path())
 

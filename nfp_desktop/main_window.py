@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.audio import AUDIO_EXTENSIONS
-from engine.checkpoint import file_sha256
+from engine.checkpoint import load_checkpoint
 from engine.errors import IndexCorruptError, IndexMismatchError, NfpError
 from nfp_desktop.context import AppContext
 from nfp_desktop.history import HistoryStore
@@ -220,11 +220,12 @@ class MainWindow(QMainWindow):
     def _library_needs(self, prefs: Preferences) -> bool:
         """Whether the library was built by another checkpoint than the one prefs name."""
         try:
-            info = self.app.session.info()
-            wanted = file_sha256(prefs.checkpoint_path())
+            if not self.app.session.tracks():
+                return False
+            built_by = self.app.session.library().built_by(load_checkpoint(prefs.checkpoint_path()))
         except (NfpError, OSError):
             return True  # cannot tell: the re-index offer is the safe side
-        return bool(info and info["tracks"]) and info["checkpoint_sha256"] != wanted
+        return built_by is False
 
     def _open_data_dir(self) -> None:
         self.app.session.close()

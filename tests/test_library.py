@@ -13,7 +13,7 @@ from audio_files import music_like, write_audio
 from conftest import TRACK_SECONDS, make_tiny_checkpoint
 
 from engine.audio import load_audio
-from engine.checkpoint import load_checkpoint
+from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.errors import (
     EmptyLibraryError,
     IndexCorruptError,
@@ -106,6 +106,20 @@ def test_an_index_refuses_another_checkpoint(music, tmp_path, tiny_checkpoint):
         Recognizer(library, other)
     with pytest.raises(IndexMismatchError):
         run_update(library, music, Fingerprinter(other))
+
+
+def test_a_renewed_calibration_keeps_the_index(music, tmp_path, tiny_checkpoint):
+    """Re-evaluating a checkpoint rewrites its file (calibration, background), not its weights."""
+    library = Library(tmp_path / "db")
+    run_update(library, music, Fingerprinter(tiny_checkpoint))
+    renewed = tmp_path / "renewed.pt"
+    save_checkpoint(renewed, tiny_checkpoint.model, tiny_checkpoint.config,
+                    evaluation={"calibration": {"evidence_threshold": {"9": 0.5}}},
+                    background=np.eye(tiny_checkpoint.d, dtype=np.float32))  # fmt: skip
+    renewed = load_checkpoint(renewed)
+    assert renewed.sha256 != tiny_checkpoint.sha256
+    assert library.built_by(renewed)
+    assert Recognizer(library, renewed).background.shape == (tiny_checkpoint.d,) * 2
 
 
 def test_empty_library_and_missing_folder(tmp_path, tiny_checkpoint):

@@ -112,6 +112,7 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     # Thresholds keyed by query segments, as engine.search reads them: 1 s → 1, 3 s → 5.
     assert set(first["calibration"]["evidence_threshold"]) == {"1", "5"}
     assert 0.0 <= first["false_positive_rate_all"] <= 1.0
+    assert 0.0 <= first["false_positive_rate_swapped"] <= 1.0
     for name in ("results.json", "table.txt", "hit_rate.png", "scores.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     assert "false positive" in format_table(first)

@@ -56,6 +56,10 @@ def target_lines(result: dict, reference: dict | None) -> list[str]:
     verdict = "met" if fpr <= MAX_FPR else "**not met**"
     lines.append(f"- false-positive rate on held-out non-library music: {100 * fpr:.2f} % "
                  f"(target <= {100 * MAX_FPR:.0f} %): {verdict}")  # fmt: skip
+    if "false_positive_rate_swapped" in result:
+        lines.append(f"  - with the two held-out halves swapped (calibrate on the measuring half, "
+                     f"measure on the calibrating one): "
+                     f"{100 * result['false_positive_rate_swapped']:.2f} %")  # fmt: skip
     if reference:
         lines += _gap_lines(result, reference)
     return lines
@@ -80,6 +84,15 @@ def _distractors(protocol: dict) -> str:
     return " + train split as distractors" if protocol.get("distractors") == "train" else ""
 
 
+def background_line(background, protocol: dict) -> list[str]:
+    if background is None:
+        return ["- no background fingerprints: the noise floor is the library's 20th neighbour"]
+    left_out = ", ".join(protocol.get("background_excludes", ())) or "nothing"
+    return [f"- background: {len(background):,} fingerprints of train music (leaving out "
+            f"{left_out}), stored with the calibration; the noise floor never drops below "
+            "their 5th neighbour (engine.search.noise_floor)"]  # fmt: skip
+
+
 def build_card(
     checkpoint: Path, results_dir: Path, notes: str, reference: dict | None, image_prefix: str
 ) -> str:
@@ -101,6 +114,7 @@ def build_card(
         f"projection `{ckpt.config.projection}`; {count_parameters(ckpt.model):,} parameters",
         "- input: 1 s of 8 kHz audio as a 256 x 32 log-mel image; a fingerprint every 0.5 s",
         f"- file SHA-256 (before the evaluation was stored in it): `{result['checkpoint_sha256']}`",
+        *background_line(ckpt.background, proto),
         "",
         "## Training",
         "",
