@@ -1,16 +1,20 @@
 """Query latency, recall loss and index size against 10, 100 and 1,000 hours of fingerprints.
 
-Real fingerprints of real tracks (the shipped checkpoint) plus random unit vectors as filler to
-reach each size; queries are noisy excerpts (white noise, 10 dB SNR) of the real tracks. The
-exact index searches float32 rows; the IVF index is set up as a large library is, on PQ-coded
-rows (engine.index.train_codec) that re-score its fast-scan candidates.
-Usage: python bench/bench_query.py [--hours 10,100,1000] [--queries 50]
+Real fingerprints of real tracks (the shipped checkpoint) plus filler to reach each size:
+"random" unit vectors (the default), or "music": each row the normalised sum of two of the
+checkpoint's background fingerprints (other music) plus a little noise, so that the codec is
+trained, and the candidates compete, as in a library of real music. Queries are noisy excerpts
+(white noise, 10 dB SNR) of the real tracks. The exact index searches float32 rows; the IVF
+index is set up as a large library is, on PQ-coded rows (engine.index.train_codec) that re-score
+its fast-scan candidates.
+Usage: python bench/bench_query.py [--hours 10,100,1000] [--queries 50] [--filler random|music]
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import faiss
@@ -32,17 +36,39 @@ from engine.index import (
 from engine.search import SegmentMap, match_sequence
 
 SEGMENTS_PER_HOUR = 7200
+MIX_NOISE = 0.3  # norm of the noise added to a mixed pair of music fingerprints (norm ≈ 1.4)
 QUERY_S = (1, 3, 5, 10)
 
 
-def library_vectors(fingerprinter: Fingerprinter, tracks: list[Path], hours: float, rng):
-    """Real track fingerprints first, random unit filler after; returns vectors and the map."""
+def library_vectors(fingerprinter: Fingerprinter, tracks: list[Path], hours: float, filler, rng):
+    """Real track fingerprints first, filler after; returns vectors and the map."""
     real = [fingerprinter.audio(load_audio(t)) for t in tracks]
     n_filler = max(0, int(hours * SEGMENTS_PER_HOUR) - sum(len(f) for f in real))
-    filler = rng.standard_normal((n_filler, fingerprinter.d), dtype=np.float32)
-    filler /= np.linalg.norm(filler, axis=1, keepdims=True)
     lengths = [len(f) for f in real] + ([n_filler] if n_filler else [])
-    return np.concatenate([*real, filler]), SegmentMap.from_lengths(lengths)
+    return np.concatenate([*real, filler(n_filler, rng)]), SegmentMap.from_lengths(lengths)
+
+
+def random_filler(d: int) -> Callable[[int, np.random.Generator], np.ndarray]:
+    def make(n: int, rng: np.random.Generator) -> np.ndarray:
+        rows = rng.standard_normal((n, d), dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    return make
+
+
+def music_filler(background: np.ndarray) -> Callable[[int, np.random.Generator], np.ndarray]:
+    """Rows in the span of real fingerprints: pairs of background rows mixed, plus noise."""
+
+    def make(n: int, rng: np.random.Generator) -> np.ndarray:
+        rows = np.empty((n, background.shape[1]), np.float32)
+        for lo in range(0, n, ADD_CHUNK):
+            m = min(ADD_CHUNK, n - lo)
+            mix = background[rng.integers(len(background), size=(m, 2))].sum(axis=1)
+            mix += MIX_NOISE * random_filler(background.shape[1])(m, rng)
+            rows[lo : lo + m] = mix / np.linalg.norm(mix, axis=1, keepdims=True)
+        return rows
+
+    return make
 
 
 def make_queries(fingerprinter, tracks, n: int, rng) -> list[tuple[int, float, int, np.ndarray]]:
@@ -104,15 +130,24 @@ def main() -> None:
     parser.add_argument("--hours", default="10,100,1000")
     parser.add_argument("--queries", type=int, default=50, help="per query length")
     parser.add_argument("--tracks", type=int, default=20)
+    parser.add_argument("--filler", choices=("random", "music"), default="random")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
-    fingerprinter = Fingerprinter(load_checkpoint(default_checkpoint_path()))
+    checkpoint = load_checkpoint(default_checkpoint_path())
+    fingerprinter = Fingerprinter(checkpoint)
+    if args.filler == "music" and checkpoint.background is None:
+        raise SystemExit(f"{checkpoint.path}: no background fingerprints to make music filler")
+    filler = (
+        music_filler(checkpoint.background)
+        if args.filler == "music"
+        else random_filler(checkpoint.d)
+    )
     tracks = real_tracks(args.tracks)
     queries = make_queries(fingerprinter, tracks, args.queries, rng)
     rows = []
     for hours in (float(h) for h in args.hours.split(",")):
-        vectors, segments = library_vectors(fingerprinter, tracks, hours, rng)
+        vectors, segments = library_vectors(fingerprinter, tracks, hours, filler, rng)
         exact_rows, exact = run_level(hours, vectors, segments, queries, "Flat")
         spec = choose_spec(max(len(vectors), FLAT_MAX_VECTORS + 1), vectors.shape[1])
         ivf_rows, ivf = run_level(hours, compressed(vectors), segments, queries, spec)
@@ -124,7 +159,8 @@ def main() -> None:
         for row in ivf_rows:
             row["recall_loss_vs_exact"] = round(1 - float(agree), 4)
         rows += exact_rows + ivf_rows
-    report("query", rows, {"filler": "random unit vectors", "queries_per_length": args.queries})
+    name = "query" if args.filler == "random" else f"query-{args.filler}"
+    report(name, rows, {"filler": args.filler, "queries_per_length": args.queries})
 
 
 def _near_hits(results, truth, queries, length) -> float:

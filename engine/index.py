@@ -22,7 +22,9 @@ import faiss
 import numpy as np
 
 FLAT_MAX_VECTORS = 250_000  # ≈ 35 h of audio: up to here exact search answers in a few ms
-NPROBE = 32  # IVF cells visited per query vector
+# IVF cells visited per query vector: against 1,000 h, 32 changed 1.3 % of the answers of exact
+# search (the right rows were in cells not visited), 128 none.
+NPROBE = 128
 RESCORE_FACTOR = 4  # IVF-PQ fetches this many times k candidates, then re-scores them on the rows
 TRAINING_ROWS = 200_000  # rows sampled to train a codec or an index
 ADD_CHUNK = 100_000  # rows decoded and added to an index at a time, to bound memory
