@@ -156,17 +156,25 @@ def main() -> None:
         for r, res in ((exact_rows, exact), (ivf_rows, ivf)):
             for row in r:
                 row["top1_near_hit"] = round(_near_hits(res, truth, queries, row["query_s"]), 3)
+        right_exact, right_ivf = _near(exact, truth), _near(ivf, truth)
         for row in ivf_rows:
             row["recall_loss_vs_exact"] = round(1 - float(agree), 4)
+            # Of the queries exact search answers right, the share IVF-PQ answers wrong.
+            row["right_lost_vs_exact"] = round(float(np.mean(~right_ivf[right_exact])), 4)
         rows += exact_rows + ivf_rows
     name = "query" if args.filler == "random" else f"query-{args.filler}"
     report(name, rows, {"filler": args.filler, "queries_per_length": args.queries})
 
 
+def _near(results, truth) -> np.ndarray:
+    """Per query: right track, start within one segment; bool (Q,)."""
+    return np.array([r is not None and r[0] == t[0] and abs(r[1] - t[1]) <= 1
+                     for r, t in zip(results, truth, strict=True)])  # fmt: skip
+
+
 def _near_hits(results, truth, queries, length) -> float:
-    hits = [r is not None and r[0] == t[0] and abs(r[1] - t[1]) <= 1
-            for r, t, q in zip(results, truth, queries, strict=True) if q[2] == length]  # fmt: skip
-    return float(np.mean(hits))
+    of_length = np.array([q[2] == length for q in queries])
+    return float(np.mean(_near(results, truth)[of_length]))
 
 
 if __name__ == "__main__":
