@@ -25,7 +25,7 @@ from common import real_tracks, report
 from engine.audio import load_audio
 from engine.checkpoint import Checkpoint, default_checkpoint_path, load_checkpoint
 from engine.fingerprint import Fingerprinter
-from engine.library import Library
+from engine.library import Library, remove_library
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from audio_files import write_audio
@@ -49,7 +49,9 @@ class FillerFingerprinter:
 
 
 def build_library(db: Path, hours: float, tracks: list[Path], checkpoint: Checkpoint) -> float:
-    """Index tracks for real, then filler up to `hours`; returns the seconds it took."""
+    """Index tracks for real, then filler up to `hours`, into a new library; returns the
+    seconds it took."""
+    remove_library(db)
     started = time.perf_counter()
     music, filler = db.parent / "music", db.parent / f"filler-{hours:g}h"
     music.mkdir(parents=True, exist_ok=True)

@@ -247,7 +247,7 @@ class Library:
         if self.built_by(checkpoint) is False:
             name = self.meta("checkpoint_name", "another checkpoint")
             raise IndexMismatchError(
-                self.db_dir, f"built with {name}, not with {checkpoint.path.name}'s weights"
+                self.db_dir, f"its fingerprints were made by {name}, not by {checkpoint.path}"
             )
 
     def _bind(self, checkpoint: Checkpoint) -> None:
