@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
 )
 
 from engine.audio import AUDIO_EXTENSIONS
-from engine.checkpoint import load_checkpoint
 from engine.errors import IndexCorruptError, IndexMismatchError, NfpError
 from nfp_desktop.context import AppContext
 from nfp_desktop.history import HistoryStore
@@ -219,10 +218,12 @@ class MainWindow(QMainWindow):
 
     def _library_needs(self, prefs: Preferences) -> bool:
         """Whether the library was built by another checkpoint than the one prefs name."""
+        session = self.app.session
         try:
-            if not self.app.session.tracks():
+            info = session.info()
+            if not (info and info["tracks"]):
                 return False
-            built_by = self.app.session.library().built_by(load_checkpoint(prefs.checkpoint_path()))
+            built_by = session.library().built_by(session.checkpoint(prefs.checkpoint_path()))
         except (NfpError, OSError):
             return True  # cannot tell: the re-index offer is the safe side
         return built_by is False
