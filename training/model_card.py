@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.checkpoint import load_checkpoint
 from engine.encoders import count_parameters
+from engine.search import BACKGROUND_K, TOP_K
 
 # Targets from the issue (mid level, d = 128 unless stated); (level, length, kind, minimum).
 TARGETS = (
@@ -86,11 +87,12 @@ def _distractors(protocol: dict) -> str:
 
 def background_line(background, protocol: dict) -> list[str]:
     if background is None:
-        return ["- no background fingerprints: the noise floor is the library's 20th neighbour"]
+        return ["- no background fingerprints: the noise floor is the library's "
+                f"{TOP_K}th neighbour"]  # fmt: skip
     left_out = ", ".join(protocol.get("background_excludes", ())) or "nothing"
     return [f"- background: {len(background):,} fingerprints of train music (leaving out "
             f"{left_out}), stored with the calibration; the noise floor never drops below "
-            "their 5th neighbour (engine.search.noise_floor)"]  # fmt: skip
+            f"their {BACKGROUND_K}th neighbour (engine.search.noise_floor)"]  # fmt: skip
 
 
 def build_card(
