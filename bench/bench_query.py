@@ -25,15 +25,9 @@ from common import percentiles_ms, real_tracks, report, timed
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.fingerprint import Fingerprinter
-from engine.index import (
-    ADD_CHUNK,
-    FLAT_MAX_VECTORS,
-    DecodedRows,
-    VectorIndex,
-    choose_spec,
-    train_codec,
-)
+from engine.index import ADD_CHUNK, FLAT_MAX_VECTORS, VectorIndex, choose_spec
 from engine.search import SegmentMap, match_sequence
+from engine.store import DecodedRows, train_codec
 
 SEGMENTS_PER_HOUR = 7200
 MIX_NOISE = 0.3  # norm of the noise added to a mixed pair of music fingerprints (norm ≈ 1.4)

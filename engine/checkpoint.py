@@ -9,8 +9,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
+import pickle
 import sys
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -18,12 +21,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.encoders import EncoderConfig, build_encoder
+from engine.encoders import ENCODERS, EncoderConfig, build_encoder
+from engine.encoders.heads import PROJECTIONS
 from engine.errors import CheckpointError
+from engine.probe import reference_fingerprints
 
 FORMAT_VERSION = 1
 DEFAULT_CHECKPOINT = "nfp-scnn-d128.pt"  # the shipped default; others sit beside it
 CHECKPOINT_DIR_ENV = "NFP_CHECKPOINT_DIR"  # overrides where shipped checkpoints are looked up
+MAX_D = 4096  # fingerprint dimensions; the encoders' embeddings are at most 1024 wide at width 1
+MAX_WIDTH = 4.0  # channel multiplier: ≈ 1 GB of weights (width 1 is the paper's 15 M)
+REFUSED_CODE = (
+    "refused: it contains code or objects other than tensors and plain data "
+    "(a checkpoint must be loadable with weights_only)"
+)
 
 
 @dataclass
@@ -39,6 +50,9 @@ class Checkpoint:
     # Fingerprints float32 (B, d) of music no library holds, for engine.search.noise_floor;
     # the harness makes them with the calibration, which assumes them. None: not calibrated.
     background: np.ndarray | None = None
+    # Float32 fingerprints (15, d) of engine.probe's signal, made where the checkpoint was saved:
+    # a machine whose own fingerprints differ (engine.fingerprint.check_reference) is refused.
+    reference: np.ndarray | None = None
 
     @property
     def d(self) -> int:
@@ -74,7 +88,8 @@ def save_checkpoint(
 ) -> None:
     """Write atomically (temp file, fsync, rename), so a crash never leaves half a checkpoint.
 
-    `background` float32 (B, d) is stored as float16: it only sets a noise floor.
+    `background` float32 (B, d) is stored as float16: it only sets a noise floor. The model's
+    float32 fingerprints of the probe signal go in as the reference every machine checks.
     """
     path = Path(path)
     payload = {
@@ -84,6 +99,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "training": training or {},
         "evaluation": evaluation or {},
+        "reference": torch.from_numpy(reference_fingerprints(model)),
     }
     if background is not None:
         payload["background"] = torch.from_numpy(np.asarray(background, np.float16))
@@ -97,54 +113,183 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Rebuild the model a checkpoint describes; CheckpointError names the file and cause."""
+    """Rebuild the model a checkpoint describes; CheckpointError names the file and cause.
+
+    Every part of the payload is checked before use, so a malformed file is refused with one
+    reason instead of failing later, far from its cause.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for bad pickles; all mean "not loadable"
-        cause = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CheckpointError(path, f"refused or unreadable: {cause}") from e
+    payload = _read_payload(path)
     config = _parse_config(path, payload)
+    state_dict = _parse_state_dict(path, payload)
+    evaluation = _parse_evaluation(path, payload)
+    training = _parse_dict(path, payload, "training")
+    background = _parse_rows(path, payload, "background", config.d)
+    reference = _parse_rows(path, payload, "reference", config.d)
     try:
         model = build_encoder(config)
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state_dict)
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(path, f"weights do not fit {config.name}: {str(e)[:200]}") from e
+        raise CheckpointError(path, f"weights do not fit {config.name}: {_first_line(e)}") from e
     model.eval()
     return Checkpoint(
         path=path,
         sha256=file_sha256(path),
         config=config,
         model=model,
-        training=dict(payload.get("training") or {}),
-        evaluation=dict(payload.get("evaluation") or {}),
-        background=_parse_background(path, payload, config.d),
+        training=training,
+        evaluation=evaluation,
+        background=background,
+        reference=reference,
     )
 
 
-def _parse_config(path: Path, payload: object) -> EncoderConfig:
-    if not isinstance(payload, dict) or "state_dict" not in payload:
-        raise CheckpointError(path, "no state_dict inside")
+def _show(value: object) -> str:
+    """A crafted value for a one-line message: plain data as a short repr, anything else by type
+    (a tensor's repr runs over many lines)."""
+    if value is None or isinstance(value, str | int | float):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return f"a {type(value).__name__}"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _read_payload(path: Path) -> dict:
+    try:
+        with warnings.catch_warnings():
+            # A plain pickle also draws a multi-line protocol warning; the error says enough.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(path, _unpickling_cause(e)) from e
+    except EOFError as e:  # torch's own message for it is empty
+        raise CheckpointError(path, "unreadable: the file ends early (empty or cut short)") from e
+    except Exception as e:  # torch raises many types for damaged files; all mean "not loadable"
+        raise CheckpointError(path, f"unreadable: {_first_line(e)}") from e
+    if not isinstance(payload, dict):
+        raise CheckpointError(path, f"holds a {type(payload).__name__}, not a checkpoint dict")
     version = payload.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(path, f"format version {version!r}, expected {FORMAT_VERSION}")
-    raw = payload.get("encoder_config") or {}
+    if not _is_int(version) or version != FORMAT_VERSION:  # a tensor's != is not a bool
+        raise CheckpointError(path, f"format version {_show(version)}, expected {FORMAT_VERSION}")
+    return payload
+
+
+def _unpickling_cause(e: pickle.UnpicklingError) -> str:
+    # torch's message advises weights_only=False, i.e. running the file's code: never quote it.
+    text = str(e)
+    if "GLOBAL" in text:  # the safe unpickler met a class or function it will not import
+        return REFUSED_CODE
+    if text.startswith("Weights only load failed"):
+        return "unreadable: not written by torch.save, or damaged"
+    return f"unreadable: {_first_line(e)}"
+
+
+def _parse_config(path: Path, payload: dict) -> EncoderConfig:
+    raw = payload.get("encoder_config")
+    if not isinstance(raw, dict):
+        raise CheckpointError(path, f"encoder_config is a {type(raw).__name__}, not a dict")
     known = {f.name for f in fields(EncoderConfig)}
     try:
-        return EncoderConfig(**{k: v for k, v in raw.items() if k in known})
+        config = EncoderConfig(**{k: v for k, v in raw.items() if k in known})
     except TypeError as e:
         raise CheckpointError(path, f"bad encoder config: {e}") from e
+    problem = _config_problem(config)
+    if problem:
+        raise CheckpointError(path, f"bad encoder config: {problem}")
+    return config
 
 
-def _parse_background(path: Path, payload: dict, d: int) -> np.ndarray | None:
-    background = payload.get("background")
-    if background is None:
+def _config_problem(config: EncoderConfig) -> str | None:
+    """Why the config cannot describe a model worth building, or None."""
+    if not isinstance(config.name, str) or config.name not in ENCODERS:
+        return f"unknown encoder {_show(config.name)}; known: {', '.join(sorted(ENCODERS))}"
+    if not _is_int(config.d) or not 0 < config.d <= MAX_D:
+        return f"d = {_show(config.d)}, expected a whole number in 1…{MAX_D}"
+    width = config.width
+    if not _is_real(width) or not 0 < width <= MAX_WIDTH:
+        return f"width = {_show(width)}, expected a number in (0, {MAX_WIDTH:g}]"
+    if not isinstance(config.projection, str) or config.projection not in PROJECTIONS:
+        known = ", ".join(sorted(PROJECTIONS))
+        return f"unknown projection {_show(config.projection)}; known: {known}"
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    """A finite int or float, not a bool (True would pass as 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # isfinite overflows on huge ints
+
+
+def _parse_state_dict(path: Path, payload: dict) -> dict[str, torch.Tensor]:
+    state_dict = payload.get("state_dict")
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(path, f"state_dict is a {type(state_dict).__name__}, not a dict")
+    for name, value in state_dict.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(path, f"state_dict entry {_show(name)} is not a named tensor")
+    return state_dict
+
+
+def _parse_dict(path: Path, payload: dict, key: str) -> dict:
+    value = payload.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CheckpointError(path, f"{key} is a {type(value).__name__}, not a dict")
+    return dict(value)
+
+
+def _parse_evaluation(path: Path, payload: dict) -> dict:
+    """The evaluation summary; its calibration is what engine.search.evidence_threshold reads."""
+    evaluation = _parse_dict(path, payload, "evaluation")
+    calibration = evaluation.get("calibration")
+    if calibration is None:
+        return evaluation
+    if not isinstance(calibration, dict):
+        raise CheckpointError(path, f"calibration is a {type(calibration).__name__}, not a dict")
+    table = calibration.get("evidence_threshold")
+    if table is None or (isinstance(table, dict) and not table):  # search uses its default table
+        return evaluation
+    problem = _threshold_problem(table)
+    if problem:
+        raise CheckpointError(path, f"calibration evidence_threshold: {problem}")
+    return evaluation
+
+
+def _threshold_problem(table: object) -> str | None:
+    """Why `table` is not {n_segments: evidence} with positive whole n and finite evidence > 0."""
+    if not isinstance(table, dict):
+        return f"a {type(table).__name__}, not a mapping"
+    for n, value in table.items():
+        # Keys are str after a JSON round trip ("9"), int when written directly.
+        if not (_is_int(n) or (isinstance(n, str) and n.strip().isdecimal())) or int(n) <= 0:
+            return f"segment count {_show(n)} is not a positive whole number"
+        if not _is_real(value) or value <= 0:
+            return f"threshold {_show(value)} for {_show(n)} segments is not finite and positive"
+    return None
+
+
+def _parse_rows(path: Path, payload: dict, key: str, d: int) -> np.ndarray | None:
+    """Fingerprints float32 (rows, d) stored under key (background, reference), or None."""
+    rows = payload.get(key)
+    if rows is None:
         return None
-    if not isinstance(background, torch.Tensor) or background.ndim != 2 or background.shape[1] != d:
-        raise CheckpointError(path, f"background fingerprints are not (rows, {d})")
-    return background.float().numpy()
+    if not isinstance(rows, torch.Tensor) or rows.ndim != 2 or rows.shape[1] != d:
+        raise CheckpointError(path, f"{key} fingerprints are not (rows, {d})")
+    if not rows.is_floating_point() or not bool(torch.isfinite(rows).all()):
+        raise CheckpointError(path, f"{key} fingerprints are not finite real numbers")
+    return rows.float().numpy()
 
 
 def checkpoint_dir() -> Path:

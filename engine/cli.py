@@ -12,15 +12,15 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from engine.audio import load_audio
-from engine.errors import EmptyLibraryError, NfpError
+from engine.errors import NfpError
 from engine.library import (
-    DB_FILE,
     IndexSummary,
     Library,
     checkpoint_for_library,
     default_db_dir,
-    remove_library,
+    rebuild_library,
 )
+from engine.scan import display_path
 
 PLUGIN_GROUP = "nfp.commands"  # other packages (training) add subcommands through this group
 
@@ -77,9 +77,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so that a reader gone away is handled below
+        return status
     except NfpError as e:
         print(f"nfp: error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader left (`nfp identify … | head -1`). As the signal module docs advise: point
+        # stdout at devnull so the interpreter's final flush cannot fail again, and exit 1.
+        import contextlib
+        import os
+
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # stdout has no fd
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as e:  # a file or folder the command needed (--db under a file, no access)
+        where = f"{e.filename}: " if e.filename is not None else ""
+        print(f"nfp: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("nfp: interrupted", file=sys.stderr)
@@ -92,10 +107,8 @@ def _db_dir(args: argparse.Namespace) -> Path:
 
 
 def _open_library(args: argparse.Namespace) -> Library:
-    db = _db_dir(args)
-    if not (db / DB_FILE).exists():
-        raise EmptyLibraryError(db)
-    return Library(db)
+    """The library for reading: nothing on disk is created or changed."""
+    return Library(_db_dir(args), writable=False)
 
 
 def _recognizer(args: argparse.Namespace):
@@ -112,30 +125,60 @@ def _format_time(seconds: float) -> str:
 
 # ---- commands --------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from engine.fingerprint import Fingerprinter
 
     db = _db_dir(args)
     if args.rebuild:
-        remove_library(db)
-    library = Library(db)
-    checkpoint = checkpoint_for_library(library, args.checkpoint)
-    library.check_checkpoint(checkpoint)
-    library.remember_checkpoint_path(checkpoint.path)
-    run = library.update(args.folder, Fingerprinter(checkpoint))
-    with tqdm(desc="indexing", unit="file", dynamic_ncols=True, file=sys.stderr) as bar:
+        checkpoint = _checkpoint_for_rebuild(db, args.checkpoint)
+        run = rebuild_library(db, args.folder, Fingerprinter(checkpoint))
+    else:
+        library = Library(db)
+        checkpoint = checkpoint_for_library(library, args.checkpoint)
+        library.check_checkpoint(checkpoint)
+        library.remember_checkpoint_path(checkpoint.path)
+        run = library.update(args.folder, Fingerprinter(checkpoint))
+    summary = _run_with_progress(run)
+    if args.rebuild and summary.indexed:
+        with Library(db) as library:
+            library.remember_checkpoint_path(checkpoint.path)
+    _print_summary(summary)
+    return 0
+
+
+def _run_with_progress(run) -> IndexSummary:
+    """Drive an indexing generator with a progress bar, shown from the first file on (a run
+    that fails before it, or has nothing to do, prints no bar)."""
+    from tqdm import tqdm
+
+    bar = None
+    try:
         while True:
             try:
                 step = next(run)
             except StopIteration as done:
-                summary: IndexSummary = done.value
-                break
-            bar.total = step.total
-            bar.set_postfix_str(Path(step.path).name[:40], refresh=False)
+                return done.value
+            if bar is None:
+                bar = tqdm(desc="indexing", unit="file", total=step.total, dynamic_ncols=True,
+                           file=sys.stderr)  # fmt: skip
+            bar.set_postfix_str(display_path(Path(step.path).name)[:40], refresh=False)
             bar.update(1)
-    _print_summary(summary)
-    return 0
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _checkpoint_for_rebuild(db: Path, explicit: Path | None):
+    """The explicit checkpoint, else the one the library was built with if it can still be
+    read (a damaged library is rebuilt without being read), else the shipped default."""
+    from engine.checkpoint import default_checkpoint_path, load_checkpoint
+
+    if explicit is not None:
+        return load_checkpoint(explicit)
+    try:
+        with Library(db, writable=False) as library:
+            return checkpoint_for_library(library)
+    except NfpError:
+        return load_checkpoint(default_checkpoint_path())
 
 
 def _print_summary(summary: IndexSummary) -> None:
@@ -146,8 +189,12 @@ def _print_summary(summary: IndexSummary) -> None:
         f"({summary.audio_s / 3600:.2f} h of audio in {summary.elapsed_s:.1f} s, "
         f"{speed:.0f}× real time)"
     )
+    if summary.repaired:
+        print(f"  repaired {summary.repaired} tracks whose stored fingerprints were damaged")
+    for note in summary.notes:
+        print(f"  {display_path(note)}")
     for path, reason in summary.skipped:
-        print(f"  skipped {path}: {reason}")
+        print(f"  skipped {display_path(path)}: {reason}")
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
@@ -165,7 +212,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - started
         if args.json:
             record = {
-                "query": str(path),
+                "query": display_path(path),
                 "match": match.to_json() if match else None,
                 "elapsed_s": round(elapsed, 4),
             }
@@ -243,14 +290,29 @@ def _describe_state(state) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = _open_library(args).info()
+    """What is in the library, how this machine runs its encoder, and whether both are sound:
+    exit 1 with the repairing command for damaged rows, or if this machine's fingerprints differ
+    from the checkpoint's reference."""
+    from engine.fingerprint import Fingerprinter, check_reference
+
+    library = _open_library(args)
+    info = library.info()
+    fingerprinter = Fingerprinter(checkpoint_for_library(library))
+    info["precision"] = fingerprinter.precision.to_json()
+    info["reference"] = check_reference(fingerprinter)
     if args.json:
         print(json.dumps(info))
-        return 0
-    for key, value in info.items():
-        print(f"{key:>18}: {value}")
-    if info["hours"]:
-        print(f"{'bytes per hour':>18}: {info['bytes_on_disk'] / info['hours']:,.0f}")
+    else:
+        for key, value in info.items():
+            print(f"{key:>18}: {value}")
+        if info["hours"]:
+            print(f"{'bytes per hour':>18}: {info['bytes_on_disk'] / info['hours']:,.0f}")
+    if info["damaged_tracks"]:
+        raise library.damaged_error(
+            f"{info['damaged_tracks']} tracks have damaged or missing fingerprints"
+        )
+    if not info["reference"]["ok"]:
+        raise NfpError(info["reference"]["message"])
     return 0
 
 

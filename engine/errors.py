@@ -35,10 +35,18 @@ class IndexMismatchError(NfpError):
 
 
 class IndexCorruptError(NfpError):
-    def __init__(self, db_dir: str | Path, cause: str) -> None:
-        super().__init__(f"{db_dir}: index is damaged ({cause}); re-index the library")
+    """A library whose files are damaged; the message ends with the command that repairs it."""
+
+    def __init__(self, db_dir: str | Path, cause: str, repair: str | None = None) -> None:
+        repair = repair or f"nfp index MUSIC_FOLDER --db {db_dir} --rebuild"
+        super().__init__(f"{db_dir}: the library is damaged ({cause}); repair it with: {repair}")
         self.path = str(db_dir)
         self.cause = cause
+        self.repair = repair
+
+
+class NonFiniteError(NfpError):
+    """Fingerprints with NaN or infinite values: refused at the storage boundary."""
 
 
 class EmptyLibraryError(NfpError):

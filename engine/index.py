@@ -1,13 +1,7 @@
-"""Vector storage and nearest-neighbour search over fingerprints.
-
-Two layers:
-- `VectorStore`: an append-only file of rows, the source of truth. Appends are fsynced, and rows
-  past the committed count (a crash mid-append) are cut off on open. Rows are float32 for small
-  libraries; a large library stores product-quantisation codes instead (`train_codec`: d/2 bytes
-  a row, 1/8 of float32), decoded on access by `DecodedRows`.
-- `VectorIndex`: a faiss index built from those rows with a factory spec chosen by size: exact
-  inner product for small libraries; for large ones a 4-bit fast-scan IVF-PQ proposes candidates
-  and the stored rows re-score them.
+"""Nearest-neighbour search over fingerprints: `VectorIndex`, a faiss index built from a
+library's stored rows (engine.store) with a factory spec chosen by size: exact inner product for
+small libraries; for large ones a 4-bit fast-scan IVF-PQ proposes candidates and the stored rows
+re-score them.
 """
 
 from __future__ import annotations
@@ -17,9 +11,13 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
+
+if TYPE_CHECKING:
+    from engine.store import DecodedRows
 
 FLAT_MAX_VECTORS = 250_000  # ≈ 35 h of audio: up to here exact search answers in a few ms
 # IVF cells visited per query vector: against 1,000 h, 32 changed 1.3 % of the answers of exact
@@ -42,120 +40,6 @@ def choose_spec(n_vectors: int, d: int) -> str:
         return "Flat"
     n_list = 2 ** round(math.log2(4 * math.sqrt(n_vectors)))
     return f"IVF{n_list},PQ{d // 4}x4fs"
-
-
-def train_codec(vectors: np.ndarray | DecodedRows, *, seed: int = 0) -> faiss.Index:
-    """A product quantiser for stored rows: a learned rotation (OPQ), then d/2 sub-vectors of
-    2 dimensions, 8 bits each. On 160 noisy queries against 100 h, plain PQ moved 3 answers away
-    from exact search's (2 by one hop); with the rotation 1 moved, as with 8-bit scalar codes
-    twice the size."""
-    d = vectors.shape[1]
-    # "np": no polysemous training, which only helps Hamming-distance filtering (unused here)
-    # and takes minutes on a large library.
-    codec = faiss.index_factory(d, f"OPQ{d // 2},PQ{d // 2}np", faiss.METRIC_INNER_PRODUCT)
-    codec.train(_training_sample(vectors, seed))
-    return codec
-
-
-def save_codec(codec: faiss.Index, path: Path) -> None:
-    """Write a trained codec atomically."""
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    faiss.write_index(codec, str(tmp))
-    _fsync_replace(tmp, Path(path))
-
-
-def load_codec(path: Path) -> faiss.Index:
-    """A codec written by save_codec; OSError or RuntimeError if missing or damaged."""
-    return faiss.read_index(str(path))
-
-
-class DecodedRows:
-    """Rows stored as codes (N, code_size) uint8, read as float32 (N, d) by indexing.
-
-    `rows[i]`, `rows[a:b]` and `rows[ids]` for int arrays of any shape decode just those rows,
-    so searches touch a few thousand codes, never the whole library.
-    """
-
-    def __init__(self, codes: np.ndarray, codec: faiss.Index) -> None:
-        self.codes = codes
-        self.codec = codec
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (len(self.codes), self.codec.d)
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-    def __getitem__(self, key: object) -> np.ndarray:
-        codes = np.asarray(self.codes[key])
-        flat = np.ascontiguousarray(codes.reshape(-1, codes.shape[-1]))
-        return self.codec.sa_decode(flat).reshape(*codes.shape[:-1], self.codec.d)
-
-
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-
-
-class VectorStore:
-    """Append-only rows in one file: float32 (n, d), or codes (n, code_size) with a codec.
-
-    `committed` rows are known-good; the library records how many.
-    """
-
-    def __init__(self, path: Path, d: int, codec: faiss.Index | None = None) -> None:
-        self.path = Path(path)
-        self.d = d
-        self.codec = codec
-        self.path.touch(exist_ok=True)
-
-    @property
-    def row_bytes(self) -> int:
-        return self.codec.sa_code_size() if self.codec is not None else 4 * self.d
-
-    def __len__(self) -> int:
-        return self.path.stat().st_size // self.row_bytes
-
-    def truncate(self, n_rows: int) -> None:
-        """Drop rows past n_rows: the tail of an append that a crash interrupted. A file that
-        is shorter stays as it is (never padded), so the loss shows as a damaged index."""
-        if self.path.stat().st_size > n_rows * self.row_bytes:
-            with open(self.path, "r+b") as f:
-                f.truncate(n_rows * self.row_bytes)
-
-    def append(self, rows: np.ndarray) -> int:
-        """Append rows float32 (n, d) durably; returns the index of the first new row."""
-        rows = np.ascontiguousarray(rows, np.float32)
-        if rows.ndim != 2 or rows.shape[1] != self.d:
-            raise ValueError(f"expected rows of shape (n, {self.d}), got {rows.shape}")
-        return self.append_raw(self.codec.sa_encode(rows) if self.codec is not None else rows)
-
-    def append_raw(self, raw: np.ndarray) -> int:
-        """Append rows already in this store's form (see `raw`); returns the first new row."""
-        first = len(self)
-        with open(self.path, "ab") as f:
-            f.write(np.ascontiguousarray(raw).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        return first
-
-    def raw(self) -> np.ndarray:
-        """The rows as stored, memory-mapped read-only: float32 (n, d) or uint8 codes."""
-        n = len(self)
-        if self.codec is None:
-            shape, dtype = (n, self.d), np.float32
-        else:
-            shape, dtype = (n, self.row_bytes), np.uint8
-        if n == 0:
-            return np.zeros(shape, dtype)
-        return np.memmap(self.path, dtype=dtype, mode="r", shape=shape)
-
-    def read(self) -> np.ndarray | DecodedRows:
-        """All rows as float32 (n, d): the memory map itself, or decoded on access."""
-        raw = self.raw()
-        return raw if self.codec is None else DecodedRows(raw, self.codec)
 
 
 @dataclass
@@ -191,7 +75,7 @@ class VectorIndex:
             ivf = faiss.try_extract_index_ivf(index)
             # k-means wants ≥ 39 points per cell (faiss warns below that)
             wanted = max(TRAINING_ROWS, 40 * ivf.nlist) if ivf is not None else TRAINING_ROWS
-            index.train(_training_sample(vectors, seed, wanted))
+            index.train(training_sample(vectors, seed, wanted))
         built = cls(index=index, vectors=vectors, spec=spec, trained_on=len(vectors))
         built._add_rows(0)
         _set_nprobe(index)
@@ -206,17 +90,24 @@ class VectorIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product for queries float32 (L, d) → (scores (L, k), ids (L, k) int64).
 
-        Ids are rows of `vectors`; -1 pads where fewer than k rows exist. Approximate indexes
-        fetch more candidates and re-score them on the stored rows, as the seed does.
+        Ids are rows of `vectors`; where fewer than k candidates exist (a small library, IVF
+        cells with few rows) the id is -1 and the score -inf, so a missing neighbour always
+        ranks last; callers take noise floors from real neighbours only (engine.search). A query
+        row that is not finite gets no neighbours at all. Approximate indexes fetch more
+        candidates and re-score them on the stored rows, as the seed does.
         """
         queries = np.ascontiguousarray(queries, np.float32)
+        finite = np.isfinite(queries).all(axis=1)
+        queries = np.where(finite[:, None], queries, 0.0).astype(np.float32)
         if self.spec == "Flat":
-            return self.index.search(queries, k)
-        _, ids = self.index.search(queries, k * RESCORE_FACTOR)
-        exact = np.einsum("ld,lkd->lk", queries, self.vectors[np.maximum(ids, 0)])
-        exact[ids < 0] = -np.inf
-        order = np.argsort(-exact, axis=1)[:, :k]
-        return np.take_along_axis(exact, order, 1), np.take_along_axis(ids, order, 1)
+            scores, ids = self.index.search(queries, k)
+        else:
+            _, ids = self.index.search(queries, k * RESCORE_FACTOR)
+            scores = np.einsum("ld,lkd->lk", queries, self.vectors[np.maximum(ids, 0)])
+        ids = np.where(finite[:, None] & np.isfinite(scores), ids, -1)
+        scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
     def save(self, directory: Path, store: str = "") -> None:
         """Write the faiss index and its metadata atomically into directory.
@@ -231,12 +122,12 @@ class VectorIndex:
         else:
             tmp = directory / (INDEX_FILE + ".tmp")
             faiss.write_index(self.index, str(tmp))
-            _fsync_replace(tmp, directory / INDEX_FILE)
+            fsync_replace(tmp, directory / INDEX_FILE)
         meta = {"spec": self.spec, "n_vectors": len(self), "d": self.d, "store": store,
                 "trained_on": self.trained_on}  # fmt: skip
         meta_tmp = directory / (INDEX_META + ".tmp")
         meta_tmp.write_text(json.dumps(meta))
-        _fsync_replace(meta_tmp, directory / INDEX_META)
+        fsync_replace(meta_tmp, directory / INDEX_META)
         self.unsaved = False
 
     @classmethod
@@ -273,9 +164,17 @@ class VectorIndex:
         return loaded
 
 
-def _training_sample(
+def fsync_replace(tmp: Path, final: Path) -> None:
+    """Make a fully written temporary file durable, then put it in place atomically."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+def training_sample(
     vectors: np.ndarray | DecodedRows, seed: int, max_rows: int = TRAINING_ROWS
 ) -> np.ndarray:
+    """At most max_rows rows float32 (n, d), a seeded sample in stored order."""
     if len(vectors) <= max_rows:
         return np.ascontiguousarray(vectors[:], np.float32)
     rows = np.sort(np.random.default_rng(seed).choice(len(vectors), max_rows, replace=False))

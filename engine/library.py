@@ -1,40 +1,31 @@
-"""The music library: folder scan, tags, SQLite track store, incremental and crash-safe indexing.
+"""The music library: one directory that indexing keeps in line with the user's music folders.
 
-Layout of a library directory:
-    tracks.sqlite      tracks and metadata (which checkpoint made the index, committed rows)
-    vectors-N.f32      append-only fingerprints, generation N (a new one after compaction)
-    vectors-N.pq       the same as product-quantisation codes once the library outgrows exact
-    codec-N.faiss      search (FLAT_MAX_VECTORS), with the codec that reads them
-    faiss.index/json   the search index, derived from the vectors; extended or rebuilt when stale
-
-A file's fingerprints are appended and fsynced first, then its track row is committed in one
-transaction that also advances `committed_rows`; rows past it (a crash in between) are cut off
-when the library is opened, so a crash loses at most the file in flight.
+Three owners, one concern each: engine.scan reads folders, engine.tracks is the SQLite track
+database, engine.store owns the files and their invariants. This module joins them: incremental
+indexing (one bad file is a skip reason, never the end of the scan), rebuilds made beside the
+live library and swapped in when complete, the integrity check that finds damaged rows, and the
+search index that identification reads. docs/reliability.md lists the promises and their tests.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import itertools
 import json
 import logging
 import os
-import sqlite3
+import shlex
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import faiss
 import numpy as np
 from platformdirs import user_data_dir
-from tinytag import TinyTag
 
-from engine.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
+from engine.audio import SAMPLE_RATE, load_audio
 from engine.checkpoint import (
     Checkpoint,
     default_checkpoint_path,
@@ -49,60 +40,28 @@ from engine.errors import (
     NfpError,
 )
 from engine.fingerprint import Fingerprinter
-from engine.index import (
-    ADD_CHUNK,
-    FLAT_MAX_VECTORS,
-    INDEX_FILE,
-    INDEX_META,
-    VectorIndex,
+from engine.index import FLAT_MAX_VECTORS, INDEX_META, VectorIndex
+from engine.scan import FolderScan, ScannedFile, content_hash, read_tags, scan_folder
+from engine.search import SegmentMap
+from engine.store import (
+    REBUILD_DB,
+    LibraryFiles,
     VectorStore,
-    load_codec,
-    save_codec,
+    is_own_file,
+    rows_digest,
     train_codec,
 )
-from engine.search import SegmentMap
+from engine.tracks import DB_FILE, LIBRARY_FORMAT, NewTrack, Track, TrackDB
 
 log = logging.getLogger(__name__)
 
-LIBRARY_FORMAT = 1
-DB_FILE = "tracks.sqlite"
-LOCK_FILE = "write.lock"  # held while indexing, so no other opener cuts off rows in flight
-COMPACT_DEAD_FRACTION = 0.25  # rewrite the vectors once a quarter of them belong to no track
-HASH_CHUNK = 1 << 20
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tracks (
-    id INTEGER PRIMARY KEY,
-    path TEXT UNIQUE NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    content_hash TEXT NOT NULL,
-    title TEXT NOT NULL,
-    artist TEXT NOT NULL,
-    album TEXT NOT NULL,
-    duration_s REAL NOT NULL,
-    first_segment INTEGER NOT NULL,
-    n_segments INTEGER NOT NULL
-);
-"""
+COMPACT_DEAD_FRACTION = 0.25  # rewrite the rows once a quarter of them belong to no track
+UNIT_NORM_TOLERANCE = 1e-2  # stored float32 rows are unit vectors; damaged bytes are not
 
 
 def default_db_dir() -> Path:
     """The per-user library directory (e.g. ~/.local/share/nfp/library on Linux)."""
     return Path(user_data_dir("nfp", appauthor=False)) / "library"
-
-
-@dataclass(frozen=True)
-class Track:
-    id: int
-    path: str
-    title: str
-    artist: str
-    album: str
-    duration_s: float
-    first_segment: int
-    n_segments: int
 
 
 @dataclass(frozen=True)
@@ -123,51 +82,51 @@ class IndexSummary:
     unchanged: int = 0
     removed: int = 0
     moved: int = 0
+    repaired: int = 0  # tracks whose damaged rows were fingerprinted again
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    notes: list[str] = field(default_factory=list)  # what the user should know (kept tracks…)
     audio_s: float = 0.0
     elapsed_s: float = 0.0
     cancelled: bool = False
 
 
-@dataclass(frozen=True)
-class _ScannedFile:
-    path: Path
-    size: int
-    mtime_ns: int
-
-
 class Library:
-    """One library directory, used from one thread at a time (the GUI's worker or the CLI)."""
+    """One library directory, used from one thread at a time (the GUI's worker or the CLI).
 
-    def __init__(self, db_dir: str | Path) -> None:
+    `writable=False` opens it for reading only: nothing on disk is created or changed, so it
+    works on a read-only disk and beside a running indexer.
+    """
+
+    def __init__(self, db_dir: str | Path, *, writable: bool = True) -> None:
         self.db_dir = Path(db_dir)
-        self.db_dir.mkdir(parents=True, exist_ok=True)
+        if not writable and not (self.db_dir / DB_FILE).is_file():
+            raise EmptyLibraryError(self.db_dir)
+        self.files = LibraryFiles(self.db_dir, writable=writable)
         try:
-            self._db = sqlite3.connect(self.db_dir / DB_FILE, check_same_thread=False)
-            self._db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise IndexCorruptError(self.db_dir, f"track store unreadable: {e}") from e
+            self.db = TrackDB(self.db_dir / DB_FILE, writable=writable)
+        except NfpError:
+            self.files.close()
+            raise
         self._lock = threading.Lock()
         self._search_cache: tuple[VectorIndex, SegmentMap, list[Track]] | None = None
-        self._lock_file = open(self.db_dir / LOCK_FILE, "a")  # noqa: SIM115 (held while open)
-        with contextlib.suppress(LibraryBusyError), self._writing():
-            self._discard_uncommitted_vectors()  # only when nobody is appending right now
+        self._staged_from: int | None = None  # a rebuild owns only its own generations
+        if writable:
+            with contextlib.suppress(LibraryBusyError), self.files.writing():
+                self._recover()  # only when nobody is appending right now
+
+    @classmethod
+    def _staged(cls, files: LibraryFiles, db: TrackDB) -> Library:
+        """A library on another track database in the same directory (a rebuild in progress)."""
+        staged = cls.__new__(cls)
+        staged.db_dir, staged.files, staged.db = files.db_dir, files, db
+        staged._lock = threading.Lock()
+        staged._search_cache = None
+        staged._staged_from = files.next_generation()
+        return staged
 
     def close(self) -> None:
-        self._db.close()
-        self._lock_file.close()
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Exclusive, across processes, for as long as rows may be appended."""
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            raise LibraryBusyError(self.db_dir) from e
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self.db.close()
+        self.files.close()
 
     def __enter__(self) -> Library:
         return self
@@ -175,61 +134,53 @@ class Library:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ---- metadata -------------------------------------------------------------------------
+    # ---- records --------------------------------------------------------------------------
     def meta(self, key: str, default: str | None = None) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
-
-    def _set_meta(self, **values: object) -> None:
-        self._db.executemany(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [(k, str(v)) for k, v in values.items()],
-        )
+        return self.db.meta(key, default)
 
     @property
     def d(self) -> int | None:
-        value = self.meta("d")
-        return int(value) if value else None
+        return self.db.int_meta("d") or None
 
     @property
     def committed_rows(self) -> int:
-        return int(self.meta("committed_rows", "0"))
+        return self.db.int_meta("committed_rows")
 
     def _generation(self) -> int:
-        return int(self.meta("generation", "0"))
-
-    def _rows_path(self, generation: int, compressed: bool) -> Path:
-        return self.db_dir / f"vectors-{generation}.{'pq' if compressed else 'f32'}"
-
-    def _codec_path(self, generation: int) -> Path:
-        return self.db_dir / f"codec-{generation}.faiss"
+        return self.db.int_meta("generation")
 
     def _store(self) -> VectorStore:
         """The current generation's rows, with the codec that reads them if compressed."""
-        generation = self._generation()
-        if not self.meta("codec"):
-            return VectorStore(self._rows_path(generation, False), self.d or 0)
-        codec_path = self._codec_path(generation)
+        generation, d, compressed = self._generation(), self.d or 0, bool(self.meta("codec"))
         try:
-            codec = load_codec(codec_path)
-        except (OSError, RuntimeError) as e:
-            raise IndexCorruptError(self.db_dir, f"{codec_path.name} unreadable: {e}") from e
-        return VectorStore(self._rows_path(generation, True), self.d or 0, codec)
+            return self.files.store(generation, d, compressed)
+        except NfpError as e:
+            raise self.damaged_error(str(e)) from e
 
-    def _new_store(self, generation: int, codec: faiss.Index | None) -> VectorStore:
-        if codec is not None:
-            save_codec(codec, self._codec_path(generation))
-        return VectorStore(self._rows_path(generation, codec is not None), self.d or 0, codec)
+    def damaged_error(self, cause: str) -> IndexCorruptError:
+        """The error for damaged rows, naming the command that repairs them: indexing the
+        library's folders again re-fingerprints damaged tracks; rows that are missing need a
+        rebuild."""
+        folders = self._folders()
+        db = shlex.quote(str(self.db_dir))
+        repair = " && ".join(f"nfp index {shlex.quote(f)} --db {db}" for f in folders) or None
+        return IndexCorruptError(self.db_dir, cause, repair)
 
-    def _discard_uncommitted_vectors(self) -> None:
+    def _recover(self) -> None:
+        """A writer's clean-up after a crash: rows past the committed count, other generations'
+        files, a rebuild that never finished; and checksums for rows stored before them."""
+        self.files.remove_generations(keep=self._generation())
+        for name in (REBUILD_DB, REBUILD_DB + "-journal"):
+            (self.db_dir / name).unlink(missing_ok=True)
         if not self.d:
             return
         store = self._store()
         store.truncate(self.committed_rows)
-        current = {store.path, self._codec_path(self._generation())}
-        for stale in _row_files(self.db_dir):
-            if stale not in current:
-                stale.unlink()
+        missing = [t for t in self.tracks() if not self.db.rows_hashes().get(t.id)]
+        if missing and len(store) >= self.committed_rows:
+            raw = store.raw(self.committed_rows)
+            with self.db.transaction():
+                self.db.set_rows_hashes((_track_digest(raw, t), t.id) for t in missing)
 
     def built_by(self, checkpoint: Checkpoint) -> bool | None:
         """Whether this library's fingerprints are the checkpoint's; None before the first track.
@@ -250,33 +201,44 @@ class Library:
                 self.db_dir, f"its fingerprints were made by {name}, not by {checkpoint.path}"
             )
 
-    def _bind(self, checkpoint: Checkpoint) -> None:
+    def _bind(self, checkpoint: Checkpoint, generation: int) -> None:
         self.check_checkpoint(checkpoint)
         if self.built_by(checkpoint) is None:
-            with self._db:
-                self._set_meta(
-                    format=LIBRARY_FORMAT,
+            with self.db.transaction():
+                self.db.set_meta(
+                    format=str(LIBRARY_FORMAT),
                     checkpoint_sha256=checkpoint.sha256,
                     fingerprints_sha256=checkpoint.weights_sha256,
                     checkpoint_name=checkpoint.path.name,
                     encoder=json.dumps(checkpoint.config.to_dict()),
-                    d=checkpoint.d,
-                    committed_rows=0,
-                    generation=0,
+                    d=str(checkpoint.d),
+                    committed_rows="0",
+                    generation=str(generation),
                 )
 
     def remember_checkpoint_path(self, path: Path) -> None:
         """Where the checkpoint that built this library lives, to find it again for queries."""
-        with self._db:
-            self._set_meta(checkpoint_path=str(Path(path).resolve()))
+        with self.db.transaction():
+            self.db.set_meta(checkpoint_path=str(Path(path).resolve()))
+
+    def _folders(self) -> list[str]:
+        """The music folders indexed into this library (for repair messages); a damaged record
+        only costs the message its folder names."""
+        try:
+            folders = self.db.json_meta("folders", [])
+        except IndexCorruptError:
+            return []
+        return [f for f in folders if isinstance(f, str)] if isinstance(folders, list) else []
+
+    def _remember_folder(self, folder: Path) -> None:
+        folders = self._folders()
+        if str(folder) not in folders:
+            with self.db.transaction():
+                self.db.set_meta(folders=[*folders, str(folder)])
 
     def info(self) -> dict:
         """What is in this library, for `nfp info` and the app's status line."""
-        n_tracks, audio_s, live = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(duration_s), 0), COALESCE(SUM(n_segments), 0) "
-            "FROM tracks"
-        ).fetchone()
-        files = list(self.db_dir.iterdir())
+        n_tracks, audio_s, live = self.db.count()
         return {
             "db": str(self.db_dir),
             "tracks": n_tracks,
@@ -288,62 +250,50 @@ class Library:
             "checkpoint_sha256": self.meta("checkpoint_sha256"),
             "fingerprints_sha256": self.meta("fingerprints_sha256"),
             "index_spec": _read_spec(self.db_dir),
-            "bytes_on_disk": sum(f.stat().st_size for f in files if f.is_file()),
+            "bytes_on_disk": self.files.bytes_on_disk(),
+            "damaged_tracks": len(self.damaged_tracks()),
         }
+
+    def damaged_tracks(self) -> list[Track]:
+        """Tracks whose stored rows are missing or no longer match their checksum."""
+        if not self.d:
+            return []
+        hashes = self.db.rows_hashes()
+        raw = self._store().raw(self.committed_rows)
+        return [
+            t
+            for t in self.tracks()
+            if t.first_segment + t.n_segments > len(raw)
+            or (hashes.get(t.id) and _track_digest(raw, t) != hashes[t.id])
+        ]
 
     # ---- tracks ---------------------------------------------------------------------------
     def tracks(self) -> list[Track]:
-        rows = self._db.execute(
-            "SELECT id, path, title, artist, album, duration_s, first_segment, n_segments "
-            "FROM tracks ORDER BY first_segment"
-        ).fetchall()
-        return [Track(*row) for row in rows]
+        return self.db.tracks()
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
+        return self.db.count()[0]
 
-    def _known_files(self) -> dict[str, tuple[int, int, str]]:
-        rows = self._db.execute("SELECT path, size, mtime_ns, content_hash FROM tracks")
-        return {p: (s, m, h) for p, s, m, h in rows}
-
-    def _add_track(self, f: _ScannedFile, content_hash: str, fp: np.ndarray, tags: dict) -> None:
+    def _add_track(self, track: NewTrack, fp: np.ndarray) -> None:
+        """Store one file's fingerprints (n, d), then commit its track with them."""
         with self._lock:
             store = self._store()
-            first = store.append(fp)
-            with (
-                self._db
-            ):  # one transaction: the track and the rows it owns become visible together
-                self._db.execute("DELETE FROM tracks WHERE path = ?", (str(f.path),))
-                self._db.execute(
-                    "INSERT INTO tracks (path, size, mtime_ns, content_hash, title, artist, album,"
-                    " duration_s, first_segment, n_segments) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        str(f.path),
-                        f.size,
-                        f.mtime_ns,
-                        content_hash,
-                        tags["title"],
-                        tags["artist"],
-                        tags["album"],
-                        tags["duration_s"],
-                        first,
-                        len(fp),
-                    ),
-                )
-                self._set_meta(committed_rows=first + len(fp))
+            raw = store.encode(fp)  # NonFiniteError: the file is skipped, the library untouched
+            track = replace(track, rows_hash=rows_digest(raw))
+            first = store.append_raw(raw)
+            with self.db.transaction():  # the track and the rows it owns become visible together
+                self.db.add(track, first, len(fp))
+                self.db.set_meta(committed_rows=str(first + len(fp)))
             self._search_cache = None
 
     def _remove_paths(self, paths: list[str]) -> None:
-        with self._lock, self._db:
-            self._db.executemany("DELETE FROM tracks WHERE path = ?", [(p,) for p in paths])
+        with self._lock:
+            self.db.remove(paths)
             self._search_cache = None
 
-    def _move(self, old: str, f: _ScannedFile) -> None:
-        with self._lock, self._db:
-            self._db.execute(
-                "UPDATE tracks SET path = ?, size = ?, mtime_ns = ? WHERE path = ?",
-                (str(f.path), f.size, f.mtime_ns, old),
-            )
+    def _move(self, old: str, f: ScannedFile) -> None:
+        with self._lock:
+            self.db.move(old, str(f.path), f.size, f.mtime_ns)
             self._search_cache = None
 
     # ---- search index ---------------------------------------------------------------------
@@ -356,6 +306,8 @@ class Library:
             index = self._load_or_build_index()
             first = np.array([t.first_segment for t in tracks])
             length = np.array([t.n_segments for t in tracks])
+            if (first + length).max() > len(index.vectors):
+                raise self.damaged_error("tracks name rows past the end of the stored fingerprints")
             self._search_cache = (
                 index,
                 SegmentMap.from_tracks(first, length, len(index.vectors)),
@@ -365,18 +317,20 @@ class Library:
 
     def _load_or_build_index(self) -> VectorIndex:
         store = self._store()
-        vectors = store.read()
+        vectors = store.read(self.committed_rows)
         if len(vectors) != self.committed_rows:
-            raise IndexCorruptError(self.db_dir, "fewer stored fingerprints than tracks need")
+            raise self.damaged_error("stored fingerprints are missing (fewer than the tracks need)")
+        if store.codec is None:
+            _check_unit_rows(vectors, self)
         index = VectorIndex.load(self.db_dir, vectors, store.path.name)
         index = index or VectorIndex.build(vectors)
-        if index.unsaved:
-            # Best effort: a reader of a library it may not write to still gets its answer.
+        if index.unsaved and self.files.writable:
+            # Best effort: a library on a full disk still answers.
             with contextlib.suppress(OSError):
                 index.save(self.db_dir, store.path.name)
         return index
 
-    def rewrite_store_if_needed(self) -> bool:
+    def rewrite_store_if_needed(self, *, force: bool = False) -> bool:
         """Rewrite the rows into a new generation when it pays: without the rows of removed
         tracks once they are a large share, and as 8× smaller codes once the library outgrows
         exact search. The switch is one transaction; a crash before it leaves the old store."""
@@ -385,30 +339,27 @@ class Library:
         old = self._store()
         compress = old.codec is None and live > FLAT_MAX_VECTORS
         dead = self.committed_rows - live
-        if not compress and dead <= COMPACT_DEAD_FRACTION * max(self.committed_rows, 1):
+        compact = force or dead > COMPACT_DEAD_FRACTION * max(self.committed_rows, 1)
+        if not (compress or compact):
             return False
         with self._lock:
             generation = self._generation() + 1
-            codec = train_codec(old.read()) if compress else old.codec
-            new = self._new_store(generation, codec)
-            keep = np.concatenate(
-                [np.arange(t.first_segment, t.first_segment + t.n_segments) for t in tracks]
-                or [np.zeros(0, np.int64)]
-            )
-            raw = old.raw()
-            for start in range(0, len(keep), ADD_CHUNK):
-                rows = raw[keep[start : start + ADD_CHUNK]]
-                (new.append if compress else new.append_raw)(rows)
-            firsts = np.concatenate([[0], np.cumsum([t.n_segments for t in tracks])[:-1]])
-            with self._db:
-                self._db.executemany(
-                    "UPDATE tracks SET first_segment = ? WHERE id = ?",
-                    [(int(f), t.id) for f, t in zip(firsts, tracks, strict=True)],
-                )
-                self._set_meta(generation=generation, committed_rows=live,
-                               codec="pq" if new.codec is not None else "")  # fmt: skip
+            codec = train_codec(old.read(self.committed_rows)) if compress else old.codec
+            new = self.files.new_store(generation, self.d or 0, codec)
+            raw = old.raw(self.committed_rows)
+            moved = []
+            for t in tracks:
+                rows = raw[t.first_segment : t.first_segment + t.n_segments]
+                rows = new.encode(rows) if compress else rows
+                moved.append((new.append_raw(rows), rows_digest(rows), t.id))
+            with self.db.transaction():
+                self.db.set_first_segments((first, track_id) for first, _, track_id in moved)
+                self.db.set_rows_hashes((digest, track_id) for _, digest, track_id in moved)
+                self.db.set_meta(generation=str(generation), committed_rows=str(live),
+                                 codec="pq" if new.codec is not None else "")  # fmt: skip
             del raw
-            self._discard_uncommitted_vectors()
+            among = None if self._staged_from is None else range(self._staged_from, generation)
+            self.files.remove_generations(keep=generation, among=among)
             self._search_cache = None
         return True
 
@@ -426,42 +377,68 @@ class Library:
         *,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Generator[IndexProgress, None, IndexSummary]:
-        """Bring the library in line with a folder: index new and changed files, drop removed ones.
+        """Bring the library in line with a folder: index new, changed and damaged files, drop
+        removed ones.
 
         A generator: yields an IndexProgress after each file and returns the IndexSummary. One bad
         file is reported and skipped, never fatal. `should_stop` is polled between files; stopping
-        keeps everything indexed so far.
+        keeps everything indexed so far. Tracks are removed only from folders that were read: a
+        missing, empty or unreadable folder keeps its tracks, and the summary says so.
         """
-        folder = Path(folder).expanduser().resolve()
-        if not folder.is_dir():
-            raise NfpError(f"{folder}: not a folder")
-        with self._writing():
+        folder = music_folder(folder)
+        with self.files.writing():
             return (yield from self._update(folder, fingerprinter, should_stop))
 
     def _update(
-        self, folder: Path, fingerprinter: Fingerprinter, should_stop: Callable[[], bool]
+        self,
+        folder: Path,
+        fingerprinter: Fingerprinter,
+        should_stop: Callable[[], bool],
+        *,
+        generation: int = 0,
     ) -> Generator[IndexProgress, None, IndexSummary]:
-        self._bind(fingerprinter.checkpoint)
+        self._bind(fingerprinter.checkpoint, generation)
+        self._remember_folder(folder)
         started = time.perf_counter()
         summary = IndexSummary()
-        scanned = list(scan_folder(folder, on_error=lambda p, r: summary.skipped.append((p, r))))
-        known = self._known_files()
-        in_folder = {str(f.path) for f in scanned}
-        gone = {p: known[p][2] for p in known if _is_under(p, folder) and p not in in_folder}
-        todo = [f for f in scanned if known.get(str(f.path), ())[:2] != (f.size, f.mtime_ns)]
-        summary.unchanged = len(scanned) - len(todo)
+        scan = scan_folder(folder)
+        summary.skipped.extend(scan.skipped)
+        known = self.db.known_files()
+        gone = self._gone(scan, known, summary)
+        damaged = {t.path for t in self.damaged_tracks()}
+        todo = [
+            f
+            for f in scan.files
+            if known.get(str(f.path), ())[:2] != (f.size, f.mtime_ns) or str(f.path) in damaged
+        ]
+        summary.unchanged = len(scan.files) - len(todo)
         yield from self._index_files(todo, gone, fingerprinter, summary, should_stop)
+        summary.repaired = len(damaged & {str(f.path) for f in todo})
         if not summary.cancelled:
             self._remove_paths(list(gone))
             summary.removed = len(gone)
-            self.rewrite_store_if_needed()
+            # Damaged rows left behind by a repair must not stay in the search index.
+            self.rewrite_store_if_needed(force=summary.repaired > 0)
         self.refresh_search_index()
         summary.elapsed_s = time.perf_counter() - started
         return summary
 
+    def _gone(self, scan: FolderScan, known: dict, summary: IndexSummary) -> dict[str, str]:
+        """path → content hash of the tracks under the scanned folder that are really gone."""
+        under = {p: v[2] for p, v in known.items() if Path(p).is_relative_to(scan.folder)}
+        if under and scan.n_entries == 0:
+            summary.notes.append(f"{scan.folder} is empty (an unmounted disk?): "
+                                 f"kept its {len(under)} tracks")  # fmt: skip
+            return {}
+        found = {str(f.path) for f in scan.files} | {p for p, _ in scan.skipped}
+        kept = [p for p in under if p not in found and not scan.was_read(p)]
+        if kept:
+            summary.notes.append(f"kept {len(kept)} tracks in folders that could not be read")
+        return {p: h for p, h in under.items() if p not in found and scan.was_read(p)}
+
     def _index_files(
         self,
-        todo: list[_ScannedFile],
+        todo: list[ScannedFile],
         gone: dict[str, str],
         fingerprinter: Fingerprinter,
         summary: IndexSummary,
@@ -477,7 +454,7 @@ class Library:
 
     def _index_one(
         self,
-        f: _ScannedFile,
+        f: ScannedFile,
         loaded: Future,
         moved_from: dict[str, str],
         gone: dict[str, str],
@@ -485,35 +462,95 @@ class Library:
         summary: IndexSummary,
     ) -> dict:
         try:
-            content_hash, audio, tags = loaded.result()
+            digest, audio, tags = loaded.result()
+            if digest in moved_from:  # a renamed or moved file: keep its fingerprints
+                old = moved_from.pop(digest)
+                gone.pop(old)
+                self._move(old, f)
+                summary.moved += 1
+                return {"outcome": "indexed", "audio_s": 0.0}
+            fp = fingerprinter.audio(audio)
+            track = NewTrack(str(f.path), f.size, f.mtime_ns, digest, tags, "")
+            self._add_track(track, fp)
         except NfpError as e:
-            summary.skipped.append((str(f.path), _reason(e)))
-            log.info("skipped %s", e)
-            return {"outcome": "skipped", "reason": _reason(e)}
-        if content_hash in moved_from:  # a renamed or moved file: keep its fingerprints
-            old = moved_from.pop(content_hash)
-            gone.pop(old)
-            self._move(old, f)
-            summary.moved += 1
-            return {"outcome": "indexed", "audio_s": 0.0}
-        fp = fingerprinter.audio(audio)
-        self._add_track(f, content_hash, fp, tags)
+            return _skip(summary, f, _reason(e))
+        except Exception as e:  # one file's surprise is its skip reason, never the scan's end
+            log.warning("skipped %s", f.path, exc_info=True)
+            return _skip(summary, f, f"unexpected {type(e).__name__}: {e}")
         summary.indexed += 1
         summary.audio_s += len(audio) / SAMPLE_RATE
         return {"outcome": "indexed", "audio_s": len(audio) / SAMPLE_RATE}
 
 
+def rebuild_library(
+    db_dir: str | Path,
+    folder: str | Path,
+    fingerprinter: Fingerprinter,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Generator[IndexProgress, None, IndexSummary]:
+    """Index folder into a new library beside the one in db_dir, under its write lock, and swap
+    it in (one atomic rename of the track database) only when complete: a rebuild that is
+    cancelled, crashes or finds no audio leaves the old library as it was. A damaged library is
+    rebuilt without being read. A directory holding files nfp did not make is refused."""
+    db_dir, folder = Path(db_dir), music_folder(folder)
+    files = LibraryFiles(db_dir, writable=True)
+    try:
+        with files.writing():
+            foreign = files.foreign_files()
+            if foreign:
+                raise NfpError(f"{db_dir}: holds files nfp did not make ({', '.join(foreign[:3])});"
+                               " refusing to rebuild a library there")  # fmt: skip
+            staged_path = db_dir / REBUILD_DB
+            staged_path.unlink(missing_ok=True)
+            generation = files.next_generation()
+            staged = Library._staged(files, TrackDB(staged_path, writable=True))
+            try:
+                summary = yield from staged._update(folder, fingerprinter, should_stop,
+                                                    generation=generation)  # fmt: skip
+                complete = not summary.cancelled and len(staged) > 0
+                final = staged._generation()
+            finally:
+                staged.db.close()
+            _finish_rebuild(files, staged_path, range(generation, final + 1), complete)
+            if not complete and not summary.cancelled:
+                summary.notes.append(f"{folder} has no audio to index: the library was kept")
+            return summary
+    finally:
+        files.close()
+
+
+def _finish_rebuild(files: LibraryFiles, staged: Path, made: range, complete: bool) -> None:
+    """Swap the staged track database in, or throw it away with the generations it made."""
+    if not complete:
+        staged.unlink(missing_ok=True)
+        files.remove_generations(keep=None, among=made)
+        return
+    # A hot journal of the replaced database must not be replayed onto the new one.
+    (files.db_dir / (DB_FILE + "-journal")).unlink(missing_ok=True)
+    os.replace(staged, files.db_dir / DB_FILE)
+    _fsync_dir(files.db_dir)
+    files.remove_generations(keep=made[-1])
+
+
+def music_folder(folder: str | Path) -> Path:
+    """The folder to index, resolved; an error that keeps every track if it is not there."""
+    path = Path(folder).expanduser()
+    try:
+        resolved = path.resolve()
+        if resolved.is_dir():
+            return resolved
+    except OSError:
+        pass
+    raise NfpError(f"{path}: not a folder (the library keeps its tracks from there)")
+
+
 def remove_library(db_dir: Path) -> None:
-    """Delete a library's files (tracks, fingerprints, search index) to start over."""
-    for name in (DB_FILE, INDEX_FILE, INDEX_META):
-        (db_dir / name).unlink(missing_ok=True)
-    for rows in _row_files(db_dir):
-        rows.unlink()
-
-
-def _row_files(db_dir: Path) -> list[Path]:
-    """Every generation's fingerprint rows and codecs (and their temporary files)."""
-    return [*db_dir.glob("vectors-*"), *db_dir.glob("codec-*")]
+    """Delete a library's files (tracks, fingerprints, search index), nothing else."""
+    if Path(db_dir).is_dir():
+        for path in Path(db_dir).iterdir():
+            if is_own_file(path.name) and path.is_file():
+                path.unlink()
 
 
 def checkpoint_for_library(library: Library, explicit: Path | None = None) -> Checkpoint:
@@ -529,50 +566,6 @@ def checkpoint_for_library(library: Library, explicit: Path | None = None) -> Ch
     return load_checkpoint(default_checkpoint_path())
 
 
-def scan_folder(
-    folder: Path, *, on_error: Callable[[str, str], None] = lambda p, r: None
-) -> Iterator[_ScannedFile]:
-    """Audio files under folder, recursively, in a stable order. Unreadable folders are reported."""
-
-    def report(e: OSError) -> None:
-        on_error(str(e.filename), e.strerror or str(e))
-
-    for root, dirs, files in os.walk(folder, onerror=report, followlinks=False):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(root) / name
-            if path.suffix.lower() not in AUDIO_EXTENSIONS:
-                continue
-            try:
-                st = path.stat()
-            except OSError as e:
-                on_error(str(path), e.strerror or str(e))
-                continue
-            yield _ScannedFile(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
-
-
-def read_tags(path: Path, duration_s: float) -> dict:
-    """Title, artist, album, duration; the file name stands in for a missing title."""
-    tags = {"title": path.stem, "artist": "", "album": "", "duration_s": duration_s}
-    try:
-        tag = TinyTag.get(str(path))
-    except Exception as e:  # tinytag raises its own and OS errors; tags are optional either way
-        log.info("%s: no tags (%s)", path, e)
-        return tags
-    tags.update(
-        {k: v.strip() for k in ("title", "artist", "album") if (v := getattr(tag, k, None))}
-    )
-    return tags
-
-
-def content_hash(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(HASH_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _load_file(path: Path) -> tuple[str, np.ndarray, dict]:
     try:
         digest = content_hash(path)
@@ -582,7 +575,7 @@ def _load_file(path: Path) -> tuple[str, np.ndarray, dict]:
     return digest, audio, read_tags(path, len(audio) / SAMPLE_RATE)
 
 
-def _prefetch(files: list[_ScannedFile]) -> Iterator[tuple[_ScannedFile, Future]]:
+def _prefetch(files: list[ScannedFile]) -> Iterator[tuple[ScannedFile, Future]]:
     """Decode the next file in a thread while this one is fingerprinted (PyAV frees the GIL)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nfp-decode") as pool:
         ahead = iter(files)
@@ -592,8 +585,30 @@ def _prefetch(files: list[_ScannedFile]) -> Iterator[tuple[_ScannedFile, Future]
             yield pending.pop(0)
 
 
-def _is_under(path: str, folder: Path) -> bool:
-    return Path(path).is_relative_to(folder)
+def _skip(summary: IndexSummary, f: ScannedFile, reason: str) -> dict:
+    summary.skipped.append((str(f.path), reason))
+    log.info("skipped %s: %s", f.path, reason)
+    return {"outcome": "skipped", "reason": reason}
+
+
+def _track_digest(raw: np.ndarray, track: Track) -> str:
+    return rows_digest(raw[track.first_segment : track.first_segment + track.n_segments])
+
+
+def _check_unit_rows(vectors: np.ndarray, library: Library) -> None:
+    """Refuse float32 rows that are not unit vectors: damaged bytes (cheap: one pass)."""
+    norms = np.einsum("nd,nd->n", vectors, vectors)
+    bad = int((~(np.abs(norms - 1.0) <= 2 * UNIT_NORM_TOLERANCE)).sum())
+    if bad:
+        raise library.damaged_error(f"{bad} stored fingerprints are damaged (not unit vectors)")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _reason(e: Exception) -> str:

@@ -32,7 +32,7 @@ class InputDevice:
 def _sounddevice():
     try:
         import sounddevice
-    except OSError as e:  # PortAudio missing: sounddevice raises OSError at import
+    except (OSError, ImportError) as e:  # OSError: sounddevice finds no PortAudio library
         raise NoInputDeviceError(f"PortAudio is not available: {e}") from e
     return sounddevice
 
@@ -81,19 +81,12 @@ def record_blocks(device: InputDevice) -> Iterator[tuple[np.ndarray, int]]:
         with contextlib.suppress(queue.Full):
             blocks.put_nowait(indata.copy())
 
-    channels = min(device.channels, 2)
+    stream = _open_stream(sd, device, callback)
     try:
-        stream = sd.InputStream(
-            device=device.index,
-            channels=channels,
-            samplerate=rate,
-            dtype="float32",
-            blocksize=int(rate * BLOCK_S),
-            callback=callback,
-        )
-    except (sd.PortAudioError, ValueError) as e:
-        raise NoInputDeviceError(f"cannot open {device.name!r}: {e}") from e
-    with stream:
+        try:
+            stream.start()  # PortAudio often refuses a busy or vanished device only here
+        except sd.PortAudioError as e:
+            raise NoInputDeviceError(f"cannot start {device.name!r}: {e}") from e
         timeout = FIRST_BLOCK_TIMEOUT_S
         while True:
             try:
@@ -101,3 +94,23 @@ def record_blocks(device: InputDevice) -> Iterator[tuple[np.ndarray, int]]:
             except queue.Empty as e:
                 raise NoInputDeviceError(f"{device.name!r} stopped delivering audio") from e
             timeout = READ_TIMEOUT_S
+    finally:
+        # Closing a device that vanished fails too; that error would hide the one that matters.
+        with contextlib.suppress(sd.PortAudioError):
+            stream.close()
+
+
+def _open_stream(sd, device: InputDevice, callback):
+    """An unstarted sd.InputStream on `device`; NoInputDeviceError names it and the cause."""
+    rate = int(device.default_rate)
+    try:
+        return sd.InputStream(
+            device=device.index,
+            channels=min(device.channels, 2),
+            samplerate=rate,
+            dtype="float32",
+            blocksize=int(rate * BLOCK_S),
+            callback=callback,
+        )
+    except (sd.PortAudioError, ValueError) as e:
+        raise NoInputDeviceError(f"cannot open {device.name!r}: {e}") from e

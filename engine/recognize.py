@@ -9,14 +9,16 @@ import numpy as np
 from engine.audio import HOP_S, SAMPLE_RATE, SEGMENT_S, frame_segments
 from engine.checkpoint import Checkpoint
 from engine.fingerprint import Fingerprinter
-from engine.library import Library, Track
+from engine.library import Library
 from engine.search import (
     CONFIDENCE_THRESHOLD,
     TOP_K,
+    Match,
     SequenceMatch,
     match_sequence,
     noise_floor,
 )
+from engine.tracks import Track
 
 QUERY_SHIFTS_S = (0.0, 0.1, 0.2, 0.3, 0.4)  # sub-hop starts tried for a file query
 # Shifts whose evidence is within this share of the best are ties, broken by the closest fit
@@ -31,27 +33,6 @@ TRACKLIST_GAP = 4  # segments (2 s) of unconfident windows that do not split one
 
 
 @dataclass(frozen=True)
-class Match:
-    """A confident identification: which track, where in it the query starts, how sure."""
-
-    track: Track
-    offset_s: float
-    score: float
-    confidence: float
-
-    def to_json(self) -> dict:
-        """The `match` object of `nfp identify --json` (DESIGN.md section 5)."""
-        return {
-            "path": self.track.path,
-            "title": self.track.title,
-            "artist": self.track.artist,
-            "offset_s": round(self.offset_s, 3),
-            "score": round(self.score, 4),
-            "confidence": round(self.confidence, 4),
-        }
-
-
-@dataclass(frozen=True)
 class TracklistEntry:
     start_s: float  # in the recording
     end_s: float
@@ -63,7 +44,7 @@ class TracklistEntry:
         return {
             "start_s": round(self.start_s, 2),
             "end_s": round(self.end_s, 2),
-            "path": self.track.path,
+            "path": self.track.display_path,
             "title": self.track.title,
             "artist": self.track.artist,
             "offset_s": round(self.offset_s, 2),
@@ -77,10 +58,12 @@ Neighbours = tuple[np.ndarray, np.ndarray, np.ndarray]  # scores (L, k), ids (L,
 class Recognizer:
     """A library opened for search with the checkpoint that built it."""
 
-    def __init__(self, library: Library, checkpoint: Checkpoint) -> None:
+    def __init__(
+        self, library: Library, checkpoint: Checkpoint, *, precision: str | None = None
+    ) -> None:
         library.check_checkpoint(checkpoint)
         self.library = library
-        self.fingerprinter = Fingerprinter(checkpoint)
+        self.fingerprinter = Fingerprinter(checkpoint, precision=precision)
         self.calibration = checkpoint.evaluation.get("calibration")
         self.background = checkpoint.background
         self.index, self.segments, self.tracks = library.search_index()
@@ -124,12 +107,7 @@ class Recognizer:
         """
         audio = audio[: int(MAX_QUERY_S * SAMPLE_RATE)]
         found = [self._best_shifted(audio, shift_s) for shift_s in QUERY_SHIFTS_S]
-        found = [f for f in found if f is not None]
-        if not found:
-            return None
-        most = max(f.evidence for f in found)
-        return self.as_match(max((f for f in found if f.evidence >= EVIDENCE_TIE * most),
-                                 key=lambda f: f.score))  # fmt: skip
+        return self.as_match(best_of_shifts(found))
 
     def _best_shifted(self, audio: np.ndarray, shift_s: float) -> SequenceMatch | None:
         shift = int(shift_s * SAMPLE_RATE)
@@ -179,6 +157,17 @@ class Recognizer:
             offset_s=play.match.offset_s + (first - play.first) * HOP_S,
             confidence=play.confidence,
         )
+
+
+def best_of_shifts(found: list[SequenceMatch | None]) -> SequenceMatch | None:
+    """The closest fit (mean similarity) among the shifts whose evidence ties with the most;
+    alignments with non-finite numbers are left out, so any evidence values give an answer."""
+    finite = [f for f in found if f is not None and np.isfinite([f.evidence, f.score]).all()]
+    if not finite:
+        return None
+    most = max(f.evidence for f in finite)
+    tie = most - (1.0 - EVIDENCE_TIE) * abs(most)  # the best itself always ties, whatever its sign
+    return max((f for f in finite if f.evidence >= tie), key=lambda f: f.score)
 
 
 def _confident(found: SequenceMatch | None) -> bool:

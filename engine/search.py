@@ -13,6 +13,7 @@ import numpy as np
 
 from engine.audio import HOP_S
 from engine.index import VectorIndex
+from engine.tracks import Track
 
 TOP_K = 20  # neighbours per query segment; the k-th is that segment's noise floor
 MIN_COVERAGE = 0.5  # share of the usable query segments an alignment must cover
@@ -65,6 +66,27 @@ class SequenceMatch:
     n_query_segments: int
 
 
+@dataclass(frozen=True)
+class Match:
+    """A confident identification: which track, where in it the query starts, how sure."""
+
+    track: Track
+    offset_s: float
+    score: float
+    confidence: float
+
+    def to_json(self) -> dict:
+        """The `match` object of `nfp identify --json` (DESIGN.md section 5)."""
+        return {
+            "path": self.track.display_path,
+            "title": self.track.title,
+            "artist": self.track.artist,
+            "offset_s": round(self.offset_s, 3),
+            "score": round(self.score, 4),
+            "confidence": round(self.confidence, 4),
+        }
+
+
 def evidence_threshold(n_segments: int, calibration: dict[str, Any] | None = None) -> float:
     """The evidence at which a query of n_segments is as likely library as not (confidence 0.5)."""
     table = (calibration or {}).get("evidence_threshold") or UNCALIBRATED_THRESHOLD
@@ -84,16 +106,26 @@ def confidence_from_evidence(
 def noise_floor(
     query_fp: np.ndarray, scores: np.ndarray, background: np.ndarray | None = None
 ) -> np.ndarray:
-    """Per-segment chance similarity float32 (L,): the k-th neighbour's score (L, k), raised to
-    the BACKGROUND_K-th best inner product with the background float32 (B, d) if there is one."""
-    floor = np.array(scores[:, -1], np.float32)
+    """Per-segment chance similarity float32 (L,): the lowest real neighbour's score (L, k),
+    raised to the BACKGROUND_K-th best inner product with the background float32 (B, d) if there
+    is one. Never below -1 (the least two unit vectors can score) nor NaN."""
+    floor = lowest_neighbour(scores)
     if background is None or len(background) < BACKGROUND_K:
         return floor
     for lo in range(0, len(query_fp), FLOOR_CHUNK):
         sims = query_fp[lo : lo + FLOOR_CHUNK] @ background.T
         kth = -np.partition(-sims, BACKGROUND_K - 1, axis=1)[:, BACKGROUND_K - 1]
+        kth = np.nan_to_num(kth, nan=1.0)  # a query row that is not finite earns nothing
         floor[lo : lo + FLOOR_CHUNK] = np.maximum(floor[lo : lo + FLOOR_CHUNK], kth)
     return floor
+
+
+def lowest_neighbour(scores: np.ndarray) -> np.ndarray:
+    """Each row's lowest finite score float32 (L,) among scores (L, k): missing neighbours
+    (-inf) are no evidence of chance similarity; a row with none gets 1.0, so nothing beats it."""
+    real = np.isfinite(scores)
+    lowest = np.where(real, scores, np.inf).min(axis=1, initial=np.inf)
+    return np.where(real.any(axis=1), np.maximum(lowest, -1.0), 1.0).astype(np.float32)
 
 
 def match_sequence(
@@ -126,15 +158,17 @@ def match_sequence(
         neighbours if neighbours is not None else index.search(query_fp, min(k, len(index)))
     )
     usable = np.ones(n_query, bool) if usable is None else np.asarray(usable, bool)
+    usable = usable & np.isfinite(query_fp).all(axis=1)  # a broken fingerprint says nothing
     if not usable.any():
         return None
     ids = np.where(usable[:, None], ids, -1)
     starts, tracks = _candidates(ids, segments)
     if starts.size == 0:
         return None
-    floor = scores[:, -1] if floor is None else floor
+    floor = lowest_neighbour(scores) if floor is None else np.nan_to_num(floor, nan=1.0)
     sims, valid = _aligned_similarity(query_fp, index.vectors, segments, starts, tracks)
-    valid &= usable[None, :]
+    valid &= usable[None, :] & np.isfinite(sims)
+    sims = np.where(valid, sims, 0.0)
     # An alignment that overlaps the track for a small part of the query (a track's last
     # seconds, say) is judged on too little music to be trusted.
     valid &= (valid.sum(axis=1) >= MIN_COVERAGE * usable.sum())[:, None]

@@ -1,8 +1,9 @@
 """A quick check that an installation works end to end, without music or a library on disk.
 
 Used by `nfp-desktop --self-test` (also inside the frozen app): loads the default checkpoint,
-fingerprints generated audio, finds a planted excerpt in a tiny in-memory index and lists the
-audio input devices.
+checks that this machine's fingerprints agree with the reference ones it carries (on the numeric
+path chosen here), fingerprints generated audio, finds a planted excerpt in a tiny in-memory
+index and lists the audio input devices.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from engine.audio import SAMPLE_RATE
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.errors import NfpError, NoInputDeviceError
-from engine.fingerprint import Fingerprinter
+from engine.fingerprint import Fingerprinter, check_reference
 from engine.index import VectorIndex
 from engine.mic import input_devices
 from engine.search import SegmentMap, match_sequence
@@ -41,6 +42,9 @@ def run_self_test() -> dict:
     started = time.perf_counter()
     checkpoint = load_checkpoint(default_checkpoint_path())
     fingerprinter = Fingerprinter(checkpoint)
+    reference = check_reference(fingerprinter)
+    if not reference["ok"]:
+        raise NfpError(f"self-test: {reference['message']}")
     tracks = [fingerprinter.audio(melody(TRACK_S, seed)) for seed in (1, 2)]
     index = VectorIndex.build(np.concatenate(tracks), "Flat")
     segments = SegmentMap.from_lengths([len(t) for t in tracks])
@@ -56,6 +60,8 @@ def run_self_test() -> dict:
     return {
         "checkpoint": checkpoint.path.name,
         "d": checkpoint.d,
+        "precision": f"{fingerprinter.precision.chosen} ({fingerprinter.precision.reason})",
+        "reference_cosine": reference["cosine"],
         "match_offset_s": round(found.offset_s, 2),
         "input_devices": devices,
         "elapsed_s": round(time.perf_counter() - started, 2),

@@ -23,7 +23,8 @@ from engine.audio import (
     Resampler,
     count_segments,
 )
-from engine.recognize import Match, Recognizer, is_loud
+from engine.recognize import Recognizer, is_loud
+from engine.search import Match
 
 WINDOW_SEGMENTS = 19  # search over the last 10 s at most
 MIN_SEGMENTS = 3  # first search after 2 s of audio

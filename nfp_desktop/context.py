@@ -21,7 +21,12 @@ class AppContext:
     @classmethod
     def from_settings(cls, settings: QSettings) -> AppContext:
         prefs = load_preferences(settings)
-        return cls(settings, prefs, LibrarySession(prefs.db_dir), HistoryStore(prefs.data_dir))
+        return cls(
+            settings,
+            prefs,
+            LibrarySession(prefs.db_dir, prefs.precision),
+            HistoryStore(prefs.data_dir),
+        )
 
     def save(self) -> None:
         save_preferences(self.settings, self.prefs)

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
-from engine.recognize import Match, TracklistEntry
+from engine.recognize import TracklistEntry
+from engine.search import Match
 
 HISTORY_FILE = "history.json"
 MICROPHONE = "microphone"  # the `source` of a live identification; files store their path

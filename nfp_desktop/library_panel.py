@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import NfpError
-from engine.library import IndexSummary, Track
+from engine.library import IndexSummary
+from engine.tracks import Track
 from nfp_desktop.context import AppContext
 from nfp_desktop.formatting import estimate_eta_s, format_eta
 from nfp_desktop.models import SkippedModel, TrackTableModel, sortable_filter_proxy

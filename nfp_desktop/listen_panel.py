@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.recognize import Match
+from engine.search import Match
 from engine.stream import LiveState
 from nfp_desktop.context import AppContext
 from nfp_desktop.formatting import format_position

@@ -205,7 +205,7 @@ class MainWindow(QMainWindow):
             )
         self.app.prefs = new
         self.app.save()
-        if new.data_dir != old.data_dir:
+        if new.data_dir != old.data_dir or new.precision != old.precision:
             self._open_data_dir()
         elif new.checkpoint != old.checkpoint and self._library_needs(new):
             self.banner.show_message(
@@ -230,7 +230,7 @@ class MainWindow(QMainWindow):
 
     def _open_data_dir(self) -> None:
         self.app.session.close()
-        self.app.session = LibrarySession(self.app.prefs.db_dir)
+        self.app.session = LibrarySession(self.app.prefs.db_dir, self.app.prefs.precision)
         self.app.history = HistoryStore(Path(self.app.prefs.data_dir))
         self.history_panel.reload()
         self.library_panel.reload()

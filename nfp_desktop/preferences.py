@@ -16,6 +16,7 @@ from PySide6.QtCore import QSettings
 
 from engine.checkpoint import default_checkpoint_path, shipped_checkpoints
 from engine.errors import CheckpointError, NoInputDeviceError
+from engine.fingerprint import PRECISIONS
 from engine.mic import InputDevice
 
 ORGANIZATION = "nfp"
@@ -34,6 +35,7 @@ class Preferences:
     data_dir: str = field(default_factory=lambda: str(default_data_dir()))
     folders: list[str] = field(default_factory=list)  # music folders in the library
     continuous: bool = True  # keep listening after a match
+    precision: str = "auto"  # the encoder's numeric path: auto (probed), float32 or bfloat16
 
     def checkpoint_path(self) -> Path:
         """The checkpoint to index with. Raises CheckpointError when the default is missing."""
@@ -54,6 +56,7 @@ def load_preferences(settings: QSettings) -> Preferences:
         # QSettings returns a bare string for a one-item list and None for an empty one.
         folders=[folders] if isinstance(folders, str) else list(folders or []),
         continuous=_as_bool(settings.value("listen/continuous", defaults.continuous)),
+        precision=_as_precision(settings.value("engine/precision", defaults.precision)),
     )
 
 
@@ -63,7 +66,13 @@ def save_preferences(settings: QSettings, prefs: Preferences) -> None:
     settings.setValue("storage/data_dir", prefs.data_dir)
     settings.setValue("library/folders", list(prefs.folders))
     settings.setValue("listen/continuous", prefs.continuous)
+    settings.setValue("engine/precision", prefs.precision)
     settings.sync()
+
+
+def _as_precision(value: object) -> str:
+    """A saved precision, or auto for anything this version does not know."""
+    return str(value) if str(value) in PRECISIONS else "auto"
 
 
 def _as_bool(value: object) -> bool:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.library import Track
 from engine.mic import InputDevice
-from engine.recognize import Match
+from engine.search import Match
 from engine.stream import LiveState
+from engine.tracks import Track
 
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 N_TRACKS = 8

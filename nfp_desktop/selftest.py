@@ -35,7 +35,8 @@ def _check_engine() -> str:
     report = engine_self_test()
     return (
         f"{report['checkpoint']} (d = {report['d']}) found a planted excerpt at "
-        f"{report['match_offset_s']:.2f} s; input devices: {report['input_devices']}"
+        f"{report['match_offset_s']:.2f} s; encoder runs {report['precision']}, "
+        f"reference cosine {report['reference_cosine']}; input devices: {report['input_devices']}"
     )
 
 

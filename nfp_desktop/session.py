@@ -12,16 +12,19 @@ import threading
 from pathlib import Path
 
 from engine.checkpoint import Checkpoint, load_checkpoint
-from engine.library import DB_FILE, Library, Track, checkpoint_for_library
+from engine.fingerprint import Fingerprinter
+from engine.library import Library, checkpoint_for_library
 from engine.recognize import Recognizer
+from engine.tracks import DB_FILE, Track
 
 REBUILD_SUFFIX = ".rebuild"  # a new index is built beside the old one, then swapped in
 RETIRED_SUFFIX = ".old"
 
 
 class LibrarySession:
-    def __init__(self, db_dir: Path) -> None:
+    def __init__(self, db_dir: Path, precision: str = "auto") -> None:
         self.db_dir = Path(db_dir)
+        self.precision = precision  # the encoder's numeric path (engine.fingerprint)
         self._lock = threading.Lock()  # guards the cached objects: workers and the GUI share them
         self._library: Library | None = None
         self._recognizer: Recognizer | None = None
@@ -63,8 +66,13 @@ class LibrarySession:
         library = self.library()
         with self._lock:
             if self._recognizer is None:
-                self._recognizer = Recognizer(library, checkpoint_for_library(library))
+                self._recognizer = Recognizer(
+                    library, checkpoint_for_library(library), precision=self.precision
+                )
             return self._recognizer
+
+    def fingerprinter(self, checkpoint: Checkpoint) -> Fingerprinter:
+        return Fingerprinter(checkpoint, precision=self.precision)
 
     def index_changed(self) -> None:
         """Forget the recognizer: the next search sees the new tracks."""

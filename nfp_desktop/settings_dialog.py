@@ -32,6 +32,12 @@ from nfp_desktop.preferences import (
 )
 
 CHOOSE_FILE = "Choose a file…"
+# Bfloat16 is only ever used where a probe proves it right on this machine (engine.fingerprint).
+PRECISION_CHOICES = (
+    ("auto", "Automatic (fastest that is right on this computer)"),
+    ("float32", "float32 (always right, slower)"),
+    ("bfloat16", "bfloat16 (forced, even where the self-test finds it wrong)"),
+)
 REINDEX_NOTE = (
     "A different checkpoint makes different fingerprints: the library must be re-indexed. "
     "The current index stays in use until the new one is complete."
@@ -85,6 +91,12 @@ class SettingsDialog(QDialog):
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_data_dir)
         self.checkpoint_error = _note("")
+        self.precision_combo = QComboBox()
+        for value, label in PRECISION_CHOICES:
+            self.precision_combo.addItem(label, value)
+        self.precision_combo.setCurrentIndex(
+            max(0, self.precision_combo.findData(self._prefs.precision))
+        )
 
         form = QFormLayout()
         form.setSpacing(10)
@@ -92,6 +104,7 @@ class SettingsDialog(QDialog):
         form.addRow("", self.checkpoint_error)
         form.addRow("Fingerprint dimension:", self.dimension_combo)
         form.addRow("", self.reindex_label)
+        form.addRow("Encoder precision:", self.precision_combo)
         form.addRow("Input device:", _row(self.device_combo, self.refresh_button))
         form.addRow("", self.device_notice)
         form.addRow("Data directory:", _row(self.data_dir_edit, browse))
@@ -212,6 +225,7 @@ class SettingsDialog(QDialog):
             device=self.device_combo.currentData() or "",
             data_dir=self.data_dir_edit.text().strip() or self._prefs.data_dir,
             folders=list(self._prefs.folders),
+            precision=self.precision_combo.currentData() or "auto",
         )
 
 

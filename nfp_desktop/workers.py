@@ -19,10 +19,12 @@ from PySide6.QtCore import QObject, QThread, Signal
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.errors import EmptyLibraryError, NfpError, NoInputDeviceError
 from engine.fingerprint import Fingerprinter
-from engine.library import IndexProgress, IndexSummary, Library, Track
+from engine.library import IndexProgress, IndexSummary, Library
 from engine.mic import input_devices, record_blocks
-from engine.recognize import Match, TracklistEntry
+from engine.recognize import TracklistEntry
+from engine.search import Match
 from engine.stream import LiveMatcher, LiveState
+from engine.tracks import Track
 from nfp_desktop.preferences import pick_device
 from nfp_desktop.session import LibrarySession
 
@@ -112,7 +114,7 @@ def index_job(
         try:
             library.remember_checkpoint_path(checkpoint.path)
             total = yield from _index_folders(
-                library, Fingerprinter(checkpoint), folders, should_stop
+                library, session.fingerprinter(checkpoint), folders, should_stop
             )
             return IndexOutcome(total, library.tracks(), rebuilt=rebuild)
         finally:

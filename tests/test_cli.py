@@ -9,8 +9,8 @@ from audio_files import write_audio
 from engine import mic
 from engine.audio import load_audio
 from engine.cli import main
-from engine.library import Track
-from engine.recognize import Match
+from engine.search import Match
+from engine.tracks import Track
 
 JSON_KEYS = {"path", "title", "artist", "offset_s", "score", "confidence"}
 

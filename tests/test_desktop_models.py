@@ -13,9 +13,10 @@ import pytest
 from PySide6.QtCore import Qt
 
 from engine.errors import NoInputDeviceError
-from engine.library import Track
 from engine.mic import InputDevice
-from engine.recognize import Match, TracklistEntry
+from engine.recognize import TracklistEntry
+from engine.search import Match
+from engine.tracks import Track
 from nfp_desktop.formatting import estimate_eta_s, format_eta, format_position, format_time
 from nfp_desktop.history import HistoryEntry, HistoryStore
 from nfp_desktop.models import (

@@ -1,31 +1,84 @@
+"""The encoder's numeric path: whatever this machine chose must agree with float32 (DESIGN §9)."""
+
 import numpy as np
 import pytest
 from audio_files import music_like
 
 from engine.audio import SAMPLE_RATE, count_segments
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
-from engine.fingerprint import Fingerprinter
+from engine.errors import NfpError
+from engine.fingerprint import PRECISION_ENV, Fingerprinter, requested_precision
+from engine.index import VectorIndex
+from engine.probe import MIN_COSINE, min_cosine
 
 
 @pytest.fixture(scope="module")
 def audio() -> np.ndarray:
-    return music_like(6.0, SAMPLE_RATE, 3)
+    return music_like(30.0, SAMPLE_RATE, 3)
 
 
-@pytest.mark.parametrize("bfloat16", [False, True])
-def test_fingerprints_are_unit_vectors_one_per_hop_and_batch_independent(audio, bfloat16):
-    fingerprinter = Fingerprinter(load_checkpoint(default_checkpoint_path()), bfloat16=bfloat16)
+@pytest.fixture(scope="module")
+def shipped():
+    return load_checkpoint(default_checkpoint_path())
+
+
+def test_fingerprints_are_unit_vectors_one_per_hop_and_batch_independent(audio, shipped):
+    fingerprinter = Fingerprinter(shipped)
     fp = fingerprinter.audio(audio)
     assert fp.shape == (count_segments(len(audio)), 128) and fp.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(fp, axis=1), 1.0, atol=1e-5)
-    small_batches = Fingerprinter(fingerprinter.checkpoint, batch_segments=3, bfloat16=bfloat16)
-    np.testing.assert_allclose(small_batches.audio(audio), fp, atol=1e-5)
+    small_batches = Fingerprinter(shipped, batch_segments=3)
+    assert min_cosine(small_batches.audio(audio), fp) > 0.9999
 
 
-def test_bfloat16_fingerprints_stay_close_to_float32(audio):
-    """The shipped encoder under bfloat16 autocast (used where the CPU has it natively)."""
-    checkpoint = load_checkpoint(default_checkpoint_path())
-    exact = Fingerprinter(checkpoint, bfloat16=False).audio(audio)
-    fast = Fingerprinter(checkpoint, bfloat16=True).audio(audio)
-    cosine = np.einsum("nd,nd->n", exact, fast)
-    assert cosine.min() > 0.98 and cosine.mean() > 0.99
+def test_the_path_chosen_on_this_machine_agrees_with_float32(audio, shipped):
+    """Runs on any CPU: whatever `auto` chose here gives float32's fingerprints and the same
+    nearest neighbours."""
+    chosen = Fingerprinter(shipped, precision="auto")
+    exact = Fingerprinter(shipped, precision="float32")
+    assert chosen.precision.chosen in ("float32", "bfloat16") and chosen.precision.reason
+    fast, reference = chosen.audio(audio), exact.audio(audio)
+    assert min_cosine(fast, reference) >= MIN_COSINE
+    index = VectorIndex.build(reference, "Flat")
+    _, nearest_exact = index.search(reference, 1)
+    _, nearest_chosen = index.search(fast, 1)
+    np.testing.assert_array_equal(nearest_chosen, nearest_exact)
+
+
+def test_a_fast_path_that_returns_nan_is_refused_by_the_probe(shipped, monkeypatch):
+    monkeypatch.setattr("engine.fingerprint.native_bfloat16", lambda: True)
+    monkeypatch.setattr(Fingerprinter, "encode_bfloat16", lambda self, mel: _nan_rows(mel, 128))
+    monkeypatch.setattr("engine.fingerprint._DECISIONS", {})
+    fingerprinter = Fingerprinter(shipped, precision="auto")
+    assert fingerprinter.precision.chosen == "float32"
+    assert "failed the probe (non-finite" in fingerprinter.precision.reason
+
+
+def test_nan_at_run_time_is_recomputed_in_float32_and_switches_the_fast_path_off(
+    audio, shipped, monkeypatch
+):
+    """The AMX NaN came and went between runs: a probe that passed proves nothing later."""
+    monkeypatch.setattr(Fingerprinter, "encode_bfloat16", lambda self, mel: _nan_rows(mel, 128))
+    fingerprinter = Fingerprinter(shipped, precision="bfloat16")
+    fp = fingerprinter.audio(audio)
+    assert np.isfinite(fp).all()
+    assert min_cosine(fp, Fingerprinter(shipped, precision="float32").audio(audio)) > 0.9999
+    assert fingerprinter.precision.chosen == "float32"
+    assert "non-finite" in fingerprinter.precision.reason
+
+
+def test_the_precision_override_is_read_and_checked(monkeypatch):
+    monkeypatch.setenv(PRECISION_ENV, "Float32")
+    assert requested_precision() == "float32"
+    assert requested_precision("bfloat16") == "bfloat16"
+    monkeypatch.setenv(PRECISION_ENV, "fp8")
+    with pytest.raises(NfpError, match="NFP_PRECISION='fp8'"):
+        requested_precision()
+
+
+def _nan_rows(mel, d: int):
+    import torch
+
+    fp = torch.nn.functional.normalize(torch.ones(len(mel), d), dim=1)
+    fp[::2] = float("nan")
+    return fp

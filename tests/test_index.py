@@ -3,7 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.index import DecodedRows, VectorIndex, VectorStore, choose_spec, train_codec
+from engine.index import VectorIndex, choose_spec
+from engine.store import DecodedRows, VectorStore, train_codec
 
 
 def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -22,9 +22,9 @@ from engine.errors import (
     NfpError,
 )
 from engine.fingerprint import Fingerprinter
-from engine.index import VectorStore
 from engine.library import Library
 from engine.recognize import Recognizer
+from engine.store import VectorStore
 
 
 def run_update(library: Library, folder: Path, fingerprinter: Fingerprinter, **kw):
@@ -174,7 +174,7 @@ def test_kill_9_mid_index_loses_at_most_one_file_and_resumes(tmp_path, tiny_chec
 def test_a_damaged_track_store_is_reported(tmp_path):
     (tmp_path / "db").mkdir()
     (tmp_path / "db" / "tracks.sqlite").write_bytes(b"definitely not sqlite" * 100)
-    with pytest.raises(IndexCorruptError, match="track store unreadable"):
+    with pytest.raises(IndexCorruptError, match="tracks.sqlite is damaged.*--rebuild"):
         Library(tmp_path / "db")
 
 
@@ -183,7 +183,7 @@ def test_lost_fingerprints_are_reported(music, tmp_path, tiny_checkpoint):
     run_update(library, music, Fingerprinter(tiny_checkpoint))
     library.close()
     next((tmp_path / "db").glob("vectors-*.f32")).write_bytes(b"")
-    with pytest.raises(IndexCorruptError, match="re-index"):
+    with pytest.raises(IndexCorruptError, match="missing.*repair it with: nfp index .* --db "):
         Recognizer(Library(tmp_path / "db"), tiny_checkpoint)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from training.trainer import Progress
 
@@ -34,6 +35,11 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     run.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     run.set_defaults(func=_run_train)
+    reference = commands.add_parser(
+        "reference", help="store the probe's float32 reference fingerprints in checkpoints"
+    )
+    reference.add_argument("checkpoints", type=Path, nargs="+")
+    reference.set_defaults(func=_run_reference)
 
 
 def register_eval(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +49,19 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a checkpoint: hit rates, false positives")
     add_eval_arguments(parser)
     parser.set_defaults(func=run_eval)
+
+
+def _run_reference(args: argparse.Namespace) -> int:
+    """Re-save checkpoints unchanged but for the reference fingerprints, made here in float32
+    (a checkpoint saved before references existed gets them; weights stay bit-identical)."""
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+
+    for path in args.checkpoints:
+        c = load_checkpoint(path)
+        save_checkpoint(path, c.model, c.config, training=c.training, evaluation=c.evaluation,
+                        background=c.background)  # fmt: skip
+        print(f"{path}: reference fingerprints stored ({load_checkpoint(path).reference.shape})")
+    return 0
 
 
 def _run_noise(args: argparse.Namespace) -> int:
