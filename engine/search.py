@@ -177,7 +177,7 @@ def match_sequence(
     best = int(np.lexsort((mean_sim, evidence))[-1])
     track = int(tracks[best])
     start_segment = int(starts[best] - segments.first[track])
-    shift = _subsegment_shift(query_fp, index.vectors, segments, starts[best], track)
+    shift = _subsegment_shift(query_fp, index.vectors, segments, starts[best], track, usable)
     return SequenceMatch(
         track=track,
         start_segment=start_segment,
@@ -222,18 +222,27 @@ def _aligned_similarity(
 
 
 def _subsegment_shift(
-    query_fp: np.ndarray, vectors: np.ndarray, segments: SegmentMap, start: int, track: int
+    query_fp: np.ndarray,
+    vectors: np.ndarray,
+    segments: SegmentMap,
+    start: int,
+    track: int,
+    usable: np.ndarray,
 ) -> float:
     """Fractional hop (−0.5…0.5): the peak of a parabola through the mean similarity of the
-    alignments start − 1, start and start + 1."""
+    alignments start − 1, start and start + 1, over the usable query segments (L,)."""
     lo, hi = segments.first[track], segments.first[track] + segments.length[track]
     means = []
     for s in (start - 1, start, start + 1):
         rows = np.arange(s, s + len(query_fp))
-        ok = (rows >= lo) & (rows < hi)
+        ok = (rows >= lo) & (rows < hi) & usable
         if not ok.any():
             return 0.0
-        means.append(float(np.mean(np.sum(query_fp[ok] * vectors[rows[ok]], axis=1))))
+        sims = np.sum(query_fp[ok] * vectors[rows[ok]], axis=1)
+        sims = sims[np.isfinite(sims)]  # a damaged stored row says nothing
+        if not sims.size:
+            return 0.0
+        means.append(float(np.mean(sims)))
     left, mid, right = means
     curvature = left - 2 * mid + right
     if curvature >= 0:  # no peak at start: keep the integer alignment

@@ -33,6 +33,15 @@ def db(tmp_path: Path, music_dir: Path, shipped: Path, capsys) -> Path:
     return db
 
 
+@pytest.fixture
+def real_db(tmp_path: Path, music_dir: Path, capsys) -> Path:
+    """The generated tracks indexed with the real shipped checkpoint: confident answers."""
+    db = tmp_path / "real-db"
+    assert main(["index", str(music_dir), "--db", str(db)]) == 0
+    capsys.readouterr()
+    return db
+
+
 def test_index_reports_counts(tmp_path, music_dir, shipped, capsys):
     assert main(["index", str(music_dir), "--db", str(tmp_path / "db")]) == 0
     out = capsys.readouterr().out
@@ -41,17 +50,17 @@ def test_index_reports_counts(tmp_path, music_dir, shipped, capsys):
     assert "indexed 0, unchanged 3" in capsys.readouterr().out
 
 
-def test_identify_json_follows_the_schema(db, music_dir, tmp_path, capsys):
+def test_identify_json_follows_the_schema(real_db, music_dir, tmp_path, capsys):
     excerpt = load_audio(music_dir / "album" / "one.flac")[4 * 8000 : 9 * 8000]
     query = write_audio(tmp_path / "q.wav", excerpt, 8000)
-    assert main(["identify", str(query), str(query), "--db", str(db), "--json"]) == 0
+    assert main(["identify", str(query), str(query), "--db", str(real_db), "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
     for line in lines:
         record = json.loads(line)
         assert set(record) == {"query", "match", "elapsed_s"}
         assert record["query"] == str(query) and record["elapsed_s"] >= 0
-        assert record["match"] is None or set(record["match"]) == JSON_KEYS
+        assert set(record["match"]) == JSON_KEYS and record["match"]["title"] == "One"
 
 
 def test_match_json_has_the_contract_keys():
@@ -78,14 +87,15 @@ def test_index_of_a_missing_folder_is_an_error(tmp_path, shipped, capsys):
     assert "not a folder" in capsys.readouterr().err
 
 
-def test_tracklist_json(db, music_dir, tmp_path, capsys):
+def test_tracklist_json(real_db, music_dir, tmp_path, capsys):
     one = load_audio(music_dir / "album" / "one.flac")
     mix = write_audio(
         tmp_path / "mix.wav", np.concatenate([one, np.zeros(16000, np.float32)]), 8000
     )
-    assert main(["tracklist", str(mix), "--db", str(db), "--json"]) == 0
+    assert main(["tracklist", str(mix), "--db", str(real_db), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["query"] == str(mix) and isinstance(record["tracks"], list)
+    assert record["query"] == str(mix)
+    assert [t["title"] for t in record["tracks"]] == ["One"]
 
 
 def test_info(db, capsys):

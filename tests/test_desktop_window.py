@@ -121,7 +121,7 @@ def test_corrupt_index_is_reported_and_rebuilt_on_request(
     (tmp_path / "data" / "library").mkdir(parents=True)
     (tmp_path / "data" / "library" / "tracks.sqlite").write_bytes(b"this is not sqlite" * 100)
     window = open_window(qtbot, tmp_path, spectral_path, folders=[music_dir])
-    assert window.banner.kind == "error" and "index is damaged" in window.banner.text()
+    assert window.banner.kind == "error" and "library is damaged" in window.banner.text()
     assert window.banner.action_button.text() == "Re-index now"
     qtbot.mouseClick(window.banner.action_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, window)
@@ -139,7 +139,7 @@ def test_lost_fingerprints_are_reported_when_listening(
     window = open_window(qtbot, tmp_path, spectral_path, folders=[music_dir])
     window.listen_panel.start_listening()
     wait_idle(qtbot, window)
-    assert "index is damaged" in window.banner.text()
+    assert "library is damaged" in window.banner.text()
     assert window.banner.action_button.text() == "Re-index now"
 
 
@@ -156,8 +156,8 @@ def test_listening_shows_title_and_a_ticking_position(
     assert panel.device_label.text() == "Input: Fake microphone"
     assert panel.position_label.text().endswith("/ 0:20")
     first = panel.position_s()
-    qtbot.wait(400)
-    assert panel.position_s() > first  # it ticks (and re-locks) while the music goes on
+    # it ticks (and re-locks) while the music goes on: waited for as an event, not a time
+    qtbot.waitUntil(lambda: panel.position_s() > first, timeout=WAIT_MS)
     assert panel.confidence_bar.isVisible() and panel.confidence_bar.value() >= 50
     assert panel.level_meter.level_db > -40
     qtbot.keyClick(window, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier)  # stop

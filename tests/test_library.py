@@ -1,10 +1,5 @@
 import os
 import shutil
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -128,47 +123,6 @@ def test_empty_library_and_missing_folder(tmp_path, tiny_checkpoint):
         Recognizer(library, tiny_checkpoint)
     with pytest.raises(NfpError, match="not a folder"):
         run_update(library, tmp_path / "nowhere", Fingerprinter(tiny_checkpoint))
-
-
-def count_tracks(db: Path) -> int:
-    try:
-        with sqlite3.connect(db / "tracks.sqlite", timeout=0.1) as con:
-            return con.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
-    except sqlite3.OperationalError:  # not created yet, or locked by the writer
-        return 0
-
-
-@pytest.mark.slow
-def test_kill_9_mid_index_loses_at_most_one_file_and_resumes(tmp_path, tiny_checkpoint_path):
-    music = tmp_path / "music"
-    music.mkdir()
-    for i in range(8):
-        write_audio(music / f"t{i}.wav", music_like(30.0, 8000, 100 + i), 8000)
-    ckpt_dir = tmp_path / "ckpt"
-    ckpt_dir.mkdir()
-    shutil.copy(tiny_checkpoint_path, ckpt_dir / "nfp-scnn-d128.pt")
-    env = {**os.environ, "NFP_CHECKPOINT_DIR": str(ckpt_dir)}
-    db = tmp_path / "db"
-    cmd = [sys.executable, "-m", "engine.cli", "index", str(music), "--db", str(db)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while count_tracks(db) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    library = Library(db)  # opening cuts off rows of the file in flight
-    survived = len(library)
-    assert 2 <= survived < 8, "the kill should land mid-run"
-    assert library.committed_rows == sum(t.n_segments for t in library.tracks())
-    library.close()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert f"indexed {8 - survived}, unchanged {survived}" in done.stdout
-    library = Library(db)
-    assert len(library) == 8
-    assert library.committed_rows == sum(t.n_segments for t in library.tracks())
-    vectors = np.fromfile(next(db.glob("vectors-*.f32")), np.float32)
-    assert len(vectors) == library.committed_rows * library.d
 
 
 def test_a_damaged_track_store_is_reported(tmp_path):

@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -345,3 +346,70 @@ def test_a_rebuild_replaces_the_library_in_one_step(db, music, tmp_path, capsys)
     assert sorted(p.name for p in db.iterdir() if p.name.startswith("vectors-")) == [
         "vectors-1.f32"
     ]
+
+
+# ---- kill -9 at chosen moments ---------------------------------------------------------------
+def run_frozen(tmp_path: Path, args: list[str], moment: str, after: int) -> None:
+    """Run `nfp ARGS` until it reaches `moment` for the `after`-th time, then kill -9 it."""
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    shutil.copy(Path(__file__).with_name("freeze_hook.py"), hook / "sitecustomize.py")
+    flag = tmp_path / "frozen"
+    flag.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{Path(__file__).parents[1]}",
+           "NFP_TEST_FREEZE_AT": moment, "NFP_TEST_FREEZE_AFTER": str(after),
+           "NFP_TEST_FREEZE_FLAG": str(flag)}  # fmt: skip
+    cmd = [sys.executable, "-m", "engine.cli", *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(1200):  # a generous bound (120 s) for a slow machine; never a budget
+            if flag.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert flag.exists(), (
+            f"never reached {moment!r}: {proc.stderr.read() if proc.poll() else ''}"
+        )
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+
+
+@pytest.fixture
+def eight_tracks(tmp_path: Path) -> Path:
+    music = tmp_path / "eight"
+    music.mkdir()
+    for i in range(8):
+        write_audio(music / f"t{i}.wav", music_like(20.0, SAMPLE_RATE, 100 + i), SAMPLE_RATE)
+    return music
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("moment", "survives"), [("rows appended", 2), ("mid-commit", 2), ("track committed", 3)]
+)
+def test_kill_9_mid_index_loses_at_most_the_file_in_flight(
+    tmp_path, eight_tracks, capsys, moment, survives
+):
+    db = tmp_path / "db"
+    run_frozen(tmp_path, ["index", str(eight_tracks), "--db", str(db)], moment, after=3)
+    assert len(tracks_of(db)) == survives  # a reader sees only committed tracks
+    assert nfp("index", eight_tracks, "--db", db) == 0  # resumes; cuts off the torn tail
+    assert f"indexed {8 - survives}, unchanged {survives}" in capsys.readouterr().out
+    with Library(db, writable=False) as library:
+        assert len(library) == 8 and library.damaged_tracks() == []
+        assert library.committed_rows == sum(t.n_segments for t in library.tracks())
+        assert len(np.fromfile(rows_file(db), np.float32)) == library.committed_rows * library.d
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["rows appended", "track committed"])
+def test_kill_9_mid_rebuild_leaves_the_old_library(db, music, query, tmp_path, capsys, moment):
+    before = tracks_of(db)
+    run_frozen(tmp_path, ["index", str(music), "--db", str(db), "--rebuild"], moment, after=2)
+    assert tracks_of(db) == before
+    assert nfp("identify", query, "--db", db, "--json") == 0
+    assert '"title": "Two"' in capsys.readouterr().out
+    assert nfp("index", music, "--db", db) == 0
+    assert "unchanged 3" in capsys.readouterr().out
+    assert not (db / REBUILD_DB).exists() and len(list(db.glob("vectors-*"))) == 1

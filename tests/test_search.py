@@ -2,12 +2,15 @@ import numpy as np
 import pytest
 from test_index import unit_vectors
 
+from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.index import VectorIndex
+from engine.recognize import best_of_shifts
 from engine.search import (
     BACKGROUND_ROWS,
     CONFIDENCE_THRESHOLD,
     TOP_K,
     SegmentMap,
+    SequenceMatch,
     confidence_from_evidence,
     evidence_threshold,
     match_sequence,
@@ -15,7 +18,12 @@ from engine.search import (
 )
 
 LENGTHS = [400, 250, 600, 300]
-SHIPPED_CALIBRATION = {"evidence_threshold": {"1": 0.18, "9": 0.46, "19": 0.64}}  # ≈ the d128's
+
+
+@pytest.fixture(scope="module")
+def shipped_calibration() -> dict:
+    """The shipped default checkpoint's own calibration, read from the file."""
+    return load_checkpoint(default_checkpoint_path()).evaluation["calibration"]
 
 
 @pytest.fixture
@@ -77,19 +85,19 @@ def floor_of(query: np.ndarray, index: VectorIndex, background: np.ndarray) -> n
     return noise_floor(query, scores, background)
 
 
-def test_the_background_floor_keeps_chance_low_in_a_small_library(rng):
+def test_the_background_floor_keeps_chance_low_in_a_small_library(rng, shipped_calibration):
     """In a library of a few tracks the k-th neighbour is a poor match, so unrelated music earns
     evidence; the background's floor does not sink with library size, and music still matches."""
     library = music_like_vectors(rng, 60)
     index, segments = VectorIndex.build(library), SegmentMap.from_lengths([30, 30])
     background = music_like_vectors(rng, BACKGROUND_ROWS)
     stranger = music_like_vectors(rng, 9)
-    bare = match_sequence(stranger, index, segments, calibration=SHIPPED_CALIBRATION)
-    floored = match_sequence(stranger, index, segments, calibration=SHIPPED_CALIBRATION,
+    bare = match_sequence(stranger, index, segments, calibration=shipped_calibration)
+    floored = match_sequence(stranger, index, segments, calibration=shipped_calibration,
                              floor=floor_of(stranger, index, background))  # fmt: skip
     assert bare.confidence >= CONFIDENCE_THRESHOLD > floored.confidence
     query = noisy(rng, library[35:44], 0.02)
-    planted = match_sequence(query, index, segments, calibration=SHIPPED_CALIBRATION,
+    planted = match_sequence(query, index, segments, calibration=shipped_calibration,
                              floor=floor_of(query, index, background))  # fmt: skip
     assert (planted.track, planted.start_segment) == (1, 5)
     assert planted.confidence >= CONFIDENCE_THRESHOLD
@@ -99,7 +107,7 @@ def test_removed_rows_never_match(rng):
     vectors = unit_vectors(rng, 100, 16)
     segments = SegmentMap.from_tracks(np.array([50]), np.array([50]), 100)  # rows 0-49 removed
     found = match_sequence(vectors[10:15], VectorIndex.build(vectors), segments)
-    assert found is None or (found.track == 0 and found.confidence < CONFIDENCE_THRESHOLD)
+    assert found.track == 0 and found.confidence < CONFIDENCE_THRESHOLD
 
 
 def test_empty_query_or_index_gives_none(database):
@@ -115,3 +123,65 @@ def test_confidence_is_one_half_at_the_calibrated_threshold():
     assert confidence_from_evidence(2.0, 5, calibration) > confidence_from_evidence(
         1.0, 5, calibration
     )
+
+
+# ---- numbers that are not finite never win (the AMX NaN, damaged rows) --------------------
+def test_non_finite_query_rows_get_no_neighbours_and_count_for_nothing(database, rng):
+    vectors, index, segments = database
+    query = noisy(rng, vectors[segments.first[2] + 40 : segments.first[2] + 49], 0.05)
+    clean = match_sequence(query, index, segments)
+    query[[1, 4]] = np.nan
+    query[6] = np.inf
+    scores, ids = index.search(query, TOP_K)
+    assert (ids[[1, 4, 6]] == -1).all() and np.isneginf(scores[[1, 4, 6]]).all()
+    found = match_sequence(query, index, segments)
+    assert (found.track, found.start_segment) == (clean.track, clean.start_segment)
+    assert found.n_query_segments == 6
+    assert np.isfinite([found.score, found.evidence, found.offset_s]).all()
+    assert match_sequence(np.full((5, 64), np.nan, np.float32), index, segments) is None
+
+
+def test_non_finite_stored_rows_never_rank_first(rng):
+    """Rows a damaged file (or the old AMX bug) left as NaN or huge: never the answer."""
+    vectors = unit_vectors(rng, 300, 32)
+    query = noisy(rng, vectors[200:209], 0.05)
+    broken = vectors.copy()
+    broken[20:40] = np.nan
+    segments = SegmentMap.from_lengths([100, 100, 100])
+    found = match_sequence(query, VectorIndex.build(broken), segments)
+    assert (found.track, found.start_segment) == (2, 0)
+    assert np.isfinite([found.score, found.evidence, found.confidence]).all()
+
+
+def test_missing_candidates_are_no_floor(rng):
+    """Fewer rows than k: the missing neighbours (-inf) must not sink the noise floor to -inf
+    and make every margin infinite."""
+    vectors = unit_vectors(rng, 6, 16)
+    index = VectorIndex.build(vectors)
+    scores, ids = index.search(vectors[:3], TOP_K)
+    assert (ids[:, 6:] == -1).all() and np.isneginf(scores[:, 6:]).all()
+    floor = noise_floor(vectors[:3], scores)
+    assert np.isfinite(floor).all() and (floor >= -1.0).all()
+    found = match_sequence(vectors[:3], index, SegmentMap.from_lengths([6]))
+    assert np.isfinite(found.evidence) and found.evidence <= 3 * 2.0
+
+
+def _shift(evidence: float, score: float) -> SequenceMatch:
+    return SequenceMatch(0, 0, 0.0, score, evidence, 0.0, 9)
+
+
+@pytest.mark.parametrize(
+    ("evidence", "scores", "winner"),
+    [
+        ([np.nan, np.nan], [0.5, 0.6], None),
+        ([-1.0, -2.0, -1.05], [0.1, 0.9, 0.5], 2),
+        ([np.nan, 3.0, 2.9], [0.9, 0.2, 0.3], 2),
+        ([np.inf, 1.0], [0.5, 0.4], 1),
+        ([1.0, 1.0], [np.nan, 0.4], 1),
+        ([0.0, 0.0], [0.3, 0.4], 1),
+    ],
+)
+def test_the_shift_choice_never_raises_on_any_evidence(evidence, scores, winner):
+    found = [_shift(e, s) for e, s in zip(evidence, scores, strict=True)]
+    best = best_of_shifts([*found, None])
+    assert best is (None if winner is None else found[winner])
