@@ -126,13 +126,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     state_dict = _parse_state_dict(path, payload)
     evaluation = _parse_evaluation(path, payload)
     training = _parse_dict(path, payload, "training")
-    background = _parse_rows(path, payload, "background", config.d)
-    reference = _parse_rows(path, payload, "reference", config.d)
     try:
         model = build_encoder(config)
         model.load_state_dict(state_dict)
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(path, f"weights do not fit {config.name}: {_first_line(e)}") from e
+    background = _parse_rows(path, payload, "background", config.d)
+    reference = _parse_rows(path, payload, "reference", config.d)
     model.eval()
     return Checkpoint(
         path=path,

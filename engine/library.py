@@ -99,6 +99,8 @@ class Library:
 
     def __init__(self, db_dir: str | Path, *, writable: bool = True) -> None:
         self.db_dir = Path(db_dir)
+        if self.db_dir.exists() and not self.db_dir.is_dir():
+            raise NfpError(f"{self.db_dir}: not a library folder (it is a file)")
         if not writable and not (self.db_dir / DB_FILE).is_file():
             raise EmptyLibraryError(self.db_dir)
         self.files = LibraryFiles(self.db_dir, writable=writable)

@@ -41,7 +41,7 @@ def reference_fingerprints(model: torch.nn.Module) -> np.ndarray:
     """The model's float32 fingerprints (15, d) of the probe, in the plain eager path, on the
     model's device; a model in training is put back in training mode."""
     training = model.training
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device  # a model may have no weights
     try:
         with torch.inference_mode():
             return model.eval()(probe_mel().to(device)).float().cpu().numpy()

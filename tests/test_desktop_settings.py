@@ -153,3 +153,16 @@ def test_dialog_edits_the_data_directory(qtbot, checkpoints, tmp_path) -> None:
     assert dialog.preferences().data_dir == str(tmp_path)
     dialog.data_dir_edit.setText("  ")
     assert dialog.preferences().data_dir == "/old"
+
+
+def test_encoder_precision_is_a_setting_that_survives_a_restart(qtbot, tmp_path, checkpoints):
+    dialog = make_dialog(qtbot, Preferences(data_dir=str(tmp_path)), checkpoints)
+    assert dialog.precision_combo.currentData() == "auto"
+    dialog.precision_combo.setCurrentIndex(dialog.precision_combo.findData("float32"))
+    prefs = dialog.preferences()
+    assert prefs.precision == "float32"
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    save_preferences(settings, prefs)
+    assert load_preferences(settings).precision == "float32"
+    settings.setValue("engine/precision", "fp8")  # a value this version does not know
+    assert load_preferences(settings).precision == "auto"

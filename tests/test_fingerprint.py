@@ -2,14 +2,18 @@
 
 import numpy as np
 import pytest
+import torch
 from audio_files import music_like
+from conftest import make_tiny_checkpoint
 
 from engine.audio import SAMPLE_RATE, count_segments
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.cli import main
 from engine.errors import NfpError
-from engine.fingerprint import PRECISION_ENV, Fingerprinter, requested_precision
+from engine.fingerprint import PRECISION_ENV, Fingerprinter, check_reference, requested_precision
 from engine.index import VectorIndex
 from engine.probe import MIN_COSINE, min_cosine
+from engine.selftest import run_self_test
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +81,30 @@ def test_the_precision_override_is_read_and_checked(monkeypatch):
 
 
 def _nan_rows(mel, d: int):
-    import torch
-
     fp = torch.nn.functional.normalize(torch.ones(len(mel), d), dim=1)
     fp[::2] = float("nan")
     return fp
+
+
+def test_shipped_checkpoints_carry_references_this_machine_reproduces(shipped):
+    assert shipped.reference is not None and shipped.reference.shape == (15, 128)
+    report = check_reference(Fingerprinter(shipped))
+    assert report["ok"] and report["cosine"] >= MIN_COSINE
+
+
+def test_fingerprints_that_differ_from_the_reference_fail_info_and_the_self_test(
+    tmp_path, music_dir, monkeypatch, capsys
+):
+    """A machine computing wrong numbers must say so instead of passing."""
+    path = make_tiny_checkpoint(tmp_path / "ckpt" / "nfp-scnn-d128.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["reference"] = torch.nn.functional.normalize(torch.randn(15, 64), dim=1)
+    torch.save(payload, path)
+    assert not check_reference(Fingerprinter(load_checkpoint(path)))["ok"]
+    db = tmp_path / "db"
+    assert main(["index", str(music_dir), "--db", str(db), "--checkpoint", str(path)]) == 0
+    assert main(["info", "--db", str(db)]) == 1
+    assert "differ from the checkpoint's reference" in capsys.readouterr().err
+    monkeypatch.setenv("NFP_CHECKPOINT_DIR", str(path.parent))
+    with pytest.raises(NfpError, match="self-test: .*differ from the checkpoint's reference"):
+        run_self_test()
