@@ -137,11 +137,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         library.check_checkpoint(checkpoint)
         library.remember_checkpoint_path(checkpoint.path)
         run = library.update(args.folder, Fingerprinter(checkpoint))
-    summary = _run_with_progress(run)
-    if args.rebuild and summary.indexed:
-        with Library(db) as library:
-            library.remember_checkpoint_path(checkpoint.path)
-    _print_summary(summary)
+    _print_summary(_run_with_progress(run))
     return 0
 
 

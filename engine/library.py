@@ -178,7 +178,8 @@ class Library:
             return
         store = self._store()
         store.truncate(self.committed_rows)
-        missing = [t for t in self.tracks() if not self.db.rows_hashes().get(t.id)]
+        hashes = self.db.rows_hashes()
+        missing = [t for t in self.tracks() if not hashes.get(t.id)]
         if missing and len(store) >= self.committed_rows:
             raw = store.raw(self.committed_rows)
             with self.db.transaction():
@@ -392,14 +393,9 @@ class Library:
             return (yield from self._update(folder, fingerprinter, should_stop))
 
     def _update(
-        self,
-        folder: Path,
-        fingerprinter: Fingerprinter,
-        should_stop: Callable[[], bool],
-        *,
-        generation: int = 0,
+        self, folder: Path, fingerprinter: Fingerprinter, should_stop: Callable[[], bool]
     ) -> Generator[IndexProgress, None, IndexSummary]:
-        self._bind(fingerprinter.checkpoint, generation)
+        self._bind(fingerprinter.checkpoint, self._staged_from or 0)
         self._remember_folder(folder)
         started = time.perf_counter()
         summary = IndexSummary()
@@ -484,6 +480,48 @@ class Library:
         return {"outcome": "indexed", "audio_s": len(audio) / SAMPLE_RATE}
 
 
+class StagedRebuild:
+    """A new library being built beside the live one (see `rebuilding`)."""
+
+    def __init__(self, library: Library) -> None:
+        self.library = library
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Throw the new library away when the block ends; the old one stays."""
+        self.cancelled = True
+
+
+@contextlib.contextmanager
+def rebuilding(db_dir: str | Path) -> Iterator[StagedRebuild]:
+    """A new, empty library beside the one in db_dir, under its write lock, for the caller to
+    index into. When the block ends without an error, not cancelled and with tracks, the new
+    library replaces the old one in one atomic rename of the track database; otherwise it is
+    thrown away and the old library stays as it was (also after a crash). A damaged library is
+    rebuilt without being read; a directory holding files nfp did not make is refused."""
+    files = LibraryFiles(Path(db_dir), writable=True)
+    try:
+        with files.writing():
+            foreign = files.foreign_files()
+            if foreign:
+                raise NfpError(f"{db_dir}: holds files nfp did not make ({', '.join(foreign[:3])});"
+                               " refusing to rebuild a library there")  # fmt: skip
+            staged_path = files.db_dir / REBUILD_DB
+            staged_path.unlink(missing_ok=True)
+            staged = StagedRebuild(Library._staged(files, TrackDB(staged_path, writable=True)))
+            first = staged.library._staged_from
+            complete, last = False, first
+            try:
+                yield staged
+                complete = not staged.cancelled and len(staged.library) > 0
+                last = max(first, staged.library._generation())
+            finally:
+                staged.library.db.close()
+                _finish_rebuild(files, staged_path, range(first, last + 1), complete)
+    finally:
+        files.close()
+
+
 def rebuild_library(
     db_dir: str | Path,
     folder: str | Path,
@@ -491,35 +529,18 @@ def rebuild_library(
     *,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Generator[IndexProgress, None, IndexSummary]:
-    """Index folder into a new library beside the one in db_dir, under its write lock, and swap
-    it in (one atomic rename of the track database) only when complete: a rebuild that is
-    cancelled, crashes or finds no audio leaves the old library as it was. A damaged library is
-    rebuilt without being read. A directory holding files nfp did not make is refused."""
-    db_dir, folder = Path(db_dir), music_folder(folder)
-    files = LibraryFiles(db_dir, writable=True)
-    try:
-        with files.writing():
-            foreign = files.foreign_files()
-            if foreign:
-                raise NfpError(f"{db_dir}: holds files nfp did not make ({', '.join(foreign[:3])});"
-                               " refusing to rebuild a library there")  # fmt: skip
-            staged_path = db_dir / REBUILD_DB
-            staged_path.unlink(missing_ok=True)
-            generation = files.next_generation()
-            staged = Library._staged(files, TrackDB(staged_path, writable=True))
-            try:
-                summary = yield from staged._update(folder, fingerprinter, should_stop,
-                                                    generation=generation)  # fmt: skip
-                complete = not summary.cancelled and len(staged) > 0
-                final = staged._generation()
-            finally:
-                staged.db.close()
-            _finish_rebuild(files, staged_path, range(generation, final + 1), complete)
-            if not complete and not summary.cancelled:
-                summary.notes.append(f"{folder} has no audio to index: the library was kept")
-            return summary
-    finally:
-        files.close()
+    """Index folder into a new library that replaces the one in db_dir only when complete
+    (`rebuilding`); a generator like Library.update."""
+    folder = music_folder(folder)
+    with rebuilding(db_dir) as staged:
+        staged.library.remember_checkpoint_path(fingerprinter.checkpoint.path)
+        update = staged.library.update(folder, fingerprinter, should_stop=should_stop)
+        summary = yield from update
+        if summary.cancelled:
+            staged.cancel()
+        elif not len(staged.library):
+            summary.notes.append(f"{folder} has no audio to index: the library was kept")
+    return summary
 
 
 def _finish_rebuild(files: LibraryFiles, staged: Path, made: range, complete: bool) -> None:

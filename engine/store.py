@@ -63,6 +63,7 @@ class LibraryFiles:
         self.db_dir = Path(db_dir)
         self.writable = writable
         self._lock_file = None
+        self._lock_depth = 0  # writing() nests: a rebuild holds the lock while its library updates
         if writable:
             try:
                 self.db_dir.mkdir(parents=True, exist_ok=True)
@@ -80,14 +81,18 @@ class LibraryFiles:
         """Exclusive, across processes, for as long as rows may be appended."""
         if self._lock_file is None:
             raise NfpError(f"{self.db_dir}: opened read-only")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            raise LibraryBusyError(self.db_dir) from e
+        if not self._lock_depth:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                raise LibraryBusyError(self.db_dir) from e
+        self._lock_depth += 1
         try:
             yield
         finally:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_depth -= 1
+            if not self._lock_depth:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def rows_path(self, generation: int, compressed: bool) -> Path:
         return self.db_dir / f"vectors-{generation}.{'pq' if compressed else 'f32'}"

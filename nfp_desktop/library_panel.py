@@ -43,7 +43,6 @@ class LibraryPanel(QWidget):
         self.skipped_model = SkippedModel(self)
         self._worker: GeneratorWorker | None = None
         self._started_s = 0.0
-        self._rebuilding = False
         self._build()
 
     # ---- layout -------------------------------------------------------------------------------
@@ -196,7 +195,6 @@ class LibraryPanel(QWidget):
         self._worker.failed.connect(self._on_failed)
         self._worker.finished.connect(self._on_finished)
         self._started_s = time.monotonic()
-        self._rebuilding = rebuild
         self._show_progress_start(rebuild)
         self.busy_changed.emit(True, not rebuild)
         self._worker.start()
@@ -235,22 +233,14 @@ class LibraryPanel(QWidget):
         self.library_changed.emit()
 
     def _finish_rebuild(self, outcome: IndexOutcome) -> bool:
-        """Swap the new index in if it is complete; True when it was."""
+        """Whether the rebuild replaced the library (the engine keeps the old one when the
+        rebuild was cancelled or found nothing); if so, the session opens the new one."""
         if outcome.summary.cancelled or not outcome.tracks:
-            self.app.session.discard_rebuild()  # an empty rebuild never replaces a library
             return False
-        try:
-            self.app.session.swap_in_rebuilt()
-        except OSError as e:
-            self.message.emit(
-                "error", f"{self.app.session.db_dir}: cannot swap in the new index ({e})"
-            )
-            return False
+        self.app.session.close()  # the open library still reads the replaced files
         return True
 
     def _on_failed(self, error: Exception) -> None:
-        if self._rebuilding:
-            self.app.session.discard_rebuild()
         self.error.emit(error)
 
     def _on_finished(self) -> None:

@@ -7,7 +7,6 @@ vectors when opened). The recognizer is built once in a worker and cached until 
 
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 
@@ -16,9 +15,6 @@ from engine.fingerprint import Fingerprinter
 from engine.library import Library, checkpoint_for_library
 from engine.recognize import Recognizer
 from engine.tracks import DB_FILE, Track
-
-REBUILD_SUFFIX = ".rebuild"  # a new index is built beside the old one, then swapped in
-RETIRED_SUFFIX = ".old"
 
 
 class LibrarySession:
@@ -29,10 +25,6 @@ class LibrarySession:
         self._library: Library | None = None
         self._recognizer: Recognizer | None = None
         self._checkpoints: dict[Path, Checkpoint] = {}
-
-    @property
-    def rebuild_dir(self) -> Path:
-        return self.db_dir.with_name(self.db_dir.name + REBUILD_SUFFIX)
 
     def exists(self) -> bool:
         return (self.db_dir / DB_FILE).is_file()
@@ -85,16 +77,3 @@ class LibrarySession:
                 self._library.close()
             self._library = None
             self._recognizer = None
-
-    def swap_in_rebuilt(self) -> None:
-        """Replace the library with the finished rebuild; the old one is removed only after."""
-        self.close()
-        retired = self.db_dir.with_name(self.db_dir.name + RETIRED_SUFFIX)
-        shutil.rmtree(retired, ignore_errors=True)
-        if self.db_dir.exists():
-            self.db_dir.rename(retired)
-        self.rebuild_dir.rename(self.db_dir)
-        shutil.rmtree(retired, ignore_errors=True)
-
-    def discard_rebuild(self) -> None:
-        shutil.rmtree(self.rebuild_dir, ignore_errors=True)

@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.errors import EmptyLibraryError, NfpError, NoInputDeviceError
 from engine.fingerprint import Fingerprinter
-from engine.library import IndexProgress, IndexSummary, Library
+from engine.library import IndexProgress, IndexSummary, Library, rebuilding
 from engine.mic import input_devices, record_blocks
 from engine.recognize import TracklistEntry
 from engine.search import Match
@@ -101,25 +101,25 @@ class IndexOutcome:
 def index_job(
     session: LibrarySession, checkpoint_path: Path, folders: list[str], *, rebuild: bool = False
 ) -> Job:
-    """Index (or update) every folder; with rebuild, into a fresh directory to swap in after."""
+    """Index (or update) every folder; with rebuild, into a new library beside the old one that
+    replaces it only when complete (engine.library.rebuilding), while the old one keeps serving."""
 
     def run(should_stop: Callable[[], bool]) -> Generator[IndexStep, None, IndexOutcome]:
         checkpoint = session.checkpoint(checkpoint_path)
-        if rebuild:
-            session.discard_rebuild()
-            library = Library(session.rebuild_dir)
-        else:
+        fingerprinter = session.fingerprinter(checkpoint)
+        if not rebuild:
             library = session.library()
             library.check_checkpoint(checkpoint)
-        try:
             library.remember_checkpoint_path(checkpoint.path)
-            total = yield from _index_folders(
-                library, session.fingerprinter(checkpoint), folders, should_stop
-            )
-            return IndexOutcome(total, library.tracks(), rebuilt=rebuild)
-        finally:
-            if rebuild:
-                library.close()
+            total = yield from _index_folders(library, fingerprinter, folders, should_stop)
+            return IndexOutcome(total, library.tracks())
+        with rebuilding(session.db_dir) as staged:
+            staged.library.remember_checkpoint_path(checkpoint.path)
+            total = yield from _index_folders(staged.library, fingerprinter, folders, should_stop)
+            if total.cancelled:
+                staged.cancel()
+            tracks = staged.library.tracks()
+        return IndexOutcome(total, tracks, rebuilt=True)
 
     return run
 

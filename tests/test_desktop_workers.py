@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -20,6 +21,7 @@ from desktop_helpers import (
 from PySide6.QtCore import Qt
 
 from engine.errors import EmptyLibraryError, NoInputDeviceError
+from engine.store import REBUILD_DB
 from engine.stream import LiveState
 from nfp_desktop.session import LibrarySession
 from nfp_desktop.workers import (
@@ -100,15 +102,19 @@ def test_index_worker_reports_a_missing_folder_as_skipped(
     assert outcome.summary.skipped == [(str(tmp_path / "gone"), MISSING_FOLDER)]
 
 
-def test_rebuild_indexes_beside_the_old_library(
-    qtbot, indexed, music_dir, tiny_checkpoint_path
+def test_rebuild_indexes_beside_the_old_library_and_replaces_it(
+    qtbot, indexed, music_dir, tiny_checkpoint_path, tmp_path
 ) -> None:
-    job = index_job(indexed, tiny_checkpoint_path, [str(music_dir)], rebuild=True)
+    two = Path(shutil.copytree(music_dir, tmp_path / "two"))
+    (two / "three.ogg").unlink()
+    old = indexed.library()
+    job = index_job(indexed, tiny_checkpoint_path, [str(two)], rebuild=True)
     _, outcome, _ = run_worker(qtbot, GeneratorWorker(job))
-    assert outcome.rebuilt and (indexed.rebuild_dir / "tracks.sqlite").exists()
-    assert len(indexed.tracks()) == 3  # the old library is untouched until the swap
-    indexed.swap_in_rebuilt()
-    assert not indexed.rebuild_dir.exists() and len(indexed.tracks()) == 3
+    assert outcome.rebuilt and [t.title for t in outcome.tracks] == ["One", "Two"]
+    assert len(old.tracks()) == 3  # an open library keeps serving the old index until reopened
+    indexed.close()
+    assert [t.title for t in indexed.tracks()] == ["One", "Two"]
+    assert not (indexed.db_dir / REBUILD_DB).exists()
 
 
 def test_listen_job_matches_a_library_track(qtbot, monkeypatch, indexed, music_dir) -> None:
