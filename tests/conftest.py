@@ -27,6 +27,12 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+@pytest.fixture(autouse=True)
+def seeded_torch() -> None:
+    """Every test's torch randomness (random inputs, fresh models) is the same on every run."""
+    torch.manual_seed(0)
+
+
 def make_tiny_checkpoint(path: Path, seed: int = 0, evaluation: dict | None = None) -> Path:
     torch.manual_seed(seed)
     save_checkpoint(
