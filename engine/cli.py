@@ -21,6 +21,7 @@ from engine.library import (
     rebuild_library,
 )
 from engine.scan import display_path
+from engine.threads import apply_thread_policy
 
 PLUGIN_GROUP = "nfp.commands"  # other packages (training) add subcommands through this group
 
@@ -72,6 +73,7 @@ def _register_plugin(ep, sub) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_thread_policy()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

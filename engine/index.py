@@ -71,12 +71,12 @@ class VectorIndex:
         d = vectors.shape[1]
         spec = spec or choose_spec(len(vectors), d)
         index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+        built = cls(index=index, vectors=vectors, spec=spec, trained_on=len(vectors))
         if not index.is_trained:
             ivf = faiss.try_extract_index_ivf(index)
             # k-means wants ≥ 39 points per cell (faiss warns below that)
             wanted = max(TRAINING_ROWS, 40 * ivf.nlist) if ivf is not None else TRAINING_ROWS
             index.train(training_sample(vectors, seed, wanted))
-        built = cls(index=index, vectors=vectors, spec=spec, trained_on=len(vectors))
         built._add_rows(0)
         _set_nprobe(index)
         return built

@@ -106,16 +106,20 @@ class Recognizer:
         is near-perfect, so a similar-sounding repeat elsewhere in the track cannot outscore it.
         """
         audio = audio[: int(MAX_QUERY_S * SAMPLE_RATE)]
-        found = [self._best_shifted(audio, shift_s) for shift_s in QUERY_SHIFTS_S]
+        shifts = shifted_segments(audio)
+        # One encoder call and one search for every shift: a batch of 5 × 9 segments costs
+        # less than five of 9 (pool wake-ups, per-call overhead).
+        segments = np.concatenate([segs for _, segs in shifts])
+        fp = self.fingerprinter.segments(segments)
+        scores, ids, floor = self.neighbours(fp)
+        loud = is_loud(segments)
+        found, first = [], 0
+        for shift_s, segs in shifts:
+            rows = slice(first, first + len(segs))
+            first += len(segs)
+            match = self.best(fp[rows], (scores[rows], ids[rows], floor[rows]), loud[rows])
+            found.append(match and replace(match, offset_s=max(0.0, match.offset_s - shift_s)))
         return self.as_match(best_of_shifts(found))
-
-    def _best_shifted(self, audio: np.ndarray, shift_s: float) -> SequenceMatch | None:
-        shift = int(shift_s * SAMPLE_RATE)
-        if shift and len(audio) - shift < SEGMENT_S * SAMPLE_RATE:
-            return None
-        segments = frame_segments(audio[shift:])
-        found = self.best(self.fingerprinter.segments(segments), usable=is_loud(segments))
-        return found and replace(found, offset_s=max(0.0, found.offset_s - shift_s))
 
     def tracklist(self, audio: np.ndarray) -> list[TracklistEntry]:
         """A long recording float32 (n,) → which tracks play when, in order.
@@ -157,6 +161,17 @@ class Recognizer:
             offset_s=play.match.offset_s + (first - play.first) * HOP_S,
             confidence=play.confidence,
         )
+
+
+def shifted_segments(audio: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """(shift_s, segments (L, SEGMENT_SAMPLES)) of audio float32 (n,) started at each of
+    QUERY_SHIFTS_S; shifts that would leave less than one segment are left out."""
+    shifts = []
+    for shift_s in QUERY_SHIFTS_S:
+        shift = int(shift_s * SAMPLE_RATE)
+        if shift == 0 or len(audio) - shift >= SEGMENT_S * SAMPLE_RATE:
+            shifts.append((shift_s, frame_segments(audio[shift:])))
+    return shifts
 
 
 def best_of_shifts(found: list[SequenceMatch | None]) -> SequenceMatch | None:

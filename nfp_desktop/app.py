@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
+from engine.threads import apply_thread_policy
 from nfp_desktop.context import AppContext
 from nfp_desktop.main_window import MainWindow
 from nfp_desktop.preferences import APPLICATION, ORGANIZATION
@@ -21,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    apply_thread_policy()  # before any worker encodes or searches
     if args.self_test:
         from nfp_desktop.selftest import run_self_test
 

@@ -1,0 +1,44 @@
+"""One threading policy for the whole process: the `nfp` command, the desktop app (GUI thread and
+workers) and the indexer alike.
+
+An nfp process holds two kinds of thread pool: OpenMP (torch's encoder and faiss's search; where
+both libraries load the same libgomp they even share one setting) and OpenBLAS (numpy's, for the
+noise floor's matrix products, and faiss's own copy). Each pool spins a while after its work,
+waiting for more, so on two cores an OpenBLAS pool waking between two OpenMP regions fights them.
+Measured here (2-core Xeon, 2.1 h library, shipped d = 128, ten repeats of `Recognizer.identify`):
+
+    OpenMP threads  BLAS threads   1 s query p50/p95   5 s query p50/p95   10 s query p50/p95
+    2 (default)     2 (default)    16 / 143 ms         198 / 230 ms        341 / 398 ms
+    2               1              8 / 9 ms            123 / 128 ms        279 / 291 ms
+    1               1              15 / 20 ms          198 / 214 ms        459 / 483 ms
+
+So OpenMP gets every usable core (the encoder is where a query's and an index's time goes) and
+BLAS one thread (its work per call is a few small matrix products, not worth waking a pool for).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import faiss
+import torch
+from threadpoolctl import threadpool_limits
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return max(1, os.cpu_count() or 1)
+
+
+@functools.cache
+def apply_thread_policy() -> dict[str, int]:
+    """Set the policy (once per process; later calls return what was set)."""
+    cores = usable_cores()
+    torch.set_num_threads(cores)
+    faiss.omp_set_num_threads(cores)
+    threadpool_limits(limits=1, user_api="blas")
+    return {"openmp": cores, "blas": 1}

@@ -1,0 +1,15 @@
+"""The process's threading policy (engine.threads): what it sets, on this machine's cores."""
+
+import faiss
+import torch
+from threadpoolctl import threadpool_info
+
+from engine.threads import apply_thread_policy, usable_cores
+
+
+def test_openmp_gets_every_core_and_blas_one_thread():
+    assert apply_thread_policy() == {"openmp": usable_cores(), "blas": 1}
+    assert torch.get_num_threads() == usable_cores()
+    assert faiss.omp_get_max_threads() == usable_cores()
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas)
