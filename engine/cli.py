@@ -18,8 +18,8 @@ from engine.library import (
     Library,
     checkpoint_for_library,
     default_db_dir,
-    rebuild_library,
 )
+from engine.rebuild import rebuild_library
 from engine.scan import display_path
 from engine.threads import apply_thread_policy
 

@@ -19,8 +19,9 @@ from PySide6.QtCore import QObject, QThread, Signal
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.errors import EmptyLibraryError, NfpError, NoInputDeviceError
 from engine.fingerprint import Fingerprinter
-from engine.library import IndexProgress, IndexSummary, Library, rebuilding
+from engine.library import IndexProgress, IndexSummary, Library
 from engine.mic import input_devices, record_blocks
+from engine.rebuild import rebuilding
 from engine.recognize import TracklistEntry
 from engine.search import Match
 from engine.stream import LiveMatcher, LiveState
@@ -102,7 +103,7 @@ def index_job(
     session: LibrarySession, checkpoint_path: Path, folders: list[str], *, rebuild: bool = False
 ) -> Job:
     """Index (or update) every folder; with rebuild, into a new library beside the old one that
-    replaces it only when complete (engine.library.rebuilding), while the old one keeps serving."""
+    replaces it only when complete (engine.rebuild.rebuilding), while the old one keeps serving."""
 
     def run(should_stop: Callable[[], bool]) -> Generator[IndexStep, None, IndexOutcome]:
         checkpoint = session.checkpoint(checkpoint_path)
