@@ -5,7 +5,7 @@ Real fingerprints of real tracks (the shipped checkpoint) plus filler to reach e
 checkpoint's background fingerprints (other music) plus a little noise, so that the codec is
 trained, and the candidates compete, as in a library of real music. Queries are noisy excerpts
 (white noise, 10 dB SNR) of the real tracks. The exact index searches float32 rows; the IVF
-index is set up as a large library is, on PQ-coded rows (engine.index.train_codec) that re-score
+index is set up as a large library is, on PQ-coded rows (engine.store.train_codec) that re-score
 its fast-scan candidates.
 Usage: python bench/bench_query.py [--hours 10,100,1000] [--queries 50] [--filler random|music]
 """

@@ -59,10 +59,16 @@ class Recognizer:
     """A library opened for search with the checkpoint that built it."""
 
     def __init__(
-        self, library: Library, checkpoint: Checkpoint, *, precision: str | None = None
+        self,
+        library: Library,
+        checkpoint: Checkpoint,
+        *,
+        precision: str | None = None,
+        shifts_s: tuple[float, ...] = QUERY_SHIFTS_S,
     ) -> None:
         library.check_checkpoint(checkpoint)
         self.library = library
+        self.shifts_s = shifts_s  # sub-hop starts tried for a file query (bench_shifts.py)
         self.fingerprinter = Fingerprinter(checkpoint, precision=precision)
         self.calibration = checkpoint.evaluation.get("calibration")
         self.background = checkpoint.background
@@ -106,7 +112,7 @@ class Recognizer:
         is near-perfect, so a similar-sounding repeat elsewhere in the track cannot outscore it.
         """
         audio = audio[: int(MAX_QUERY_S * SAMPLE_RATE)]
-        shifts = shifted_segments(audio)
+        shifts = shifted_segments(audio, self.shifts_s)
         # One encoder call and one search for every shift: a batch of 5 × 9 segments costs
         # less than five of 9 (pool wake-ups, per-call overhead).
         segments = np.concatenate([segs for _, segs in shifts])
@@ -163,11 +169,13 @@ class Recognizer:
         )
 
 
-def shifted_segments(audio: np.ndarray) -> list[tuple[float, np.ndarray]]:
+def shifted_segments(
+    audio: np.ndarray, shifts_s: tuple[float, ...] = QUERY_SHIFTS_S
+) -> list[tuple[float, np.ndarray]]:
     """(shift_s, segments (L, SEGMENT_SAMPLES)) of audio float32 (n,) started at each of
-    QUERY_SHIFTS_S; shifts that would leave less than one segment are left out."""
+    shifts_s; shifts that would leave less than one segment are left out."""
     shifts = []
-    for shift_s in QUERY_SHIFTS_S:
+    for shift_s in shifts_s:
         shift = int(shift_s * SAMPLE_RATE)
         if shift == 0 or len(audio) - shift >= SEGMENT_S * SAMPLE_RATE:
             shifts.append((shift_s, frame_segments(audio[shift:])))
