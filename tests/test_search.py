@@ -2,9 +2,17 @@ import numpy as np
 import pytest
 from test_index import unit_vectors
 
+from engine.audio import SAMPLE_RATE
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.index import VectorIndex
-from engine.recognize import best_of_shifts
+from engine.recognize import (
+    LONG_QUERY_S,
+    LONG_QUERY_SHIFTS_S,
+    QUERY_SHIFTS_S,
+    best_of_shifts,
+    query_shifts_s,
+    shifted_segments,
+)
 from engine.search import (
     BACKGROUND_ROWS,
     CONFIDENCE_THRESHOLD,
@@ -185,3 +193,10 @@ def test_the_shift_choice_never_raises_on_any_evidence(evidence, scores, winner)
     found = [_shift(e, s) for e, s in zip(evidence, scores, strict=True)]
     best = best_of_shifts([*found, None])
     assert best is (None if winner is None else found[winner])
+
+
+def test_long_queries_try_two_shifts_and_short_ones_five():
+    assert query_shifts_s(int(4.9 * SAMPLE_RATE)) == QUERY_SHIFTS_S and len(QUERY_SHIFTS_S) == 5
+    assert query_shifts_s(int(LONG_QUERY_S * SAMPLE_RATE)) == LONG_QUERY_SHIFTS_S == (0.0, 0.25)
+    starts = [shift for shift, _ in shifted_segments(np.zeros(SAMPLE_RATE, np.float32))]
+    assert starts == [0.0]  # a 1 s query has room for no other start
