@@ -295,6 +295,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     library = _open_library(args)
     info = library.info()
+    info["damaged_tracks"] = len(library.damaged_tracks())
     fingerprinter = Fingerprinter(checkpoint_for_library(library))
     info["precision"] = fingerprinter.precision.to_json()
     info["reference"] = check_reference(fingerprinter)

@@ -102,27 +102,29 @@ class Library:
             raise NfpError(f"{self.db_dir}: not a library folder (it is a file)")
         if not writable and not (self.db_dir / DB_FILE).is_file():
             raise EmptyLibraryError(self.db_dir)
-        self.files = LibraryFiles(self.db_dir, writable=writable)
+        files = LibraryFiles(self.db_dir, writable=writable)
         try:
-            self.db = TrackDB(self.db_dir / DB_FILE, writable=writable)
+            self._attach(files, TrackDB(self.db_dir / DB_FILE, writable=writable))
         except NfpError:
-            self.files.close()
+            files.close()
             raise
-        self._lock = threading.Lock()
-        self._search_cache: tuple[VectorIndex, SegmentMap, list[Track]] | None = None
-        self._staged_from: int | None = None  # a rebuild owns only its own generations
         if writable:
             with contextlib.suppress(LibraryBusyError), self.files.writing():
                 self._recover()  # only when nobody is appending right now
 
+    def _attach(self, files: LibraryFiles, db: TrackDB, staged_from: int | None = None) -> None:
+        self.db_dir, self.files, self.db = files.db_dir, files, db
+        self._lock = threading.Lock()
+        self._search_cache: tuple[VectorIndex, SegmentMap, list[Track]] | None = None
+        # A staged library (a rebuild in progress) owns only the generations from this one on.
+        self.staged_from = staged_from
+
     @classmethod
-    def _staged(cls, files: LibraryFiles, db: TrackDB) -> Library:
-        """A library on another track database in the same directory (a rebuild in progress)."""
+    def staged(cls, files: LibraryFiles, db: TrackDB) -> Library:
+        """A library on another track database in the same directory (engine.rebuild), whose
+        rows start a generation of their own."""
         staged = cls.__new__(cls)
-        staged.db_dir, staged.files, staged.db = files.db_dir, files, db
-        staged._lock = threading.Lock()
-        staged._search_cache = None
-        staged._staged_from = files.next_generation()
+        staged._attach(files, db, staged_from=files.next_generation())
         return staged
 
     def close(self) -> None:
@@ -147,12 +149,14 @@ class Library:
     def committed_rows(self) -> int:
         return self.db.int_meta("committed_rows")
 
-    def _generation(self) -> int:
+    @property
+    def generation(self) -> int:
+        """Which generation of row files is current."""
         return self.db.int_meta("generation")
 
     def _store(self) -> VectorStore:
         """The current generation's rows, with the codec that reads them if compressed."""
-        generation, d, compressed = self._generation(), self.d or 0, bool(self.meta("codec"))
+        generation, d, compressed = self.generation, self.d or 0, bool(self.meta("codec"))
         try:
             return self.files.store(generation, d, compressed)
         except NfpError as e:
@@ -170,7 +174,7 @@ class Library:
     def _recover(self) -> None:
         """A writer's clean-up after a crash: rows past the committed count, other generations'
         files, a rebuild that never finished; and checksums for rows stored before them."""
-        self.files.remove_generations(keep=self._generation())
+        self.files.remove_generations(keep=self.generation)
         for name in (REBUILD_DB, REBUILD_DB + "-journal"):
             (self.db_dir / name).unlink(missing_ok=True)
         if not self.d:
@@ -239,7 +243,8 @@ class Library:
                 self.db.set_meta(folders=[*folders, str(folder)])
 
     def info(self) -> dict:
-        """What is in this library, for `nfp info` and the app's status line."""
+        """What is in this library, for `nfp info` and the app's status line. Cheap: the
+        checksum pass over every row is `damaged_tracks`, which `nfp info` adds."""
         n_tracks, audio_s, live = self.db.count()
         return {
             "db": str(self.db_dir),
@@ -253,7 +258,6 @@ class Library:
             "fingerprints_sha256": self.meta("fingerprints_sha256"),
             "index_spec": _read_spec(self.db_dir),
             "bytes_on_disk": self.files.bytes_on_disk(),
-            "damaged_tracks": len(self.damaged_tracks()),
         }
 
     def damaged_tracks(self) -> list[Track]:
@@ -345,7 +349,7 @@ class Library:
         if not (compress or compact):
             return False
         with self._lock:
-            generation = self._generation() + 1
+            generation = self.generation + 1
             codec = train_codec(old.read(self.committed_rows)) if compress else old.codec
             new = self.files.new_store(generation, self.d or 0, codec)
             raw = old.raw(self.committed_rows)
@@ -360,7 +364,7 @@ class Library:
                 self.db.set_meta(generation=str(generation), committed_rows=str(live),
                                  codec="pq" if new.codec is not None else "")  # fmt: skip
             del raw
-            among = None if self._staged_from is None else range(self._staged_from, generation)
+            among = None if self.staged_from is None else range(self.staged_from, generation)
             self.files.remove_generations(keep=generation, among=among)
             self._search_cache = None
         return True
@@ -394,7 +398,7 @@ class Library:
     def _update(
         self, folder: Path, fingerprinter: Fingerprinter, should_stop: Callable[[], bool]
     ) -> Generator[IndexProgress, None, IndexSummary]:
-        self._bind(fingerprinter.checkpoint, self._staged_from or 0)
+        self._bind(fingerprinter.checkpoint, self.staged_from or 0)
         self._remember_folder(folder)
         started = time.perf_counter()
         summary = IndexSummary()

@@ -1,8 +1,8 @@
 """The fixed probe signal and the reference fingerprints a checkpoint carries of it.
 
 A checkpoint stores the float32 fingerprints of `probe_audio()` made where it was saved; any
-machine can then check that its own fingerprints agree (`reference_cosine`) before it indexes or
-answers, instead of passing a self-test with wrong numbers.
+machine can then check that its own fingerprints agree (engine.fingerprint.check_reference)
+before it indexes or answers, instead of passing a self-test with wrong numbers.
 """
 
 from __future__ import annotations

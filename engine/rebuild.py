@@ -44,13 +44,13 @@ def rebuilding(db_dir: str | Path) -> Iterator[StagedRebuild]:
                                " refusing to rebuild a library there")  # fmt: skip
             staged_path = files.db_dir / REBUILD_DB
             staged_path.unlink(missing_ok=True)
-            staged = StagedRebuild(Library._staged(files, TrackDB(staged_path, writable=True)))
-            first = staged.library._staged_from
+            staged = StagedRebuild(Library.staged(files, TrackDB(staged_path, writable=True)))
+            first = staged.library.staged_from
             complete, last = False, first
             try:
                 yield staged
                 complete = not staged.cancelled and len(staged.library) > 0
-                last = max(first, staged.library._generation())
+                last = max(first, staged.library.generation)
             finally:
                 staged.library.db.close()
                 _finish_rebuild(files, staged_path, range(first, last + 1), complete)
