@@ -192,7 +192,7 @@ class LibraryPanel(QWidget):
         self._worker = GeneratorWorker(job, self)
         self._worker.progressed.connect(self._on_progress)
         self._worker.succeeded.connect(self._on_done)
-        self._worker.failed.connect(self._on_failed)
+        self._worker.failed.connect(self.error)
         self._worker.finished.connect(self._on_finished)
         self._started_s = time.monotonic()
         self._show_progress_start(rebuild)
@@ -239,9 +239,6 @@ class LibraryPanel(QWidget):
             return False
         self.app.session.close()  # the open library still reads the replaced files
         return True
-
-    def _on_failed(self, error: Exception) -> None:
-        self.error.emit(error)
 
     def _on_finished(self) -> None:
         worker, self._worker = self._worker, None

@@ -205,7 +205,9 @@ class MainWindow(QMainWindow):
             )
         self.app.prefs = new
         self.app.save()
-        if new.data_dir != old.data_dir or new.precision != old.precision:
+        if new.precision != old.precision:
+            self.app.session.use_precision(new.precision)
+        if new.data_dir != old.data_dir:
             self._open_data_dir()
         elif new.checkpoint != old.checkpoint and self._library_needs(new):
             self.banner.show_message(

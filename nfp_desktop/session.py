@@ -63,6 +63,13 @@ class LibrarySession:
                 )
             return self._recognizer
 
+    def use_precision(self, precision: str) -> None:
+        """Run the encoder on another numeric path from the next search and indexing run on;
+        work already running keeps its own (nothing is closed under a worker)."""
+        with self._lock:
+            self.precision = precision
+            self._recognizer = None
+
     def fingerprinter(self, checkpoint: Checkpoint) -> Fingerprinter:
         return Fingerprinter(checkpoint, precision=self.precision)
 

@@ -333,6 +333,17 @@ def test_changing_the_data_directory_opens_that_library(qtbot, window, tmp_path)
     assert window.app.session.db_dir == tmp_path / "elsewhere" / "library"
 
 
+def test_a_new_encoder_precision_serves_the_next_search_without_closing_the_library(
+    qtbot, window
+) -> None:
+    library = window.app.session.library()
+    assert window.app.session.recognizer().fingerprinter.precision.requested == "auto"
+    prefs = window.app.prefs
+    window.apply_preferences(type(prefs)(**{**vars(prefs), "precision": "float32"}))
+    assert window.app.session.library() is library  # nothing closed under a running worker
+    assert window.app.session.recognizer().fingerprinter.precision.chosen == "float32"
+
+
 def test_history_delete_and_export(qtbot, window, music_dir, tmp_path) -> None:
     clip = track_audio(music_dir / "album" / "two.mp3", 2.0, 5.0)
     for name in ("a.wav", "b.wav"):
