@@ -1,11 +1,12 @@
 """Encoder execution variants on this CPU: speed, and how far their fingerprints move.
 
 Each variant runs the default checkpoint's encoder on log-mels of real music in batches of
-BATCH_SEGMENTS: eager float32 (what the engine runs), channels-last memory layout, bfloat16
-autocast, and torch.compile. Speed is segments per second with 1 and 2 threads; the accuracy
-cost is the cosine between each variant's fingerprints and float32 eager's (1.0 = identical),
-and how often the nearest stored segment changes when the variant's fingerprints are searched
-against float32 fingerprints of the same music.
+BATCH_SEGMENTS: ONNX Runtime float32 on its export (what the engine runs), torch eager float32,
+channels-last memory layout, bfloat16 autocast, and torch.compile. Speed is segments per
+second with 1 and 2 threads; the accuracy cost is the cosine between each variant's
+fingerprints and float32 eager's (1.0 = identical), and how often the nearest stored segment
+changes when the variant's fingerprints are searched against float32 fingerprints of the same
+music.
 Usage: python bench/bench_encoder.py [--tracks 4] [--repeats 3]
 """
 
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from common import real_tracks, report
 
@@ -24,6 +26,7 @@ from engine.audio import frame_segments, load_audio
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.features import log_mel
 from engine.fingerprint import BATCH_SEGMENTS
+from engine.onnx_backend import OnnxEncoder
 
 
 def variants(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
@@ -42,12 +45,30 @@ def variants(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor], torch
         return run
 
     return {
+        "onnxruntime float32": onnx_runtime(),
         "eager float32": model,
         "channels-last": last,
         "bfloat16 autocast": bf16(model),
         "channels-last + bfloat16": bf16(last),
         "torch.compile": compiled,
     }
+
+
+def onnx_runtime() -> Callable[[torch.Tensor], torch.Tensor]:
+    """The engine's path, with a session per thread count (its threads are set per session)."""
+    sessions = {}
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        threads = torch.get_num_threads()
+        if threads not in sessions:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            export = str(default_checkpoint_path().with_suffix(".onnx"))
+            sessions[threads] = OnnxEncoder(ort.InferenceSession(export, options), "float32")
+        return torch.from_numpy(sessions[threads](x.numpy()))
+
+    return run
 
 
 def throughput(fn: Callable, batches: list[torch.Tensor], threads: int, repeats: int) -> float:
@@ -71,11 +92,12 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    checkpoint = load_checkpoint(default_checkpoint_path())
+    checkpoint = load_checkpoint(default_checkpoint_path(), backend="torch")
     model = checkpoint.model.eval()
     segments = np.concatenate([frame_segments(load_audio(t)) for t in real_tracks(args.tracks)])
     batches = [
-        log_mel(segments[i : i + BATCH_SEGMENTS]) for i in range(0, len(segments), BATCH_SEGMENTS)
+        torch.from_numpy(log_mel(segments[i : i + BATCH_SEGMENTS]))
+        for i in range(0, len(segments), BATCH_SEGMENTS)
     ]
     reference = fingerprints(model, batches)
     rows = []

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 from common import report
 
 from engine.audio import SAMPLE_RATE, load_audio
@@ -26,6 +25,7 @@ from engine.fingerprint import Fingerprinter
 from engine.library import Library
 from engine.recognize import Recognizer
 from engine.stream import LiveMatcher, LiveState
+from engine.threads import apply_thread_policy
 from training.degrade import LEVELS, Sources, degrade
 
 PLAY_S = 12.0
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--level", default="mid", choices=sorted(LEVELS))
     parser.add_argument("--bank", default=str(CORPUS / "degradations.npz"))
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    apply_thread_policy()
     rng = np.random.default_rng(7)
     checkpoint = load_checkpoint(default_checkpoint_path())
     tracks = corpus_tracks("test", args.tracks)

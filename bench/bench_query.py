@@ -19,7 +19,6 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import torch
 from common import percentiles_ms, real_tracks, report, timed
 
 from engine.audio import SAMPLE_RATE, load_audio
@@ -28,6 +27,7 @@ from engine.fingerprint import Fingerprinter
 from engine.index import ADD_CHUNK, FLAT_MAX_VECTORS, VectorIndex, choose_spec
 from engine.search import SegmentMap, match_sequence
 from engine.store import DecodedRows, train_codec
+from engine.threads import apply_thread_policy
 
 SEGMENTS_PER_HOUR = 7200
 MIX_NOISE = 0.3  # norm of the noise added to a mixed pair of music fingerprints (norm ≈ 1.4)
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=20)
     parser.add_argument("--filler", choices=("random", "music"), default="random")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    apply_thread_policy()
     rng = np.random.default_rng(0)
     checkpoint = load_checkpoint(default_checkpoint_path())
     fingerprinter = Fingerprinter(checkpoint)

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from common import RESULTS, report
 
-from engine.checkpoint import load_checkpoint
 from engine.encoders import ENCODERS, count_parameters
+from engine.torch_backend import load_torch
 from training.cli import print_progress
 from training.config import TrainConfig
 from training.evaluate import EvalConfig, evaluate
@@ -65,7 +65,7 @@ def run_one(base: TrainConfig, encoder: str, d: int, projection: str, harness: d
         result["train_wall_s"] = round(train_s, 1)
         result_path.write_text(json.dumps(result))
     result = json.loads(result_path.read_text())
-    model = load_checkpoint(RUNS / name / "model.pt").model
+    model = load_torch(RUNS / name / "model.pt").model
     return {"name": name, "parameters": count_parameters(model),
             "cpu_ms_per_segment": round(cpu_ms_per_segment(model), 3),
             "index_bytes_per_hour": d * 4 * SEGMENTS_PER_HOUR, **result}  # fmt: skip

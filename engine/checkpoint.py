@@ -1,50 +1,50 @@
 """Checkpoints: weights plus everything needed to rebuild and trust them, in one file.
 
-A checkpoint is loaded with `torch.load(weights_only=True)`, so a file crafted to run code when
-unpickled is refused instead of executed.
+A checkpoint is a `.pt` file (engine.torch_backend: the training format) and, for inference, its
+ONNX export (engine.onnx_backend: the same network with the same config, calibration and
+reference in its metadata). `load_checkpoint` takes either; given a `.pt` it runs on ONNX Runtime
+through the export beside it or one cached for it, made on first use where torch is installed,
+so the app and the `nfp` command never import torch. This module itself needs neither.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
+import logging
 import math
 import os
-import pickle
 import sys
-import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
+import platformdirs
 
-from engine.encoders import ENCODERS, EncoderConfig, build_encoder
-from engine.encoders.heads import PROJECTIONS
+from engine.encoder_config import EncoderConfig
 from engine.errors import CheckpointError
-from engine.probe import reference_fingerprints
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DEFAULT_CHECKPOINT = "nfp-scnn-d128.pt"  # the shipped default; others sit beside it
 CHECKPOINT_DIR_ENV = "NFP_CHECKPOINT_DIR"  # overrides where shipped checkpoints are looked up
 MAX_D = 4096  # fingerprint dimensions; the encoders' embeddings are at most 1024 wide at width 1
 MAX_WIDTH = 4.0  # channel multiplier: ≈ 1 GB of weights (width 1 is the paper's 15 M)
-REFUSED_CODE = (
-    "refused: it contains code or objects other than tensors and plain data "
-    "(a checkpoint must be loadable with weights_only)"
-)
+BACKEND_ENV = "NFP_BACKEND"  # auto (the default) | onnx | torch
+BACKENDS = ("auto", "onnx", "torch")
 
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: the model in eval mode and what travels with it."""
+    """A loaded checkpoint: the network ready for inference and what travels with it."""
 
-    path: Path
-    sha256: str
+    path: Path  # the checkpoint the user named (its .pt, or an .onnx given directly)
+    sha256: str  # of the .pt file: an export carries its source's
     config: EncoderConfig
-    model: nn.Module
+    weights_sha256: str  # what decides the fingerprints: libraries are bound to it
+    backend: str  # "torch" (model: an nn.Module) or "onnx" (model: an InferenceSession)
+    model: Any
     training: dict = field(default_factory=dict)  # the training config and run facts
     evaluation: dict = field(default_factory=dict)  # harness summary, incl. score calibration
     # Fingerprints float32 (B, d) of music no library holds, for engine.search.noise_floor;
@@ -53,20 +53,11 @@ class Checkpoint:
     # Float32 fingerprints (15, d) of engine.probe's signal, made where the checkpoint was saved:
     # a machine whose own fingerprints differ (engine.fingerprint.check_reference) is refused.
     reference: np.ndarray | None = None
+    onnx_path: Path | None = None  # the export the model was read from (backend "onnx")
 
     @property
     def d(self) -> int:
         return self.config.d
-
-    @functools.cached_property
-    def weights_sha256(self) -> str:
-        """What decides the fingerprints: the encoder config and weights, and nothing stored
-        beside them, so re-evaluating a checkpoint leaves the libraries it built valid."""
-        digest = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
-        for name, tensor in sorted(self.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -77,76 +68,123 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    config: EncoderConfig,
-    *,
-    training: dict | None = None,
-    evaluation: dict | None = None,
-    background: np.ndarray | None = None,
-) -> None:
-    """Write atomically (temp file, fsync, rename), so a crash never leaves half a checkpoint.
-
-    `background` float32 (B, d) is stored as float16: it only sets a noise floor. The model's
-    float32 fingerprints of the probe signal go in as the reference every machine checks.
-    """
-    path = Path(path)
-    payload = {
-        "format_version": FORMAT_VERSION,
-        "encoder": config.name,
-        "encoder_config": config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "training": training or {},
-        "evaluation": evaluation or {},
-        "reference": torch.from_numpy(reference_fingerprints(model)),
-    }
-    if background is not None:
-        payload["background"] = torch.from_numpy(np.asarray(background, np.float16))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def requested_backend(value: str | None = None) -> str:
+    """The inference backend asked for: `value`, else $NFP_BACKEND, else auto."""
+    value = (value or os.environ.get(BACKEND_ENV) or "auto").strip().lower()
+    if value not in BACKENDS:
+        expected = ", ".join(BACKENDS)
+        raise CheckpointError(Path(BACKEND_ENV), f"{value!r}: expected one of {expected}")
+    return value
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Rebuild the model a checkpoint describes; CheckpointError names the file and cause.
+def load_checkpoint(path: str | Path, backend: str | None = None) -> Checkpoint:
+    """A checkpoint ready for inference; CheckpointError names the file and cause.
 
-    Every part of the payload is checked before use, so a malformed file is refused with one
-    reason instead of failing later, far from its cause.
+    `backend` (else $NFP_BACKEND): "torch" reads the .pt with torch; "onnx" runs its export on
+    ONNX Runtime; "auto" does that where ONNX Runtime is installed and torch otherwise.
+    Every part of the file is checked before use, so a malformed one is refused with one reason
+    instead of failing later, far from its cause.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "file not found")
-    payload = _read_payload(path)
-    config = _parse_config(path, payload)
-    state_dict = _parse_state_dict(path, payload)
-    evaluation = _parse_evaluation(path, payload)
-    training = _parse_dict(path, payload, "training")
+    backend = requested_backend(backend)
+    if path.suffix.lower() == ".onnx":
+        if backend == "torch":
+            raise CheckpointError(path, f"an ONNX export runs on ONNX Runtime ({BACKEND_ENV}=torch "
+                                        "needs the .pt checkpoint)")  # fmt: skip
+        from engine.onnx_backend import load_onnx
+
+        return load_onnx(path)
+    if backend == "torch" or (backend == "auto" and not _importable("onnxruntime")):
+        from engine.torch_backend import load_torch
+
+        return load_torch(path)
+    return _load_export(path, fall_back_to_torch=backend == "auto")
+
+
+def export_cache_dir() -> Path:
+    """Where the exports of checkpoints that have none beside them are kept."""
+    return platformdirs.user_cache_path("nfp") / "onnx"
+
+
+def onnx_exports(path: Path, sha256: str) -> list[Path]:
+    """Where an export of the .pt `path` (file hash `sha256`) may be: beside it, then cached."""
+    return [path.with_suffix(".onnx"), export_cache_dir() / f"{sha256[:32]}.onnx"]
+
+
+def _load_export(path: Path, *, fall_back_to_torch: bool) -> Checkpoint:
+    """The .pt's current export on ONNX Runtime, made and cached first if there is none."""
+    from engine.onnx_backend import load_onnx
+
+    sha256 = file_sha256(path)
+    export = current_export(path, sha256)
+    if export is not None:
+        return load_onnx(export, source=path)
+    if not _importable("torch"):
+        raise CheckpointError(path, "has no ONNX export made from it, and torch is not "
+                                    f"installed to make one: run `nfp export {path}` where "
+                                    "it is")  # fmt: skip
+    from engine.export import export_onnx
+
+    target = onnx_exports(path, sha256)[1]
     try:
-        model = build_encoder(config)
-        model.load_state_dict(state_dict)
-    except (RuntimeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(path, f"weights do not fit {config.name}: {_first_line(e)}") from e
-    background = _parse_rows(path, payload, "background", config.d)
-    reference = _parse_rows(path, payload, "reference", config.d)
-    model.eval()
-    return Checkpoint(
-        path=path,
-        sha256=file_sha256(path),
-        config=config,
-        model=model,
-        training=training,
-        evaluation=evaluation,
-        background=background,
-        reference=reference,
-    )
+        export_onnx(path, target)
+    except CheckpointError as e:
+        if not fall_back_to_torch:
+            raise
+        log.warning("%s; running it on torch", e)
+        from engine.torch_backend import load_torch
+
+        return load_torch(path)
+    return load_onnx(target, source=path)
 
 
-def _show(value: object) -> str:
+def current_export(path: Path, sha256: str) -> Path | None:
+    """The readable export made from this very .pt (file hash `sha256`), or None."""
+    from engine.onnx_backend import read_payload
+
+    for export in onnx_exports(path, sha256):
+        if not export.is_file():
+            continue
+        try:
+            source_sha256 = read_payload(export)["source_sha256"]
+        except CheckpointError as e:
+            log.warning("%s", e)
+            continue
+        if source_sha256 == sha256:
+            return export
+        log.info("%s: exported from another version of %s; not used", export, path.name)
+    return None
+
+
+def read_config(path: str | Path) -> EncoderConfig:
+    """A checkpoint's encoder config, read without building its network (for listing)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "file not found")
+    if path.suffix.lower() == ".onnx" or _importable("onnxruntime"):
+        from engine.onnx_backend import read_payload
+
+        export = path if path.suffix.lower() == ".onnx" else current_export(path, file_sha256(path))
+        if export is not None:
+            return parse_config(path, read_payload(export))
+    if not _importable("torch"):
+        raise CheckpointError(path, "has no ONNX export, and torch is not installed to read it")
+    from engine.torch_backend import read_torch_config
+
+    return read_torch_config(path)
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def show(value: object) -> str:
     """A crafted value for a one-line message: plain data as a short repr, anything else by type
     (a tensor's repr runs over many lines)."""
     if value is None or isinstance(value, str | int | float):
@@ -155,42 +193,14 @@ def _show(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def _read_payload(path: Path) -> dict:
-    try:
-        with warnings.catch_warnings():
-            # A plain pickle also draws a multi-line protocol warning; the error says enough.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(path, _unpickling_cause(e)) from e
-    except EOFError as e:  # torch's own message for it is empty
-        raise CheckpointError(path, "unreadable: the file ends early (empty or cut short)") from e
-    except Exception as e:  # torch raises many types for damaged files; all mean "not loadable"
-        raise CheckpointError(path, f"unreadable: {_first_line(e)}") from e
-    if not isinstance(payload, dict):
-        raise CheckpointError(path, f"holds a {type(payload).__name__}, not a checkpoint dict")
-    version = payload.get("format_version")
-    if not _is_int(version) or version != FORMAT_VERSION:  # a tensor's != is not a bool
-        raise CheckpointError(path, f"format version {_show(version)}, expected {FORMAT_VERSION}")
-    return payload
-
-
-def _unpickling_cause(e: pickle.UnpicklingError) -> str:
-    # torch's message advises weights_only=False, i.e. running the file's code: never quote it.
-    text = str(e)
-    if "GLOBAL" in text:  # the safe unpickler met a class or function it will not import
-        return REFUSED_CODE
-    if text.startswith("Weights only load failed"):
-        return "unreadable: not written by torch.save, or damaged"
-    return f"unreadable: {_first_line(e)}"
-
-
-def _parse_config(path: Path, payload: dict) -> EncoderConfig:
+def parse_config(path: Path, payload: dict) -> EncoderConfig:
+    """The payload's encoder_config, checked for sizes and types (the torch backend also
+    checks that its encoder and projection are known; an export carries its own network)."""
     raw = payload.get("encoder_config")
     if not isinstance(raw, dict):
         raise CheckpointError(path, f"encoder_config is a {type(raw).__name__}, not a dict")
@@ -199,46 +209,35 @@ def _parse_config(path: Path, payload: dict) -> EncoderConfig:
         config = EncoderConfig(**{k: v for k, v in raw.items() if k in known})
     except TypeError as e:
         raise CheckpointError(path, f"bad encoder config: {e}") from e
-    problem = _config_problem(config)
+    problem = config_problem(config)
     if problem:
         raise CheckpointError(path, f"bad encoder config: {problem}")
     return config
 
 
-def _config_problem(config: EncoderConfig) -> str | None:
+def config_problem(config: EncoderConfig) -> str | None:
     """Why the config cannot describe a model worth building, or None."""
-    if not isinstance(config.name, str) or config.name not in ENCODERS:
-        return f"unknown encoder {_show(config.name)}; known: {', '.join(sorted(ENCODERS))}"
-    if not _is_int(config.d) or not 0 < config.d <= MAX_D:
-        return f"d = {_show(config.d)}, expected a whole number in 1…{MAX_D}"
+    if not isinstance(config.name, str):
+        return f"unknown encoder {show(config.name)}"
+    if not isinstance(config.projection, str):
+        return f"unknown projection {show(config.projection)}"
+    if not is_int(config.d) or not 0 < config.d <= MAX_D:
+        return f"d = {show(config.d)}, expected a whole number in 1…{MAX_D}"
     width = config.width
-    if not _is_real(width) or not 0 < width <= MAX_WIDTH:
-        return f"width = {_show(width)}, expected a number in (0, {MAX_WIDTH:g}]"
-    if not isinstance(config.projection, str) or config.projection not in PROJECTIONS:
-        known = ", ".join(sorted(PROJECTIONS))
-        return f"unknown projection {_show(config.projection)}; known: {known}"
+    if not is_real(width) or not 0 < width <= MAX_WIDTH:
+        return f"width = {show(width)}, expected a number in (0, {MAX_WIDTH:g}]"
     return None
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_real(value: object) -> bool:
+def is_real(value: object) -> bool:
     """A finite int or float, not a bool (True would pass as 1)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     return isinstance(value, int) or math.isfinite(value)  # isfinite overflows on huge ints
-
-
-def _parse_state_dict(path: Path, payload: dict) -> dict[str, torch.Tensor]:
-    state_dict = payload.get("state_dict")
-    if not isinstance(state_dict, dict):
-        raise CheckpointError(path, f"state_dict is a {type(state_dict).__name__}, not a dict")
-    for name, value in state_dict.items():
-        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-            raise CheckpointError(path, f"state_dict entry {_show(name)} is not a named tensor")
-    return state_dict
 
 
 def _parse_dict(path: Path, payload: dict, key: str) -> dict:
@@ -273,10 +272,10 @@ def _threshold_problem(table: object) -> str | None:
         return f"a {type(table).__name__}, not a mapping"
     for n, value in table.items():
         # Keys are str after a JSON round trip ("9"), int when written directly.
-        if not (_is_int(n) or (isinstance(n, str) and n.strip().isdecimal())) or int(n) <= 0:
-            return f"segment count {_show(n)} is not a positive whole number"
-        if not _is_real(value) or value <= 0:
-            return f"threshold {_show(value)} for {_show(n)} segments is not finite and positive"
+        if not (is_int(n) or (isinstance(n, str) and n.strip().isdecimal())) or int(n) <= 0:
+            return f"segment count {show(n)} is not a positive whole number"
+        if not is_real(value) or value <= 0:
+            return f"threshold {show(value)} for {show(n)} segments is not finite and positive"
     return None
 
 
@@ -285,11 +284,27 @@ def _parse_rows(path: Path, payload: dict, key: str, d: int) -> np.ndarray | Non
     rows = payload.get(key)
     if rows is None:
         return None
-    if not isinstance(rows, torch.Tensor) or rows.ndim != 2 or rows.shape[1] != d:
+    if not isinstance(rows, np.ndarray) or rows.ndim != 2 or rows.shape[1] != d:
         raise CheckpointError(path, f"{key} fingerprints are not (rows, {d})")
-    if not rows.is_floating_point() or not bool(torch.isfinite(rows).all()):
+    if rows.dtype.kind != "f" or not np.isfinite(rows).all():
         raise CheckpointError(path, f"{key} fingerprints are not finite real numbers")
-    return rows.float().numpy()
+    return rows.astype(np.float32)
+
+
+def checkpoint_from_payload(
+    path: Path, payload: dict, config: EncoderConfig, **found: Any
+) -> Checkpoint:
+    """A Checkpoint of `found` (sha256, weights_sha256, backend, model, …) and the payload's
+    training, evaluation, background and reference (rows as numpy arrays), each checked."""
+    return Checkpoint(
+        path=path,
+        config=config,
+        training=_parse_dict(path, payload, "training"),
+        evaluation=_parse_evaluation(path, payload),
+        background=_parse_rows(path, payload, "background", config.d),
+        reference=_parse_rows(path, payload, "reference", config.d),
+        **found,
+    )
 
 
 def checkpoint_dir() -> Path:

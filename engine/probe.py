@@ -1,14 +1,14 @@
 """The fixed probe signal and the reference fingerprints a checkpoint carries of it.
 
-A checkpoint stores the float32 fingerprints of `probe_audio()` made where it was saved; any
-machine can then check that its own fingerprints agree (engine.fingerprint.check_reference)
-before it indexes or answers, instead of passing a self-test with wrong numbers.
+A checkpoint stores the float32 fingerprints of `probe_audio()` made where it was saved
+(engine.torch_backend.reference_fingerprints); any machine can then check that its own agree
+(engine.fingerprint.check_reference) before it indexes or answers, instead of passing a
+self-test with wrong numbers.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from engine.audio import SAMPLE_RATE, frame_segments
 from engine.features import log_mel
@@ -32,21 +32,9 @@ def probe_audio() -> np.ndarray:
     return (0.2 * np.concatenate(notes)).astype(np.float32)
 
 
-def probe_mel() -> torch.Tensor:
+def probe_mel() -> np.ndarray:
     """The probe's log-mel batch float32 (15, 1, N_MELS, N_FRAMES)."""
     return log_mel(frame_segments(probe_audio()))
-
-
-def reference_fingerprints(model: torch.nn.Module) -> np.ndarray:
-    """The model's float32 fingerprints (15, d) of the probe, in the plain eager path, on the
-    model's device; a model in training is put back in training mode."""
-    training = model.training
-    device = next(model.parameters(), torch.empty(0)).device  # a model may have no weights
-    try:
-        with torch.inference_mode():
-            return model.eval()(probe_mel().to(device)).float().cpu().numpy()
-    finally:
-        model.train(training)
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:

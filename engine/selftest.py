@@ -60,6 +60,7 @@ def run_self_test() -> dict:
     return {
         "checkpoint": checkpoint.path.name,
         "d": checkpoint.d,
+        "backend": checkpoint.backend,
         "precision": f"{fingerprinter.precision.chosen} ({fingerprinter.precision.reason})",
         "reference_cosine": reference["cosine"],
         "match_offset_s": round(found.offset_s, 2),

@@ -1,10 +1,11 @@
 """One threading policy for the whole process: the `nfp` command, the desktop app (GUI thread and
 workers) and the indexer alike.
 
-An nfp process holds two kinds of thread pool: OpenMP (torch's encoder and faiss's search; where
-both libraries load the same libgomp they even share one setting) and OpenBLAS (numpy's, for the
-noise floor's matrix products, and faiss's own copy). Each pool spins a while after its work,
-waiting for more, so on two cores an OpenBLAS pool waking between two OpenMP regions fights them.
+An nfp process holds three kinds of thread pool: the encoder's (ONNX Runtime's own, set per
+session in engine.onnx_backend, or torch's OpenMP in engine.torch_backend), faiss's OpenMP, and
+OpenBLAS (numpy's, for the noise floor's matrix products, and faiss's own copy). Each pool
+spins a while after its work, waiting for more, so on two cores a pool waking between two others'
+regions fights them.
 Measured here (2-core Xeon, 2.1 h library, shipped d = 128, ten repeats of `Recognizer.identify`):
 
     OpenMP threads  BLAS threads   1 s query p50/p95   5 s query p50/p95   10 s query p50/p95
@@ -22,7 +23,6 @@ import functools
 import os
 
 import faiss
-import torch
 from threadpoolctl import threadpool_limits
 
 
@@ -38,7 +38,6 @@ def usable_cores() -> int:
 def apply_thread_policy() -> dict[str, int]:
     """Set the policy (once per process; later calls return what was set)."""
     cores = usable_cores()
-    torch.set_num_threads(cores)
     faiss.omp_set_num_threads(cores)
     threadpool_limits(limits=1, user_api="blas")
     return {"openmp": cores, "blas": 1}

@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import torch
 from platformdirs import user_data_dir
 from PySide6.QtCore import QSettings
 
-from engine.checkpoint import default_checkpoint_path, shipped_checkpoints
+from engine.checkpoint import default_checkpoint_path, read_config, shipped_checkpoints
 from engine.errors import CheckpointError, NoInputDeviceError
 from engine.fingerprint import PRECISIONS
 from engine.mic import InputDevice
@@ -101,13 +100,8 @@ def describe_checkpoint(path: Path) -> CheckpointChoice:
 
 @lru_cache(maxsize=32)
 def _describe(path: Path, mtime_ns: int) -> CheckpointChoice:
-    try:
-        # mmap: only the small config is touched, not the weights; weights_only: no code runs.
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        config = payload["encoder_config"]
-        return CheckpointChoice(path, str(config["name"]), int(config["d"]))
-    except Exception as e:  # torch raises many types for a bad file; all mean "not usable"
-        raise CheckpointError(path, f"cannot read its configuration: {e}") from e
+    config = read_config(path)
+    return CheckpointChoice(path, config.name, config.d)
 
 
 def shipped_choices() -> list[CheckpointChoice]:

@@ -1,7 +1,7 @@
 """`nfp-desktop --self-test`: start headless, check the engine, open the window, exit.
 
-For a packaged (frozen) app: proves that Qt, torch, faiss, PyAV and the shipped checkpoint are
-all inside the bundle and work, without a display, a library or a microphone.
+For a packaged (frozen) app: proves that Qt, ONNX Runtime, faiss, PyAV and the shipped checkpoint
+are all inside the bundle and work, without a display, a library or a microphone.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def _check_engine() -> str:
     report = engine_self_test()
     return (
         f"{report['checkpoint']} (d = {report['d']}) found a planted excerpt at "
-        f"{report['match_offset_s']:.2f} s; encoder runs {report['precision']}, "
+        f"{report['match_offset_s']:.2f} s; encoder runs on {report['backend']}, "
+        f"{report['precision']}, "
         f"reference cosine {report['reference_cosine']}; input devices: {report['input_devices']}"
     )
 

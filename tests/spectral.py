@@ -33,6 +33,8 @@ def spectral_checkpoint(calibration: dict | None = None, d: int = 64) -> Checkpo
         path=Path("spectral-test-encoder.pt"),
         sha256="0" * 64,
         config=EncoderConfig(name="spectral-test", d=d),
+        weights_sha256=f"spectral-test-{d}",
+        backend="torch",
         model=SpectralEncoder(d).eval(),
         evaluation={"calibration": calibration} if calibration else {},
     )

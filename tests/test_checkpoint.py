@@ -12,12 +12,12 @@ from engine.checkpoint import (
     DEFAULT_CHECKPOINT,
     default_checkpoint_path,
     load_checkpoint,
-    save_checkpoint,
     shipped_checkpoints,
 )
 from engine.encoders import EncoderConfig, build_encoder
 from engine.errors import CheckpointError
 from engine.search import evidence_threshold
+from engine.torch_backend import load_torch, save_checkpoint
 
 
 def test_round_trip_rebuilds_the_same_model(tmp_path: Path):
@@ -30,7 +30,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path: Path):
         training={"steps": 7},
         evaluation={"calibration": {"evidence_threshold": {"9": 1.0}}},
     )
-    loaded = load_checkpoint(tmp_path / "c.pt")
+    loaded = load_torch(tmp_path / "c.pt")
     assert loaded.config == TINY_CONFIG and loaded.d == 64
     assert loaded.training == {"steps": 7}
     assert loaded.evaluation["calibration"]["evidence_threshold"] == {"9": 1.0}
@@ -43,13 +43,13 @@ def test_background_travels_as_float16_and_a_misfit_is_refused(tmp_path: Path):
     model = build_encoder(TINY_CONFIG)
     background = np.random.default_rng(0).standard_normal((40, 64)).astype(np.float32)
     save_checkpoint(tmp_path / "c.pt", model, TINY_CONFIG, background=background)
-    loaded = load_checkpoint(tmp_path / "c.pt").background
+    loaded = load_torch(tmp_path / "c.pt").background
     assert loaded.dtype == np.float32 and loaded.shape == (40, 64)
     np.testing.assert_allclose(loaded, background, rtol=1e-3, atol=1e-3)
-    assert load_checkpoint(make_tiny_checkpoint(tmp_path / "none.pt")).background is None
+    assert load_torch(make_tiny_checkpoint(tmp_path / "none.pt")).background is None
     save_checkpoint(tmp_path / "bad.pt", model, TINY_CONFIG, background=background[:, :32])
     with pytest.raises(CheckpointError, match=r"bad.pt: .*background fingerprints"):
-        load_checkpoint(tmp_path / "bad.pt")
+        load_torch(tmp_path / "bad.pt")
 
 
 class RunsCode:
@@ -63,7 +63,7 @@ def test_a_checkpoint_that_runs_code_is_refused(tmp_path: Path, monkeypatch: pyt
     with open(path, "wb") as f:
         torch.save({"format_version": 1, "state_dict": {}, "payload": RunsCode()}, f)
     with pytest.raises(CheckpointError, match="evil.pt") as refused:
-        load_checkpoint(path)
+        load_torch(path)
     assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
     message = str(refused.value)
     assert "refused: it contains code" in message and "\n" not in message
@@ -77,7 +77,7 @@ def test_a_plain_pickle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     path = tmp_path / "plain.pt"
     path.write_bytes(pickle.dumps(RunsCode(), protocol=protocol))
     with pytest.raises(CheckpointError, match="plain.pt") as refused:
-        load_checkpoint(path)
+        load_torch(path)
     assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
     assert "weights_only=False" not in str(refused.value) and "\n" not in str(refused.value)
 
@@ -90,7 +90,7 @@ def test_corrupt_checkpoint_names_the_file(tmp_path: Path, content: bytes, cause
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match=f"bad.pt: .*{cause}"):
-        load_checkpoint(path)
+        load_torch(path)
 
 
 def _set(key: str, value: object):
@@ -171,7 +171,7 @@ def test_a_malformed_checkpoint_is_refused_with_its_cause(tmp_path: Path, tamper
     path = make_tiny_checkpoint(tmp_path / "tampered.pt")
     torch.save(tamper(torch.load(path, weights_only=True)), path)
     with pytest.raises(CheckpointError) as refused:
-        load_checkpoint(path)
+        load_torch(path)
     message = str(refused.value)
     assert message.startswith(f"{path}: not a usable nfp checkpoint (")
     assert cause in message and "\n" not in message
@@ -189,7 +189,7 @@ def test_a_malformed_checkpoint_is_refused_with_its_cause(tmp_path: Path, tamper
 )
 def test_calibrations_search_can_use_are_accepted(tmp_path: Path, evaluation: dict):
     path = make_tiny_checkpoint(tmp_path / "c.pt", evaluation=evaluation)
-    calibration = load_checkpoint(path).evaluation.get("calibration")
+    calibration = load_torch(path).evaluation.get("calibration")
     assert 0 < evidence_threshold(5, calibration) < float("inf")
 
 
@@ -199,12 +199,12 @@ def test_wrong_weights_are_reported(tmp_path: Path):
     payload["encoder_config"]["d"] = 128  # weights are for d=64
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="weights do not fit"):
-        load_checkpoint(path)
+        load_torch(path)
 
 
 def test_missing_checkpoint(tmp_path: Path):
     with pytest.raises(CheckpointError, match="file not found"):
-        load_checkpoint(tmp_path / "none.pt")
+        load_torch(tmp_path / "none.pt")
 
 
 def test_shipped_checkpoints_are_found_default_first(tmp_path: Path, monkeypatch):

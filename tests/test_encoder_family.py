@@ -4,10 +4,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from audio_files import music_like
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.audio import SAMPLE_RATE
+from engine.checkpoint import load_checkpoint
 from engine.encoders import ENCODERS, EncoderConfig, build_encoder
 from engine.encoders.attention import TemporalSpectralAttention
+from engine.fingerprint import Fingerprinter
+from engine.probe import min_cosine
+from engine.torch_backend import load_torch, save_checkpoint
 from training.loss import nt_xent
 
 # The smallest widths whose embedding still splits into d = 128 slices: small layers keep the
@@ -45,10 +50,22 @@ def test_checkpoint_round_trip(name: str, tmp_path: Path):
     config = EncoderConfig(name=name, d=64, width=WIDTH.get(name, TINY))
     model = tiny(name).eval()
     save_checkpoint(tmp_path / f"{name}.pt", model, config)
-    loaded = load_checkpoint(tmp_path / f"{name}.pt")
+    loaded = load_torch(tmp_path / f"{name}.pt")
     assert loaded.config.name == name
     x = torch.randn(2, 1, 256, 32)
     torch.testing.assert_close(loaded.model(x), model(x))
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_the_engine_runs_every_family_as_torch_does(name: str, tmp_path: Path):
+    """Each family is exported to ONNX on first use (or, if it cannot be, run on torch) and
+    gives torch's float32 fingerprints."""
+    config = EncoderConfig(name=name, d=64, width=WIDTH.get(name, TINY))
+    save_checkpoint(tmp_path / f"{name}.pt", tiny(name).eval(), config)
+    engine = Fingerprinter(load_checkpoint(tmp_path / f"{name}.pt"))
+    exact = Fingerprinter(load_torch(tmp_path / f"{name}.pt"), precision="float32")
+    audio = music_like(6.0, SAMPLE_RATE, 1)
+    assert min_cosine(engine.audio(audio), exact.audio(audio)) >= 0.999
 
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))

@@ -14,6 +14,7 @@ from engine.fingerprint import PRECISION_ENV, Fingerprinter, check_reference, re
 from engine.index import VectorIndex
 from engine.probe import MIN_COSINE, min_cosine
 from engine.selftest import run_self_test
+from engine.torch_backend import TorchEncoder
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,14 @@ def audio() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def shipped():
+    """The shipped default as users run it (on ONNX Runtime where it is installed)."""
     return load_checkpoint(default_checkpoint_path())
+
+
+@pytest.fixture(scope="module")
+def shipped_torch():
+    """The shipped default on torch, whose bfloat16 path the probe guards."""
+    return load_checkpoint(default_checkpoint_path(), backend="torch")
 
 
 def test_fingerprints_are_unit_vectors_one_per_hop_and_batch_independent(audio, shipped):
@@ -35,11 +43,12 @@ def test_fingerprints_are_unit_vectors_one_per_hop_and_batch_independent(audio, 
     assert min_cosine(small_batches.audio(audio), fp) > 0.9999
 
 
-def test_the_path_chosen_on_this_machine_agrees_with_float32(audio, shipped):
-    """Runs on any CPU: whatever `auto` chose here gives float32's fingerprints and the same
-    nearest neighbours."""
-    chosen = Fingerprinter(shipped, precision="auto")
-    exact = Fingerprinter(shipped, precision="float32")
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_the_path_chosen_on_this_machine_agrees_with_float32(audio, backend):
+    """Runs on any CPU: whatever `auto` chose here, on either backend, gives torch float32's
+    fingerprints and the same nearest neighbours."""
+    chosen = Fingerprinter(load_checkpoint(default_checkpoint_path(), backend), precision="auto")
+    exact = Fingerprinter(load_checkpoint(default_checkpoint_path(), "torch"), precision="float32")
     assert chosen.precision.chosen in ("float32", "bfloat16") and chosen.precision.reason
     fast, reference = chosen.audio(audio), exact.audio(audio)
     assert min_cosine(fast, reference) >= MIN_COSINE
@@ -49,24 +58,25 @@ def test_the_path_chosen_on_this_machine_agrees_with_float32(audio, shipped):
     np.testing.assert_array_equal(nearest_chosen, nearest_exact)
 
 
-def test_a_fast_path_that_returns_nan_is_refused_by_the_probe(shipped, monkeypatch):
-    monkeypatch.setattr("engine.fingerprint.native_bfloat16", lambda: True)
-    monkeypatch.setattr(Fingerprinter, "encode_bfloat16", lambda self, mel: _nan_rows(mel, 128))
-    monkeypatch.setattr("engine.fingerprint._DECISIONS", {})
-    fingerprinter = Fingerprinter(shipped, precision="auto")
+def test_a_fast_path_that_returns_nan_is_refused_by_the_probe(shipped_torch, monkeypatch):
+    monkeypatch.setattr("engine.torch_backend.native_bfloat16", lambda: True)
+    monkeypatch.setattr(TorchEncoder, "encode_bfloat16", lambda self, mel: _nan_rows(mel, 128))
+    monkeypatch.setattr("engine.torch_backend._DECISIONS", {})
+    fingerprinter = Fingerprinter(shipped_torch, precision="auto")
     assert fingerprinter.precision.chosen == "float32"
     assert "failed the probe (non-finite" in fingerprinter.precision.reason
 
 
 def test_nan_at_run_time_is_recomputed_in_float32_and_switches_the_fast_path_off(
-    audio, shipped, monkeypatch
+    audio, shipped_torch, monkeypatch
 ):
     """The AMX NaN came and went between runs: a probe that passed proves nothing later."""
-    monkeypatch.setattr(Fingerprinter, "encode_bfloat16", lambda self, mel: _nan_rows(mel, 128))
-    fingerprinter = Fingerprinter(shipped, precision="bfloat16")
+    monkeypatch.setattr(TorchEncoder, "encode_bfloat16", lambda self, mel: _nan_rows(mel, 128))
+    fingerprinter = Fingerprinter(shipped_torch, precision="bfloat16")
     fp = fingerprinter.audio(audio)
     assert np.isfinite(fp).all()
-    assert min_cosine(fp, Fingerprinter(shipped, precision="float32").audio(audio)) > 0.9999
+    exact = Fingerprinter(shipped_torch, precision="float32").audio(audio)
+    assert min_cosine(fp, exact) > 0.9999
     assert fingerprinter.precision.chosen == "float32"
     assert "non-finite" in fingerprinter.precision.reason
 

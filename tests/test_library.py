@@ -8,7 +8,7 @@ from audio_files import music_like, write_audio
 from conftest import TRACK_SECONDS, make_tiny_checkpoint
 
 from engine.audio import load_audio
-from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.checkpoint import load_checkpoint
 from engine.errors import (
     EmptyLibraryError,
     IndexCorruptError,
@@ -20,6 +20,7 @@ from engine.fingerprint import Fingerprinter
 from engine.library import Library
 from engine.recognize import Recognizer
 from engine.store import VectorStore
+from engine.torch_backend import load_torch, save_checkpoint
 
 
 def run_update(library: Library, folder: Path, fingerprinter: Fingerprinter, **kw):
@@ -108,7 +109,8 @@ def test_a_renewed_calibration_keeps_the_index(music, tmp_path, tiny_checkpoint)
     library = Library(tmp_path / "db")
     run_update(library, music, Fingerprinter(tiny_checkpoint))
     renewed = tmp_path / "renewed.pt"
-    save_checkpoint(renewed, tiny_checkpoint.model, tiny_checkpoint.config,
+    weights = load_torch(tiny_checkpoint.path).model
+    save_checkpoint(renewed, weights, tiny_checkpoint.config,
                     evaluation={"calibration": {"evidence_threshold": {"9": 0.5}}},
                     background=np.eye(tiny_checkpoint.d, dtype=np.float32))  # fmt: skip
     renewed = load_checkpoint(renewed)

@@ -12,8 +12,8 @@ import torch
 from audio_files import music_like
 from conftest import TINY_CONFIG, make_tiny_checkpoint
 
-from engine.checkpoint import load_checkpoint
 from engine.search import BACKGROUND_ROWS
+from engine.torch_backend import load_torch
 from training.config import TrainConfig, load_config
 from training.data import open_split
 from training.evaluate import EvalConfig, evaluate, format_table
@@ -66,7 +66,7 @@ def test_tiny_training_run_exports_and_resumes(tiny_corpus: Path, tmp_path: Path
     kinds = [r.kind for r in reports]
     assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("step") == 3
     assert all(np.isfinite(r.loss) for r in reports if r.kind == "step")
-    ckpt = load_checkpoint(path)
+    ckpt = load_torch(path)
     assert ckpt.d == 32 and ckpt.training["steps"] == 3
     assert ckpt.training["data_hours"]["train"] == pytest.approx(3 * TRACK_S / 3600, rel=1e-3)
     # Rerunning with a larger budget resumes from step 3 instead of starting over.
@@ -79,7 +79,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_corpus: Path, tmp_path: P
     straight = train(tiny_config(tiny_corpus, tmp_path / "a", 4))
     train(tiny_config(tiny_corpus, tmp_path / "b", 2))
     resumed = train(tiny_config(tiny_corpus, tmp_path / "b", 4))
-    a, b = load_checkpoint(straight).model.state_dict(), load_checkpoint(resumed).model.state_dict()
+    a, b = load_torch(straight).model.state_dict(), load_torch(resumed).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

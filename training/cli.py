@@ -54,13 +54,13 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
 def _run_reference(args: argparse.Namespace) -> int:
     """Re-save checkpoints unchanged but for the reference fingerprints, made here in float32
     (a checkpoint saved before references existed gets them; weights stay bit-identical)."""
-    from engine.checkpoint import load_checkpoint, save_checkpoint
+    from engine.torch_backend import load_torch, save_checkpoint
 
     for path in args.checkpoints:
-        c = load_checkpoint(path)
+        c = load_torch(path)
         save_checkpoint(path, c.model, c.config, training=c.training, evaluation=c.evaluation,
                         background=c.background)  # fmt: skip
-        print(f"{path}: reference fingerprints stored ({load_checkpoint(path).reference.shape})")
+        print(f"{path}: reference fingerprints stored ({load_torch(path).reference.shape})")
     return 0
 
 

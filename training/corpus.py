@@ -24,7 +24,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
 
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.errors import AudioDecodeError
@@ -163,12 +162,11 @@ def _decode_one(job: tuple[str, str, str]) -> tuple[str, str, str, float, np.nda
 
 def music_signature(audio: np.ndarray) -> np.ndarray:
     """Mean log-mel spectrum of every whole second, centred and unit-norm, float32 (n_s, 256)."""
-    torch.set_num_threads(1)  # one decoder process per core already
     n = len(audio) // SAMPLE_RATE
     if n == 0:
         return np.zeros((0, 256), np.float32)
     spectra = log_mel(audio[: n * SAMPLE_RATE].reshape(n, SAMPLE_RATE)).squeeze(1).mean(-1)
-    spectra = spectra.numpy() - spectra.numpy().mean(axis=1, keepdims=True)
+    spectra = spectra - spectra.mean(axis=1, keepdims=True)
     return spectra / (np.linalg.norm(spectra, axis=1, keepdims=True) + 1e-9)
 
 

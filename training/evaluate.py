@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from engine.audio import HOP_S, HOP_SAMPLES, SAMPLE_RATE, count_segments, frame_segments
-from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from engine.checkpoint import Checkpoint, load_checkpoint
 from engine.fingerprint import Fingerprinter
 from engine.index import VectorIndex
 from engine.search import (
@@ -47,6 +47,7 @@ from engine.search import (
     match_sequence,
     noise_floor,
 )
+from engine.torch_backend import load_torch, save_checkpoint
 from training.corpus import load_manifest
 from training.degrade import LEVELS, Sources, degrade
 
@@ -462,7 +463,7 @@ def write_into_checkpoint(
 ) -> None:
     """Store result as the checkpoint's evaluation (the engine reads its "calibration") with
     the background the calibration assumes."""
-    ckpt = load_checkpoint(checkpoint_path)
+    ckpt = load_torch(checkpoint_path)
     save_checkpoint(checkpoint_path, ckpt.model, ckpt.config, training=ckpt.training,
                     evaluation=result, background=background)  # fmt: skip
 

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.checkpoint import load_checkpoint
 from engine.encoders import count_parameters
 from engine.search import BACKGROUND_K, TOP_K
+from engine.torch_backend import load_torch
 
 # Targets from the issue (mid level, d = 128 unless stated); (level, length, kind, minimum).
 TARGETS = (
@@ -98,7 +98,7 @@ def background_line(background, protocol: dict) -> list[str]:
 def build_card(
     checkpoint: Path, results_dir: Path, notes: str, reference: dict | None, image_prefix: str
 ) -> str:
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_torch(checkpoint)
     result = json.loads((results_dir / "results.json").read_text())
     t = ckpt.training
     cfg = t.get("config", {})

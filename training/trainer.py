@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.checkpoint import save_checkpoint
 from engine.encoders import build_encoder, count_parameters
 from engine.features import log_mel
+from engine.torch_backend import save_checkpoint
 from training.augment import spec_augment
 from training.config import TrainConfig
 from training.corpus import hours_per_split, load_manifest
@@ -132,7 +132,7 @@ def train_step(
 ) -> float:
     """One optimisation step on clean, replica float32 (P, 8000); returns the loss."""
     n = len(clean)
-    mel = log_mel(torch.from_numpy(np.concatenate([clean, replica])))  # (2P, 1, 256, 32)
+    mel = torch.from_numpy(log_mel(np.concatenate([clean, replica])))  # (2P, 1, 256, 32)
     augmented = spec_augment(
         mel[n:], generator, cutout_prob=cfg.cutout_prob, cutout_max_frac=cfg.cutout_max_frac,
         freq_masks=cfg.freq_masks, freq_mask_max=cfg.freq_mask_max,

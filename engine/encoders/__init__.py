@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from engine.encoder_config import EncoderConfig
 from engine.encoders.attention import Attended
 from engine.encoders.fc import FC
 from engine.encoders.lstm import LSTM
 from engine.encoders.resnet import ResNet
 from engine.encoders.scnn import SCNN
 
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """Everything needed to rebuild an encoder; stored inside every checkpoint."""
-
-    name: str = "scnn"  # a key of ENCODERS
-    d: int = 128  # fingerprint dimension
-    width: float = 1.0  # channel multiplier; 1.0 is the paper's size
-    projection: str = "divenc"  # "divenc" (the seed's divide-and-encode) or "fc"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["ENCODERS", "EncoderConfig", "build_encoder", "count_parameters", "register_encoder"]
 
 
 # The seed's separable CNN and the KAIST report's family; "attn_" puts temporal–spectral

@@ -21,7 +21,19 @@ class ChannelLayerNorm(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return self.over_channel_axis(x)
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def over_channel_axis(self, x: torch.Tensor) -> torch.Tensor:
+        """The same normalisation computed in place on axis 1. An ONNX LayerNormalization
+        would need a transpose on each side: on ONNX Runtime that form took 57 ms per
+        41 segments here, this one 40 ms (torch's eager LayerNorm is faster as above)."""
+        mean = x.mean(1, keepdim=True)
+        centred = x - mean
+        variance = centred.square().mean(1, keepdim=True)
+        scale = torch.rsqrt(variance + self.norm.eps) * self.norm.weight[:, None, None]
+        return centred * scale + self.norm.bias[:, None, None]
 
 
 class SeparableBlock(nn.Module):
