@@ -13,7 +13,6 @@ import hashlib
 import logging
 import math
 import os
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -308,23 +307,24 @@ def checkpoint_from_payload(
 
 
 def checkpoint_dir() -> Path:
-    """Where shipped checkpoints are: an override, the frozen app's bundle, or the source tree."""
+    """Where shipped checkpoints are: an override, else inside this package (in the source tree,
+    an installed wheel and the frozen app alike)."""
     if os.environ.get(CHECKPOINT_DIR_ENV):
         return Path(os.environ[CHECKPOINT_DIR_ENV])
-    bundle = getattr(sys, "_MEIPASS", None)
-    if bundle:
-        return Path(bundle) / "assets" / "checkpoints"
-    return Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
+    return Path(__file__).resolve().parent / "checkpoints"
 
 
 def shipped_checkpoints() -> list[Path]:
-    """All shipped checkpoints, the default first."""
-    found = sorted(checkpoint_dir().glob("*.pt"))
-    return sorted(found, key=lambda p: p.name != DEFAULT_CHECKPOINT)
+    """All shipped checkpoints, the default first: each .pt, and each export without its .pt
+    (the frozen app ships exports only)."""
+    found = {p.with_suffix(".pt") if p.with_suffix(".pt").is_file() else p
+             for p in checkpoint_dir().glob("*") if p.suffix in (".pt", ".onnx")}  # fmt: skip
+    return sorted(found, key=lambda p: (p.stem != Path(DEFAULT_CHECKPOINT).stem, p.name))
 
 
 def default_checkpoint_path() -> Path:
+    """The default's .pt, or its export where only that is shipped."""
     path = checkpoint_dir() / DEFAULT_CHECKPOINT
-    if not path.is_file():
-        raise CheckpointError(path, "the default checkpoint is missing from this installation")
-    return path
+    if path.is_file() or path.with_suffix(".onnx").is_file():
+        return path if path.is_file() else path.with_suffix(".onnx")
+    raise CheckpointError(path, "the default checkpoint is missing from this installation")

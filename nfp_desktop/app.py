@@ -6,8 +6,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from PySide6.QtCore import QSettings
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from engine.threads import apply_thread_policy
@@ -30,9 +32,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     qt_app = QApplication.instance() or QApplication([sys.argv[0], *args.qt_args])
     qt_app.setOrganizationName(ORGANIZATION)
     qt_app.setApplicationName(APPLICATION)
+    qt_app.setDesktopFileName("nfp-desktop")  # Wayland matches the window to the .desktop entry
+    qt_app.setWindowIcon(app_icon())
     window = MainWindow(AppContext.from_settings(QSettings(ORGANIZATION, APPLICATION)))
     window.show()
     return qt_app.exec()
+
+
+def app_icon() -> QIcon:
+    """The app's icon at every size it ships (nfp_desktop/icons, made by scripts/make_icons.py)."""
+    icon = QIcon()
+    for png in sorted((Path(__file__).parent / "icons").glob("nfp-*.png")):
+        icon.addFile(str(png))
+    return icon
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -215,7 +215,7 @@ class SettingsDialog(QDialog):
         choice = self.selected_choice()
         if choice is None:
             checkpoint = self._prefs.checkpoint
-        elif choice.path.name == DEFAULT_CHECKPOINT and choice == self._choices[0]:
+        elif choice.path.stem == Path(DEFAULT_CHECKPOINT).stem and choice == self._choices[0]:
             checkpoint = ""  # follow the shipped default, even when an update replaces the file
         else:
             checkpoint = str(choice.path)

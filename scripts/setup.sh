@@ -8,13 +8,15 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev          # the interpreter (the torch wheel is for 3.11)
   libportaudio2 libasound2-plugins          # microphone input through sounddevice / ALSA / Pulse
   pulseaudio pulseaudio-utils               # the virtual microphone of the tests
-  libegl1 libgl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-1-3  # Qt, also offscreen
+  gcc                                       # the bundle's codec stubs (packaging/stub_codecs.py)
   espeak-ng sox                             # babble noise for training and evaluation
   wesnoth-1.16-music                        # real music for the end-to-end tests and the demo
 )
 
+# Qt's platform plugins (X11, Wayland, offscreen): one list, also the .deb's dependencies.
+read -r -a QT_PACKAGES <<< "$(grep -v '^#' packaging/qt-runtime-packages.txt | tr '\n' ' ')"
 missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
+for pkg in "${APT_PACKAGES[@]}" "${QT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

@@ -52,7 +52,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget; > 0 fits the schedule into it and stops in time
     # --- run bookkeeping ---
     out_dir: str = "runs/scnn-d128"  # state.pt (resumable), model.pt (exported), log.jsonl
-    export: str = ""  # also copy the final model here (e.g. assets/checkpoints/nfp-scnn-d128.pt)
+    export: str = ""  # also copy the final model here (e.g. engine/checkpoints/nfp-scnn-d128.pt)
     seed: int = 0  # numpy and torch seeds; the run is reproducible for a seed and thread count
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     checkpoint_every_s: float = 180.0  # resumable state is written this often (and at the end)
