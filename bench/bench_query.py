@@ -1,5 +1,9 @@
 """Query latency, recall loss and index size against 10, 100 and 1,000 hours of fingerprints.
 
+Two latencies per query length: `e2e` is what `nfp identify` does for a file (decode the file,
+fingerprint it at the sub-hop shifts, search, noise floor, alignment: Recognizer.identify),
+`search` the sequence search alone on fingerprints made beforehand (match_sequence).
+
 Real fingerprints of real tracks (the shipped checkpoint) plus filler to reach each size:
 "random" unit vectors (the default), or "music": each row the normalised sum of two of the
 checkpoint's background fingerprints (other music) plus a little noise, so that the codec is
@@ -14,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import wave
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -25,9 +31,11 @@ from engine.audio import SAMPLE_RATE, load_audio
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.fingerprint import Fingerprinter
 from engine.index import ADD_CHUNK, FLAT_MAX_VECTORS, VectorIndex, choose_spec
+from engine.recognize import Recognizer
 from engine.search import SegmentMap, match_sequence
 from engine.store import DecodedRows, train_codec
 from engine.threads import apply_thread_policy
+from engine.tracks import Track
 
 SEGMENTS_PER_HOUR = 7200
 MIX_NOISE = 0.3  # norm of the noise added to a mixed pair of music fingerprints (norm ≈ 1.4)
@@ -65,8 +73,8 @@ def music_filler(background: np.ndarray) -> Callable[[int, np.random.Generator],
     return make
 
 
-def make_queries(fingerprinter, tracks, n: int, rng) -> list[tuple[int, float, int, np.ndarray]]:
-    """(track, true offset, length_s, fingerprints) for n noisy excerpts of each length."""
+def make_queries(fingerprinter, tracks, n: int, rng, folder: Path) -> list[Query]:
+    """n noisy excerpts of each length, written to folder as WAV files."""
     audio = [load_audio(t) for t in tracks]
     queries = []
     for length in QUERY_S:
@@ -78,8 +86,39 @@ def make_queries(fingerprinter, tracks, n: int, rng) -> list[tuple[int, float, i
             noisy = clip + rng.standard_normal(len(clip)).astype(np.float32) * np.sqrt(
                 np.mean(clip**2) / 10
             )
-            queries.append((i, start / SAMPLE_RATE, length, fingerprinter.audio(noisy)))
+            path = write_wav(folder / f"q{len(queries)}.wav", noisy)
+            queries.append(Query(i, start / SAMPLE_RATE, length, fingerprinter.audio(noisy), path))
     return queries
+
+
+@dataclass(frozen=True)
+class Query:
+    track: int
+    offset_s: float
+    length_s: int
+    fingerprints: np.ndarray  # (L, d), at shift 0: the search-only timing's input
+    path: Path  # the excerpt as a 16-bit WAV file: the end-to-end timing's input
+
+
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(SAMPLE_RATE)
+        f.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def identify_file(recognizer: Recognizer, path: Path):
+    """What `nfp identify` times per file (engine.cli.cmd_identify): decode, then identify."""
+    return recognizer.identify(load_audio(path))
+
+
+def stand_in_tracks(segments: SegmentMap) -> list[Track]:
+    """One Track per span of the map (the real tracks, then the filler as one long track)."""
+    spans = enumerate(zip(segments.first, segments.length, strict=True))
+    return [Track(i, f"track-{i}", f"track {i}", "", "", n * 0.5, int(first), int(n))
+            for i, (first, n) in spans]  # fmt: skip
 
 
 def index_bytes(index: VectorIndex) -> int:
@@ -99,21 +138,27 @@ def rows_bytes(rows: np.ndarray | DecodedRows) -> int:
     return rows.codes.nbytes if isinstance(rows, DecodedRows) else rows.nbytes
 
 
-def run_level(hours, rows, segments, queries, spec) -> list[dict]:
+def run_level(hours, rows, segments, queries, spec, checkpoint) -> list[dict]:
     index, build_s = timed(lambda: VectorIndex.build(rows, spec))
+    recognizer = Recognizer(None, checkpoint, searched=(index, segments, stand_in_tracks(segments)))
     results, table = [], []
     for length in QUERY_S:
-        times = []
-        for _, _, q_len, fp in queries:
-            if q_len != length:
-                continue
-            found, t = timed(lambda fp=fp: match_sequence(fp, index, segments))
+        times, e2e_times, e2e_hits = [], [], []
+        for q in (q for q in queries if q.length_s == length):
+            found, t = timed(lambda fp=q.fingerprints: match_sequence(fp, index, segments))
             times.append(t)
             results.append((found.track, found.start_segment) if found else None)
+            match, t = timed(lambda path=q.path: identify_file(recognizer, path))
+            e2e_times.append(t)
+            e2e_hits.append(match is not None and match.track.id == q.track
+                            and abs(match.offset_s - q.offset_s) <= 0.5)  # fmt: skip
         disk = index_bytes(index) + rows_bytes(rows)
         memory = faiss.serialize_index(index.index).nbytes + rows_bytes(rows)
-        table.append({"hours": hours, "spec": index.spec, "query_s": length,
-                      **percentiles_ms(times), "build_s": round(build_s, 1),
+        e2e = {f"e2e_{k}": v for k, v in percentiles_ms(e2e_times).items()}
+        search = {f"search_{k}": v for k, v in percentiles_ms(times).items()}
+        table.append({"hours": hours, "spec": index.spec, "query_s": length, **e2e, **search,
+                      "e2e_near_hit": round(float(np.mean(e2e_hits)), 3),
+                      "build_s": round(build_s, 1),
                       "disk_MB_per_h": round(disk / 1e6 / hours, 3),
                       "ram_MB_per_h": round(memory / 1e6 / hours, 3)})  # fmt: skip
     return table, results
@@ -138,15 +183,16 @@ def main() -> None:
         else random_filler(checkpoint.d)
     )
     tracks = real_tracks(args.tracks)
-    queries = make_queries(fingerprinter, tracks, args.queries, rng)
+    folder = Path(tempfile.mkdtemp(prefix="nfp-bench-queries-"))
+    queries = make_queries(fingerprinter, tracks, args.queries, rng, folder)
     rows = []
     for hours in (float(h) for h in args.hours.split(",")):
         vectors, segments = library_vectors(fingerprinter, tracks, hours, filler, rng)
-        exact_rows, exact = run_level(hours, vectors, segments, queries, "Flat")
+        exact_rows, exact = run_level(hours, vectors, segments, queries, "Flat", checkpoint)
         spec = choose_spec(max(len(vectors), FLAT_MAX_VECTORS + 1), vectors.shape[1])
-        ivf_rows, ivf = run_level(hours, compressed(vectors), segments, queries, spec)
+        ivf_rows, ivf = run_level(hours, compressed(vectors), segments, queries, spec, checkpoint)
         agree = np.mean([a == b for a, b in zip(exact, ivf, strict=True)])
-        truth = [(t, round(o / 0.5)) for t, o, _, _ in queries]
+        truth = [(q.track, round(q.offset_s / 0.5)) for q in queries]
         for r, res in ((exact_rows, exact), (ivf_rows, ivf)):
             for row in r:
                 row["top1_near_hit"] = round(_near_hits(res, truth, queries, row["query_s"]), 3)
@@ -167,7 +213,7 @@ def _near(results, truth) -> np.ndarray:
 
 
 def _near_hits(results, truth, queries, length) -> float:
-    of_length = np.array([q[2] == length for q in queries])
+    of_length = np.array([q.length_s == length for q in queries])
     return float(np.mean(_near(results, truth)[of_length]))
 
 

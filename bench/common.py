@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 RESULTS = Path(__file__).parent / "results"
@@ -35,9 +34,23 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
 
 
 def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__}  # fmt: skip
+    """Where a figure was measured: CPU model, usable cores, library versions."""
+    import onnxruntime
+
+    from engine.threads import usable_cores
+
+    return {"cpu": cpu_model(), "cores": usable_cores(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__}  # fmt: skip
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def report(name: str, rows: list[dict], extra: dict | None = None) -> Path:

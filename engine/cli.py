@@ -127,7 +127,7 @@ def _recognizer(args: argparse.Namespace):
 
 
 def _format_time(seconds: float) -> str:
-    seconds = max(0, int(seconds))
+    seconds = max(0, round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 

@@ -9,11 +9,13 @@ import numpy as np
 from engine.audio import HOP_S, SAMPLE_RATE, SEGMENT_S, frame_segments
 from engine.checkpoint import Checkpoint
 from engine.fingerprint import Fingerprinter
+from engine.index import VectorIndex
 from engine.library import Library
 from engine.search import (
     CONFIDENCE_THRESHOLD,
     TOP_K,
     Match,
+    SegmentMap,
     SequenceMatch,
     match_sequence,
     noise_floor,
@@ -60,24 +62,30 @@ class TracklistEntry:
 Neighbours = tuple[np.ndarray, np.ndarray, np.ndarray]  # scores (L, k), ids (L, k), floor (L,)
 
 
+Searched = tuple[VectorIndex, SegmentMap, list[Track]]  # what Library.search_index returns
+
+
 class Recognizer:
     """A library opened for search with the checkpoint that built it."""
 
     def __init__(
         self,
-        library: Library,
+        library: Library | None,
         checkpoint: Checkpoint,
         *,
         precision: str | None = None,
         shifts_s: tuple[float, ...] | None = None,
+        searched: Searched | None = None,
     ) -> None:
-        library.check_checkpoint(checkpoint)
+        """`searched`: an index made elsewhere (a benchmark's), in place of the library's."""
+        if library is not None:
+            library.check_checkpoint(checkpoint)
         self.library = library
         self.shifts_s = shifts_s  # sub-hop starts for file queries; None: by length
         self.fingerprinter = Fingerprinter(checkpoint, precision=precision)
         self.calibration = checkpoint.evaluation.get("calibration")
         self.background = checkpoint.background
-        self.index, self.segments, self.tracks = library.search_index()
+        self.index, self.segments, self.tracks = searched or library.search_index()
 
     def neighbours(self, query_fp: np.ndarray) -> Neighbours:
         """Top-k (scores, ids), each (L, k), and each segment's noise floor (L,), for

@@ -6,8 +6,9 @@ import math
 
 
 def format_time(seconds: float) -> str:
-    """Seconds → `m:ss` (negative clamps to 0:00; hours stay in minutes, like players show)."""
-    whole = max(0, int(seconds))
+    """Seconds → `m:ss`, rounded (a clip from 1:59.6 reads 2:00; negative clamps to 0:00;
+    hours stay in minutes, like players show)."""
+    whole = max(0, round(seconds))
     return f"{whole // 60}:{whole % 60:02d}"
 
 
@@ -15,6 +16,11 @@ def format_position(position_s: float, duration_s: float) -> str:
     """`2:31 / 4:05`, the position never shown past the end (durations round, like players)."""
     total_s = round(duration_s)
     return f"{format_time(min(position_s, total_s))} / {format_time(total_s)}"
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 track`, `2 tracks`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def estimate_eta_s(elapsed_s: float, done: int, total: int) -> float | None:

@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from nfp_desktop.context import AppContext
-from nfp_desktop.formatting import format_time
+from nfp_desktop.formatting import format_time, plural
 from nfp_desktop.history import HistoryEntry
 from nfp_desktop.models import HistoryModel, TracklistModel, sortable_filter_proxy
 from nfp_desktop.widgets import make_table
@@ -93,5 +93,5 @@ class TracklistPanel(QWidget):
     def show_result(self, result: FileResult) -> None:
         entries = result.tracklist or []
         self.model.set_rows(entries)
-        found = f"{len(entries)} track(s) found" if entries else "no library track found"
+        found = f"{plural(len(entries), 'track')} found" if entries else "no library track found"
         self.title.setText(f"{result.path.name} ({format_time(result.duration_s)}): {found}")

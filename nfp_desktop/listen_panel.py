@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from engine.search import Match
 from engine.stream import LiveState
 from nfp_desktop.context import AppContext
-from nfp_desktop.formatting import format_position
+from nfp_desktop.formatting import format_position, plural
 from nfp_desktop.history import MICROPHONE, HistoryEntry
 from nfp_desktop.position import PositionClock
 from nfp_desktop.widgets import ConfidenceBar, LevelMeter
@@ -221,7 +221,7 @@ class ListenPanel(QWidget):
         source = str(result.path)
         if result.tracklist is not None:
             self._show_idle(
-                f"{len(result.tracklist)} track(s) found",
+                f"{plural(len(result.tracklist), 'track')} found",
                 f"In {result.path.name}: see the Track list tab.",
             )
             for entry in result.tracklist:

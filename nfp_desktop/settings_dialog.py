@@ -100,9 +100,9 @@ class SettingsDialog(QDialog):
 
         form = QFormLayout()
         form.setSpacing(10)
-        form.addRow("Encoder checkpoint:", self.checkpoint_combo)
+        form.addRow("Recognition model:", self.checkpoint_combo)
         form.addRow("", self.checkpoint_error)
-        form.addRow("Fingerprint dimension:", self.dimension_combo)
+        form.addRow("Fingerprint size:", self.dimension_combo)
         form.addRow("", self.reindex_label)
         form.addRow("Encoder precision:", self.precision_combo)
         form.addRow("Input device:", _row(self.device_combo, self.refresh_button))
@@ -128,8 +128,9 @@ class SettingsDialog(QDialog):
         paths = [c.path for c in self._choices]
         self.checkpoint_combo.setCurrentIndex(paths.index(selected) if selected in paths else 0)
         self.dimension_combo.clear()
-        for d in sorted({c.d for c in self._choices}):
-            self.dimension_combo.addItem(str(d), d)
+        sizes = sorted({c.d for c in self._choices})
+        for d in sizes:
+            self.dimension_combo.addItem(_size_label(d, sizes), d)
         self._sync_dimension()
 
     def selected_choice(self) -> CheckpointChoice | None:
@@ -227,6 +228,13 @@ class SettingsDialog(QDialog):
             folders=list(self._prefs.folders),
             precision=self.precision_combo.currentData() or "auto",
         )
+
+
+def _size_label(d: int, sizes: list[int]) -> str:
+    """A fingerprint size in plain words: the largest is the most accurate, others save space."""
+    if d == max(sizes):
+        return f"{d} (most accurate)"
+    return f"{d} (smaller library, a little less accurate)"
 
 
 def _row(*widgets: QWidget) -> QWidget:

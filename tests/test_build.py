@@ -60,11 +60,13 @@ def test_bundle_passes_its_self_test_on_onnx_runtime_without_torch(bundle: Path)
 
 def test_every_library_in_the_bundle_resolves(bundle: Path):
     """ldd over each shared library: a "not found" is a library the app would fail to load
-    (the desktop's own, which the bundle leaves to the system, included)."""
+    (the desktop's own, which the bundle leaves to the system, included). A wheel's libraries
+    find their siblings through the library that loads them, so ldd looks beside each too."""
     missing = []
     for lib in sorted(bundle.rglob("*.so*")):
         if lib.is_file() and not lib.is_symlink():
-            out = subprocess.run(["ldd", str(lib)], capture_output=True, text=True).stdout
+            env = {**os.environ, "LD_LIBRARY_PATH": str(lib.parent)}
+            out = subprocess.run(["ldd", str(lib)], capture_output=True, text=True, env=env).stdout
             missing += [f"{lib.name}: {line.strip()}" for line in out.splitlines()
                         if "not found" in line]  # fmt: skip
     assert not missing, "\n".join(missing)

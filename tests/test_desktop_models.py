@@ -17,7 +17,13 @@ from engine.mic import InputDevice
 from engine.recognize import TracklistEntry
 from engine.search import Match
 from engine.tracks import Track
-from nfp_desktop.formatting import estimate_eta_s, format_eta, format_position, format_time
+from nfp_desktop.formatting import (
+    estimate_eta_s,
+    format_eta,
+    format_position,
+    format_time,
+    plural,
+)
 from nfp_desktop.history import HistoryEntry, HistoryStore
 from nfp_desktop.models import (
     SORT_ROLE,
@@ -48,7 +54,7 @@ def test_track_model_shows_tags_and_formatted_durations() -> None:
     model.set_rows(TRACKS)
     assert model.rowCount() == 3 and model.columnCount() == 5
     assert _column(model, TrackTableModel.TITLE) == ["Battle", "anthem", "Calm"]
-    assert _column(model, TrackTableModel.DURATION) == ["4:05", "1:01", "20:00"]
+    assert _column(model, TrackTableModel.DURATION) == ["4:05", "1:02", "20:00"]
     assert _column(model, TrackTableModel.DURATION, SORT_ROLE) == [245.0, 61.5, 1200.0]
     assert model.headerData(0, Qt.Orientation.Horizontal) == "Title"
     assert model.data(model.index(5, 0)) is None  # out of range is invalid, not an error
@@ -88,8 +94,10 @@ def test_skipped_history_and_tracklist_models() -> None:
 
 
 def test_time_formats() -> None:
-    assert format_time(0) == "0:00" and format_time(151.9) == "2:31" and format_time(-3) == "0:00"
+    assert format_time(0) == "0:00" and format_time(151.9) == "2:32" and format_time(-3) == "0:00"
+    assert format_time(119.6) == "2:00"  # rounded, not cut: a clip from 2:00 reads 2:00
     assert format_position(151.0, 245.0) == "2:31 / 4:05"
+    assert plural(1, "track") == "1 track" and plural(2, "track") == "2 tracks"
     assert format_position(300.0, 245.0) == "4:05 / 4:05"
     assert estimate_eta_s(10.0, 0, 5) is None
     assert estimate_eta_s(10.0, 2, 6) == pytest.approx(20.0)

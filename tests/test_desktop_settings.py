@@ -78,8 +78,11 @@ def test_dialog_offers_checkpoints_and_their_dimensions(qtbot, checkpoints) -> N
         CHOOSE_FILE,
     ]
     dims = dialog.dimension_combo
-    assert [dims.itemText(i) for i in range(dims.count())] == ["64", "128"]
-    assert dims.currentText() == "128" and not dialog.reindex_label.isVisibleTo(dialog)
+    assert [dims.itemText(i) for i in range(dims.count())] == [
+        "64 (smaller library, a little less accurate)",
+        "128 (most accurate)",
+    ]
+    assert dims.currentData() == 128 and not dialog.reindex_label.isVisibleTo(dialog)
     dialog.select_dimension(64)
     assert combo.currentIndex() == 1 and dialog.reindex_label.isVisibleTo(dialog)
     assert dialog.preferences().checkpoint == str(checkpoints[1].resolve())
@@ -93,7 +96,7 @@ def test_dialog_accepts_a_checkpoint_file_and_refuses_a_bad_one(
     dialog = make_dialog(qtbot, Preferences(), checkpoints)
     custom = spectral_checkpoint_file(tmp_path / "mine.pt", d=32)
     assert dialog.choose_checkpoint_file(custom)
-    assert dialog.selected_choice().d == 32 and dialog.dimension_combo.currentText() == "32"
+    assert dialog.selected_choice().d == 32 and dialog.dimension_combo.currentData() == 32
     assert dialog.preferences().checkpoint == str(custom.resolve())
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
