@@ -63,6 +63,15 @@ def mel_filterbank() -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
+def _filterbank_t() -> np.ndarray:
+    """The filterbank transposed and contiguous (N_FFT // 2 + 1, N_MELS): as the right-hand
+    matrix of one product it takes 0.55 ms for 17 segments, 1.3 ms as a transposed view."""
+    weights = np.ascontiguousarray(mel_filterbank().T)
+    weights.flags.writeable = False
+    return weights
+
+
+@lru_cache(maxsize=1)
 def _window() -> np.ndarray:
     """The periodic Hann window (torch.hann_window's and librosa's), float32 (N_FFT,)."""
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
@@ -82,7 +91,7 @@ def log_mel(segments: np.ndarray) -> np.ndarray:
     frames = sliding_window_view(padded, N_FFT, axis=1)[:, ::HOP_LENGTH] * _window()
     spec = np.fft.rfft(frames, axis=-1)  # (B, N_FRAMES, N_FFT // 2 + 1) complex64
     power = np.square(spec.real) + np.square(spec.imag)
-    mel = np.matmul(power, mel_filterbank().T).transpose(0, 2, 1)  # (B, N_MELS, N_FRAMES)
+    mel = np.matmul(power, _filterbank_t()).transpose(0, 2, 1)  # (B, N_MELS, N_FRAMES)
     db = 10.0 * np.log10(np.maximum(mel, AMIN))
     db_max = db.max(axis=(1, 2), keepdims=True)
     db = np.maximum(db, db_max - TOP_DB)
