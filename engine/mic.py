@@ -2,12 +2,21 @@
 
 sounddevice is imported inside the functions: it loads the PortAudio library when imported, and
 a machine without it should still index and identify files.
+
+PortAudio sees a PulseAudio or PipeWire server only as one ALSA device, "pulse", recording from
+the server's default source. So every source the server has (microphones and the "Monitor of …"
+sources that carry what the computer itself plays) is listed by its description too, from
+`pactl`; choosing one opens "pulse" with PULSE_SOURCE naming it, which libpulse obeys.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import queue
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,13 +29,18 @@ READ_TIMEOUT_S = 2.0  # no block for this long means the device stopped (unplugg
 FIRST_BLOCK_TIMEOUT_S = 10.0  # PulseAudio's ALSA plugin can take seconds to deliver the first
 
 
+PULSE_DEVICE = "pulse"  # PortAudio's name for the ALSA device that records from PulseAudio
+PACTL_TIMEOUT_S = 3.0
+
+
 @dataclass(frozen=True)
 class InputDevice:
-    index: int
-    name: str
+    index: int  # PortAudio's
+    name: str  # PortAudio's name, or a PulseAudio source's description
     channels: int
     default_rate: float
     is_default: bool
+    pulse_source: str | None = None  # the PulseAudio source recorded through PortAudio's "pulse"
 
 
 def _sounddevice():
@@ -45,10 +59,49 @@ def input_devices() -> list[InputDevice]:
         default_in = sd.default.device[0]
     except sd.PortAudioError as e:
         raise NoInputDeviceError(f"cannot query audio devices: {e}") from e
-    return [
+    found = [
         InputDevice(i, d["name"], d["max_input_channels"], d["default_samplerate"], i == default_in)
         for i, d in enumerate(devices)
         if d["max_input_channels"] > 0
+    ]
+    pulse = next((d for d in found if d.name == PULSE_DEVICE), None)
+    return found + (pulse_source_devices(pulse) if pulse else [])
+
+
+def pulse_source_devices(pulse: InputDevice) -> list[InputDevice]:
+    """Each PulseAudio/PipeWire source as a device recorded through PortAudio's `pulse`,
+    named by its description; none where `pactl` is missing or the server does not answer."""
+    return [
+        InputDevice(
+            pulse.index,
+            source["description"],
+            min(source["channels"], pulse.channels),
+            pulse.default_rate,
+            False,
+            source["name"],
+        )
+        for source in pulse_sources()
+    ]
+
+
+def pulse_sources() -> list[dict]:
+    """[{"name", "description", "channels"}] of the sound server's sources, from `pactl`."""
+    if not shutil.which("pactl"):
+        return []
+    try:
+        done = subprocess.run(["pactl", "--format=json", "list", "sources"], capture_output=True,
+                              text=True, timeout=PACTL_TIMEOUT_S)  # fmt: skip
+        listed = json.loads(done.stdout) if done.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return []
+    return [
+        {
+            "name": s["name"],
+            "description": s.get("description") or s["name"],
+            "channels": int(s.get("channel_map", "mono").count(",") + 1),
+        }
+        for s in listed
+        if isinstance(s, dict) and isinstance(s.get("name"), str)
     ]
 
 
@@ -81,7 +134,8 @@ def record_blocks(device: InputDevice) -> Iterator[tuple[np.ndarray, int]]:
         with contextlib.suppress(queue.Full):
             blocks.put_nowait(indata.copy())
 
-    stream = _open_stream(sd, device, callback)
+    with _pulse_source(device.pulse_source):
+        stream = _open_stream(sd, device, callback)
     try:
         try:
             stream.start()  # PortAudio often refuses a busy or vanished device only here
@@ -98,6 +152,23 @@ def record_blocks(device: InputDevice) -> Iterator[tuple[np.ndarray, int]]:
         # Closing a device that vanished fails too; that error would hide the one that matters.
         with contextlib.suppress(sd.PortAudioError):
             stream.close()
+
+
+@contextlib.contextmanager
+def _pulse_source(source: str | None) -> Iterator[None]:
+    """PULSE_SOURCE set to `source` while the stream connects (libpulse reads it then)."""
+    if source is None:
+        yield
+        return
+    previous = os.environ.get("PULSE_SOURCE")
+    os.environ["PULSE_SOURCE"] = source
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("PULSE_SOURCE", None)
+        else:
+            os.environ["PULSE_SOURCE"] = previous
 
 
 def _open_stream(sd, device: InputDevice, callback):

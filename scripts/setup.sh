@@ -8,6 +8,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev          # the interpreter (the torch wheel is for 3.11)
   libportaudio2 libasound2-plugins          # microphone input through sounddevice / ALSA / Pulse
   pulseaudio pulseaudio-utils               # the virtual microphone of the tests
+  xvfb openbox xdotool                      # the app on a real X server in the tests and benches
   gcc                                       # the bundle's codec stubs (packaging/stub_codecs.py)
   espeak-ng sox                             # babble noise for training and evaluation
   wesnoth-1.16-music                        # real music for the end-to-end tests and the demo
