@@ -95,22 +95,26 @@ def load_audio(path: str | Path) -> np.ndarray:
     except (av.FFmpegError, ValueError, OSError, RuntimeError) as e:
         decoded_s = sum(len(c) for c in chunks) / SAMPLE_RATE
         if decoded_s < MIN_PARTIAL_S:
-            raise AudioDecodeError(path, _describe(e)) from e
-        log.warning("%s: decoding stopped after %.1f s (%s)", path, decoded_s, _describe(e))
+            raise AudioDecodeError(path, describe_failure(path, e, decoded_s)) from e
+        log.warning("%s: decoding stopped after %.1f s (%s)", path, decoded_s,
+                    describe_failure(path, e, decoded_s))  # fmt: skip
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if audio.size == 0:
-        raise AudioDecodeError(path, "no audio samples")
+        empty = path.stat().st_size == 0
+        raise AudioDecodeError(path, "the file is empty" if empty else "it holds no samples")
     if not np.isfinite(audio).all():
         audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
     return audio
 
 
 def _decode_chunks(path: Path) -> Iterator[np.ndarray]:
+    if path.is_dir():
+        raise IsADirectoryError(f"a folder: {path}")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     with av.open(str(path), metadata_errors="ignore") as container:
         if not container.streams.audio:
-            raise ValueError("no audio stream")
+            raise ValueError(NO_AUDIO_STREAM)
         stream = container.streams.audio[0]
         resampler = Resampler()
         for frame in container.decode(stream):
@@ -118,9 +122,31 @@ def _decode_chunks(path: Path) -> Iterator[np.ndarray]:
         yield resampler.frames(None)
 
 
-def _describe(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:200]
+NO_AUDIO_STREAM = "there is no sound in it: a video or an image without audio?"
+
+
+def describe_failure(path: Path, e: BaseException, decoded_s: float = 0.0) -> str:
+    """Why a file could not be decoded, in words for people (the skip reason a user reads):
+    "not an audio file", "a damaged MP3 file", never FFmpeg's "[Errno 1094995529] …"."""
+    kind = path.suffix.lower().lstrip(".")
+    if isinstance(e, FileNotFoundError):
+        return "the file is not there any more"
+    if isinstance(e, PermissionError):
+        return "permission denied: nfp may not read it"
+    if isinstance(e, IsADirectoryError):
+        return "it is a folder, not a file"
+    if path.is_file() and path.stat().st_size == 0:
+        return "the file is empty"
+    if f".{kind}" not in AUDIO_EXTENSIONS and decoded_s == 0:
+        return "not an audio file"
+    if str(e) == NO_AUDIO_STREAM:
+        return NO_AUDIO_STREAM
+    if isinstance(e, av.error.InvalidDataError) and decoded_s == 0:
+        return f"a damaged {kind.upper()} file, or not really {kind.upper()}"
+    if decoded_s:
+        return f"a damaged {kind.upper() or 'audio'} file: decoding stopped after {decoded_s:.1f} s"
+    text = getattr(e, "strerror", None) or str(e).strip() or type(e).__name__
+    return f"FFmpeg cannot read it ({text.splitlines()[0][:160]})"
 
 
 def frame_segments(audio: np.ndarray) -> np.ndarray:

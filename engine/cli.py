@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="input device name or part of it (default: system default)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
+    p = command("remove", cmd_remove, "remove a music folder: its tracks leave the library")
+    p.add_argument("folder", type=Path)
     p = command("info", cmd_info, "show what is in a library")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser(
@@ -319,6 +321,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
     if not info["reference"]["ok"]:
         raise NfpError(info["reference"]["message"])
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    with Library(_db_dir(args)) as library:
+        removed = library.remove_folder(args.folder)
+    print(f"removed {removed} tracks of {display_path(args.folder)}")
     return 0
 
 

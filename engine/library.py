@@ -376,6 +376,23 @@ class Library:
             self._load_or_build_index()
 
     # ---- indexing -------------------------------------------------------------------------
+    def remove_folder(self, folder: str | Path) -> int:
+        """Forget a music folder: its tracks leave the library, except those inside another
+        folder the library keeps; returns how many left. A folder that is missing on disk can
+        be removed too (that is how its tracks are given up)."""
+        folder = Path(folder).expanduser().resolve()  # as recorded (music_folder)
+        with self.files.writing():
+            kept = [Path(f) for f in self._folders() if Path(f) != folder]
+            paths = [p for p in self.db.known_files()
+                     if Path(p).is_relative_to(folder)
+                     and not any(Path(p).is_relative_to(k) for k in kept)]  # fmt: skip
+            self._remove_paths(paths)
+            with self.db.transaction():
+                self.db.set_meta(folders=[str(k) for k in kept])
+            self.rewrite_store_if_needed()
+            self.refresh_search_index()
+        return len(paths)
+
     def update(
         self,
         folder: str | Path,

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QGroupBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -23,7 +24,7 @@ from engine.errors import NfpError
 from engine.library import IndexSummary
 from engine.tracks import Track
 from nfp_desktop.context import AppContext
-from nfp_desktop.formatting import estimate_eta_s, format_eta
+from nfp_desktop.formatting import estimate_eta_s, format_eta, plural
 from nfp_desktop.models import SkippedModel, TrackTableModel, sortable_filter_proxy
 from nfp_desktop.widgets import make_table
 from nfp_desktop.workers import GeneratorWorker, IndexOutcome, IndexStep, index_job
@@ -70,12 +71,16 @@ class LibraryPanel(QWidget):
         self.folders_label.setWordWrap(True)
         self.add_button = QPushButton("Add music folder…")
         self.add_button.clicked.connect(self.choose_folder)
+        self.remove_button = QPushButton("Remove folder…")
+        self.remove_button.setToolTip("Take a music folder and its tracks out of the library")
+        self.remove_button.clicked.connect(self.choose_folder_to_remove)
         self.update_button = QPushButton("Update library")
         self.update_button.setToolTip("Index new and changed files, drop removed ones (F5)")
         self.update_button.clicked.connect(self.update_library)
         row = QHBoxLayout()
         row.addWidget(self.folders_label, 1)
         row.addWidget(self.add_button)
+        row.addWidget(self.remove_button)
         row.addWidget(self.update_button)
         return row
 
@@ -134,11 +139,12 @@ class LibraryPanel(QWidget):
     def _show_folders(self) -> None:
         folders = self.app.prefs.folders
         self.folders_label.setText(
-            "Music folders: " + ", ".join(folders)
+            "Music folders: " + ", ".join(_folder_label(f) for f in folders)
             if folders
             else "No music folder yet — add one to build your library."
         )
         self.update_button.setEnabled(bool(folders) and not self.busy)
+        self.remove_button.setEnabled(bool(folders) and not self.busy)
 
     def _show_tracks(self, tracks: list[Track]) -> None:
         self.tracks_model.set_rows(tracks)
@@ -158,6 +164,31 @@ class LibraryPanel(QWidget):
             self.app.save()
             self._show_folders()
         self._start([folder_text])
+
+    def choose_folder_to_remove(self) -> None:
+        folders = self.app.prefs.folders
+        labels = [_folder_label(f) for f in folders]
+        title, prompt = "Remove a music folder", "Its tracks leave the library:"
+        label, ok = QInputDialog.getItem(self, title, prompt, labels, 0, False)
+        if ok and label in labels:
+            self.remove_folder(folders[labels.index(label)])
+
+    def remove_folder(self, folder: str) -> None:
+        """Take the folder out of the settings and its tracks out of the library (a missing
+        folder's tracks are kept until this is done)."""
+        if self.busy or folder not in self.app.prefs.folders:
+            return
+        self.app.prefs.folders.remove(folder)
+        self.app.save()
+        removed = 0
+        if self.app.session.exists():
+            try:
+                removed = self.app.session.library().remove_folder(folder)
+            except NfpError as e:
+                self.error.emit(e)
+            self.app.session.index_changed()
+        self.reload()
+        self.message.emit("info", f"Removed {folder}: {plural(removed, 'track')} left the library.")
 
     def update_library(self) -> None:
         if self.app.prefs.folders:
@@ -274,3 +305,8 @@ def _summary_message(summary: IndexSummary, rebuilt: bool, n_tracks: int) -> tup
         return "notice", f"No audio files found in the music folders. {kept}"
     done = "Library rebuilt" if rebuilt else "Library updated"
     return "info", f"{done}: {', '.join(parts)}."
+
+
+def _folder_label(folder: str) -> str:
+    """A folder as the list shows it: marked where it is missing (its tracks are kept)."""
+    return folder if Path(folder).is_dir() else f"{folder} (missing: its tracks are kept)"

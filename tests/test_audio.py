@@ -96,3 +96,24 @@ def test_framing_counts_and_positions():
 
 def test_short_audio_is_padded_to_one_segment():
     assert frame_segments(np.ones(100, np.float32)).shape == (1, SEGMENT_SAMPLES)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("song.mp3", b"\x00" * 1000, "a damaged MP3 file, or not really MP3"),
+        ("notes.txt", b"plain text, not music " * 50, "not an audio file"),
+        ("empty.flac", b"", "the file is empty"),
+        ("gone.ogg", None, "the file is not there any more"),
+    ],
+)
+def test_a_file_that_cannot_be_decoded_is_skipped_for_a_reason_people_read(
+    tmp_path: Path, name: str, content: bytes | None, reason: str
+):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(AudioDecodeError) as refused:
+        load_audio(path)
+    assert refused.value.cause == reason and str(path) in str(refused.value)
+    assert "Errno" not in str(refused.value)

@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,26 @@ def test_adding_a_folder_indexes_it_with_progress(
     assert panel.tracks_proxy.rowCount() == 1
 
 
+def test_a_removed_folder_takes_its_tracks_out_and_a_missing_one_is_shown(
+    qtbot, tmp_path, music_dir, spectral_path
+) -> None:
+    window = open_window(qtbot, tmp_path, spectral_path)
+    panel = window.library_panel
+    music = Path(shutil.copytree(music_dir, tmp_path / "music"))
+    panel.add_folder(music)
+    wait_idle(qtbot, window)
+    assert panel.tracks_model.rowCount() == 3 and panel.remove_button.isEnabled()
+    shutil.rmtree(music)
+    panel.update_library()  # a missing folder keeps its tracks, and says so
+    wait_idle(qtbot, window)
+    assert panel.tracks_model.rowCount() == 3 and "(missing" in panel.folders_label.text()
+    panel.remove_folder(str(music.resolve()))
+    assert (
+        panel.tracks_model.rowCount() == 0 and "3 tracks left the library" in window.banner.text()
+    )
+    assert "add one" in panel.folders_label.text() and not panel.remove_button.isEnabled()
+
+
 def test_cancel_stops_indexing(qtbot, tmp_path, music_dir, spectral_path) -> None:
     window = open_window(qtbot, tmp_path, spectral_path)
     window.library_panel.add_folder(music_dir)
@@ -112,7 +133,7 @@ def test_missing_folder_and_bad_files_are_reported(qtbot, tmp_path, spectral_pat
     skipped = window.library_panel.skipped_model
     assert window.library_panel.skipped_box.isVisibleTo(window)
     assert [Path(p).name for p, _ in skipped.rows()] == ["broken.mp3"]
-    assert "Invalid data" in skipped.rows()[0][1] and "1 skipped" in window.banner.text()
+    assert "a damaged MP3 file" in skipped.rows()[0][1] and "1 skipped" in window.banner.text()
 
 
 def test_corrupt_index_is_reported_and_rebuilt_on_request(

@@ -9,6 +9,7 @@ from conftest import TRACK_SECONDS, make_tiny_checkpoint
 
 from engine.audio import load_audio
 from engine.checkpoint import load_checkpoint
+from engine.cli import main as cli_main
 from engine.errors import (
     EmptyLibraryError,
     IndexCorruptError,
@@ -188,3 +189,21 @@ def test_a_library_that_outgrows_exact_search_moves_to_compressed_rows(
         found = recognizer.best(recognizer.fingerprinter.audio(audio))
         assert recognizer.tracks[found.track].title == title
         assert found.offset_s == pytest.approx(8.0, abs=0.5)
+
+
+def test_removing_a_folder_takes_its_tracks_out_and_keeps_the_others(music, tmp_path, capsys):
+    """Also through `nfp remove`: tracks inside another kept folder stay, and a folder missing
+    on disk can be removed (that is how its tracks are given up)."""
+    db = tmp_path / "db"
+    assert cli_main(["index", str(music / "album"), "--db", str(db)]) == 0
+    assert cli_main(["index", str(music), "--db", str(db)]) == 0
+    with Library(db) as library:
+        assert len(library) == 3
+        assert library.remove_folder(music) == 1  # three.ogg; album/ is a folder of its own
+        assert sorted(Path(t.path).name for t in library.tracks()) == ["one.flac", "two.mp3"]
+    shutil.rmtree(music / "album")
+    capsys.readouterr()
+    assert cli_main(["remove", str(music / "album"), "--db", str(db)]) == 0
+    assert "removed 2 tracks" in capsys.readouterr().out
+    with Library(db, writable=False) as library:
+        assert len(library) == 0 and library.meta("folders") in ("[]", None)
