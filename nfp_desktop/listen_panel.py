@@ -51,10 +51,12 @@ class ListenPanel(QWidget):
     def __init__(self, app: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.app = app
-        self.state = "idle"  # idle | starting | listening | matched | no_match | identifying
+        # idle | starting | listening | matched | last_heard | no_match | identifying
+        self.state = "idle"
         self.clock = PositionClock()
         self._match: Match | None = None
         self._last_track_id: int | None = None
+        self._last_heard_at: time.struct_time | None = None  # wall clock of the last match
         self._worker: GeneratorWorker | None = None
         self._library_empty = False
         self.last_live: LiveState | None = None  # the newest state from the listen worker
@@ -98,7 +100,8 @@ class ListenPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(18)
         layout.addWidget(holder)
-        layout.addWidget(self._build_match_card(), 1)
+        self.match_card = self._build_match_card()
+        layout.addWidget(self.match_card, 1)
 
     def _build_match_card(self) -> QFrame:
         card = QFrame()
@@ -170,6 +173,8 @@ class ListenPanel(QWidget):
         self.level_meter.set_level_db(item.level_db)
         if item.match is not None:
             self._show_live_match(item.match)
+        elif self.state in ("matched", "last_heard"):
+            self._show_last_heard()
         elif item.level_db < SILENCE_DB:
             self.state = "listening"
             self._show_idle("Listening…", SILENCE_TEXT)
@@ -187,6 +192,7 @@ class ListenPanel(QWidget):
         if not self._timer.isActive():
             self._timer.start()
         self.state = "matched"
+        self._last_heard_at = time.localtime()
         self._show_match(match, "Now playing")
         if new_track:
             self._last_track_id = match.track.id
@@ -201,6 +207,8 @@ class ListenPanel(QWidget):
             self._show_position()
         elif self.state == "matched":
             self.status_label.setText("Stopped")
+        elif self.state == "last_heard":
+            pass  # the greyed last match stays
         elif self.state != "no_match":
             self._show_ready()
 
@@ -281,6 +289,8 @@ class ListenPanel(QWidget):
     def _show_match(self, match: Match, status: str) -> None:
         track = match.track
         self._match = match
+        self.match_card.setEnabled(True)
+        self.match_card.setAccessibleDescription(status)
         self.status_label.setText(status)
         self.status_label.show()
         self.title_label.setText(track.title)
@@ -288,6 +298,18 @@ class ListenPanel(QWidget):
         self.confidence_bar.set_confidence(match.confidence)
         self.position_bar.show()
         self._show_position()
+
+    def _show_last_heard(self) -> None:
+        """The music stopped, or turned to something not in the library: the last match stays,
+        greyed and frozen, saying when it was heard, until another track is matched."""
+        if self.state != "last_heard":
+            self.state = "last_heard"
+            self.clock.freeze(time.monotonic())
+            self._timer.stop()
+            heard = time.strftime("%H:%M", self._last_heard_at or time.localtime())
+            self.status_label.setText(f"Last heard at {heard}")
+            self.match_card.setEnabled(False)  # Qt greys the text of a disabled widget
+            self.match_card.setAccessibleDescription(f"Last heard at {heard}, not playing now")
 
     def _show_position(self) -> None:
         if self._match is None:
@@ -308,6 +330,7 @@ class ListenPanel(QWidget):
     def _show_idle(self, title: str, detail: str = "") -> None:
         """The card without a match: a large title saying what happens, a line of detail."""
         self._match = None
+        self.match_card.setEnabled(True)
         self._timer.stop()
         self.clock.clear()
         self.status_label.hide()

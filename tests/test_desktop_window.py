@@ -25,6 +25,9 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
 import nfp_desktop.workers as workers
+from engine.search import Match
+from engine.stream import LiveState
+from engine.tracks import Track
 from nfp_desktop.app import main
 from nfp_desktop.main_window import MainWindow
 from nfp_desktop.preferences import load_preferences
@@ -422,3 +425,22 @@ def test_a_rebuild_that_finds_nothing_keeps_the_old_index(qtbot, window, tmp_pat
     assert "previous index is unchanged" in window.banner.text()
     assert len(window.app.session.tracks()) == 3
     assert window.library_panel.tracks_model.rowCount() == 3
+
+
+def test_when_the_music_stops_the_last_match_stays_greyed_with_when_it_was_heard(
+    qtbot, tmp_path, spectral_path
+) -> None:
+    window = open_window(qtbot, tmp_path, spectral_path)
+    panel = window.listen_panel
+    track = Track(1, "/m/a.flac", "Anthem", "Band", "", 200.0, 0, 399)
+    panel.show_live(LiveState("matched", Match(track, 42.0, 5.0, 0.9), -20.0, 3.0))
+    assert panel.title_label.text() == "Anthem" and panel.match_card.isEnabled()
+    panel.show_live(LiveState("listening", None, -90.0, 4.0))  # silence
+    assert panel.state == "last_heard" and panel.title_label.text() == "Anthem"
+    assert not panel.match_card.isEnabled()
+    assert panel.status_label.text().startswith("Last heard at ")
+    frozen = panel.position_label.text()
+    panel.show_live(LiveState("no_match", None, -20.0, 9.0))  # other music: still the last one
+    assert panel.title_label.text() == "Anthem" and panel.position_label.text() == frozen
+    panel.show_live(LiveState("matched", Match(track, 80.0, 5.0, 0.9), -20.0, 12.0))
+    assert panel.match_card.isEnabled() and panel.status_label.text() == "Now playing"
