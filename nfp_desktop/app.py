@@ -6,16 +6,15 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from PySide6.QtCore import QSettings
-from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from engine.threads import apply_thread_policy
 from nfp_desktop.context import AppContext
 from nfp_desktop.main_window import MainWindow
 from nfp_desktop.preferences import APPLICATION, ORGANIZATION
+from nfp_desktop.widgets import app_icon
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,14 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     window = MainWindow(AppContext.from_settings(QSettings(ORGANIZATION, APPLICATION)))
     window.show()
     return qt_app.exec()
-
-
-def app_icon() -> QIcon:
-    """The app's icon at every size it ships (nfp_desktop/icons, made by scripts/make_icons.py)."""
-    icon = QIcon()
-    for png in sorted((Path(__file__).parent / "icons").glob("nfp-*.png")):
-        icon.addFile(str(png))
-    return icon
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -47,6 +47,7 @@ class ListenPanel(QWidget):
     tracklist_ready = Signal(object)  # FileResult of a long file
     message = Signal(str, str)  # kind ("notice" | "info"), text
     error = Signal(object)  # an exception from the engine, shown in the window
+    listening_changed = Signal(bool)
 
     def __init__(self, app: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -359,6 +360,7 @@ class ListenPanel(QWidget):
         self.listen_button.setProperty("listening", listening)
         self.listen_button.style().unpolish(self.listen_button)
         self.listen_button.style().polish(self.listen_button)
+        self.listening_changed.emit(listening)
 
     def _remember_continuous(self, checked: bool) -> None:
         self.app.prefs.continuous = checked

@@ -26,6 +26,7 @@ from nfp_desktop.listen_panel import ListenPanel
 from nfp_desktop.preferences import Preferences
 from nfp_desktop.session import LibrarySession
 from nfp_desktop.settings_dialog import SettingsDialog
+from nfp_desktop.tray import Tray
 from nfp_desktop.widgets import MessageBanner
 from nfp_desktop.workers import describe_error
 
@@ -64,6 +65,10 @@ class MainWindow(QMainWindow):
         self._build()
         self._connect()
         self._build_actions()
+        self.tray = Tray(app, self, self.listen_panel.toggle_listening, self.show_window, self.quit)
+        self.listen_panel.identified.connect(self.tray.show_match)
+        self.listen_panel.listening_changed.connect(self.tray.set_listening)
+        self._quitting = False
         self.library_panel.reload()  # after _connect: a damaged library must reach the banner
         self.update_status()
         self.restoreGeometry(app.settings.value("window/geometry", b""))
@@ -105,7 +110,7 @@ class MainWindow(QMainWindow):
         )
         _action(self, "&Update library", "F5", self.library_panel.update_library, file_menu)
         file_menu.addSeparator()
-        self.quit_action = _action(self, "&Quit", "Ctrl+Q", self.close, file_menu)
+        self.quit_action = _action(self, "&Quit", "Ctrl+Q", self.quit, file_menu)
         listen_menu = self.menuBar().addMenu("&Listen")
         self.listen_action = _action(
             self, "&Listen / Stop", "Ctrl+L", self.listen_panel.toggle_listening, listen_menu
@@ -238,7 +243,26 @@ class MainWindow(QMainWindow):
         self.library_panel.reload()
         self.update_status()
 
+    def show_window(self) -> None:
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    def quit(self) -> None:
+        """Quit for real: also from the tray, where closing the window only hides it."""
+        self._quitting = True
+        self.close()
+
+    def keeps_listening_in_tray(self) -> bool:
+        prefs = self.app.prefs
+        return (prefs.close_to_tray and self.listen_panel.busy and self.tray.available
+                and not self._quitting)  # fmt: skip
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.keeps_listening_in_tray():
+            self.hide()
+            event.ignore()
+            return
         self.app.settings.setValue("window/geometry", self.saveGeometry())
         self.listen_panel.shutdown()
         self.library_panel.shutdown()

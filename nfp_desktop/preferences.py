@@ -35,6 +35,8 @@ class Preferences:
     folders: list[str] = field(default_factory=list)  # music folders in the library
     continuous: bool = True  # keep listening after a match
     precision: str = "auto"  # the encoder's numeric path: auto (probed), float32 or bfloat16
+    close_to_tray: bool = False  # closing the window while listening keeps listening in the tray
+    notify: bool = True  # a desktop notification for each new match
 
     def checkpoint_path(self) -> Path:
         """The checkpoint to index with. Raises CheckpointError when the default is missing."""
@@ -56,6 +58,8 @@ def load_preferences(settings: QSettings) -> Preferences:
         folders=[folders] if isinstance(folders, str) else list(folders or []),
         continuous=_as_bool(settings.value("listen/continuous", defaults.continuous)),
         precision=_as_precision(settings.value("engine/precision", defaults.precision)),
+        close_to_tray=_as_bool(settings.value("window/close_to_tray", defaults.close_to_tray)),
+        notify=_as_bool(settings.value("window/notify", defaults.notify)),
     )
 
 
@@ -66,6 +70,8 @@ def save_preferences(settings: QSettings, prefs: Preferences) -> None:
     settings.setValue("library/folders", list(prefs.folders))
     settings.setValue("listen/continuous", prefs.continuous)
     settings.setValue("engine/precision", prefs.precision)
+    settings.setValue("window/close_to_tray", prefs.close_to_tray)
+    settings.setValue("window/notify", prefs.notify)
     settings.sync()
 
 

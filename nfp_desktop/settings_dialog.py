@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -106,6 +107,12 @@ class SettingsDialog(QDialog):
         form.addRow("", self.reindex_label)
         form.addRow("Encoder precision:", self.precision_combo)
         form.addRow("Input device:", _row(self.device_combo, self.refresh_button))
+        self.tray_box = QCheckBox("Closing the window keeps listening in the system tray")
+        self.tray_box.setChecked(self._prefs.close_to_tray)
+        self.notify_box = QCheckBox("Show a desktop notification for each new match")
+        self.notify_box.setChecked(self._prefs.notify)
+        form.addRow("In the background:", self.tray_box)
+        form.addRow("", self.notify_box)
         form.addRow("", self.device_notice)
         form.addRow("Data directory:", _row(self.data_dir_edit, browse))
         buttons = QDialogButtonBox(
@@ -227,6 +234,8 @@ class SettingsDialog(QDialog):
             data_dir=self.data_dir_edit.text().strip() or self._prefs.data_dir,
             folders=list(self._prefs.folders),
             precision=self.precision_combo.currentData() or "auto",
+            close_to_tray=self.tray_box.isChecked(),
+            notify=self.notify_box.isChecked(),
         )
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from PySide6.QtCore import QAbstractItemModel, Qt
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -126,3 +128,11 @@ def make_table(model: QAbstractItemModel, widths: Sequence[int] = ()) -> QTableV
     for column, width in enumerate(widths):
         table.setColumnWidth(column, width)
     return table
+
+
+def app_icon() -> QIcon:
+    """The app's icon at every size it ships (nfp_desktop/icons, made by scripts/make_icons.py)."""
+    icon = QIcon()
+    for png in sorted((Path(__file__).parent / "icons").glob("nfp-*.png")):
+        icon.addFile(str(png))
+    return icon
