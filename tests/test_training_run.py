@@ -12,6 +12,7 @@ import torch
 from audio_files import music_like
 from conftest import TINY_CONFIG, make_tiny_checkpoint
 
+from engine.checkpoint import default_checkpoint_path
 from engine.search import BACKGROUND_ROWS
 from engine.torch_backend import load_torch
 from training.config import TrainConfig, load_config
@@ -116,6 +117,25 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     for name in ("results.json", "table.txt", "hit_rate.png", "scores.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     assert "false positive" in format_table(first)
+
+
+def test_eval_gives_the_same_hit_rates_on_onnx_runtime_as_on_torch(
+    tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The harness through either backend, with the shipped model: every cell within one
+    query, the same calibration to the noise in the last digits."""
+    results = {}
+    for backend in ("torch", "onnx"):
+        monkeypatch.setenv("NFP_BACKEND", backend)
+        cfg = EvalConfig(checkpoint=str(default_checkpoint_path()), corpus=str(tiny_corpus),
+                         bank=str(tiny_corpus / "degradations.npz"), out_dir="", queries=10,
+                         levels=("low", "high"), lengths_s=(1.0, 3.0))  # fmt: skip
+        results[backend] = evaluate(cfg)[0]
+    for level, by_length in results["torch"]["hit_rates"].items():
+        for length, rates in by_length.items():
+            onnx = results["onnx"]["hit_rates"][level][length]
+            for kind in ("exact", "near", "song"):
+                assert abs(rates[kind] - onnx[kind]) <= 1 / 10 + 1e-9, (level, length, kind)
 
 
 def test_joined_split_follows_the_manifest(tiny_corpus: Path, tmp_path: Path) -> None:
