@@ -1,4 +1,6 @@
-"""The `nfp` command (DESIGN.md section 5). User errors become one message and exit status 1."""
+"""nfp: identify music from your own library (index a folder, identify files, listen live).
+
+The command of DESIGN.md section 5. User errors become one message and exit status 1."""
 
 from __future__ import annotations
 
