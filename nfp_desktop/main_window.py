@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.audio import AUDIO_EXTENSIONS
-from engine.errors import IndexCorruptError, IndexMismatchError, NfpError
+from engine.errors import EmptyLibraryError, IndexCorruptError, IndexMismatchError, NfpError
 from nfp_desktop.context import AppContext
 from nfp_desktop.history import HistoryStore
 from nfp_desktop.history_panel import HistoryPanel, TracklistPanel
@@ -124,7 +124,14 @@ class MainWindow(QMainWindow):
 
     def show_error(self, error: Exception) -> None:
         """An engine error in the banner; one that a rebuild fixes comes with that offer."""
-        if isinstance(error, REBUILD_FIXES):
+        if isinstance(error, EmptyLibraryError):  # e.g. Listen before any folder was added
+            self.banner.show_message(
+                "notice",
+                describe_error(error),
+                action_text="Add music folder…",
+                action=self.library_panel.choose_folder,
+            )
+        elif isinstance(error, REBUILD_FIXES):
             self.banner.show_message(
                 "error",
                 describe_error(error),

@@ -268,6 +268,7 @@ def test_empty_library_is_a_message(qtbot, monkeypatch, tmp_path, spectral_path)
     window.listen_panel.start_listening()
     wait_idle(qtbot, window)
     assert "the library is empty" in window.banner.text() and "Library tab" in window.banner.text()
+    assert window.banner.action_button.text() == "Add music folder…"
 
 
 # ---- files -------------------------------------------------------------------------------------
