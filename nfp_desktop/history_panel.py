@@ -11,6 +11,7 @@ from nfp_desktop.context import AppContext
 from nfp_desktop.formatting import format_time, plural
 from nfp_desktop.history import HistoryEntry
 from nfp_desktop.models import HistoryModel, TracklistModel, sortable_filter_proxy
+from nfp_desktop.track_menu import attach_track_menu, track_ref
 from nfp_desktop.widgets import make_table
 from nfp_desktop.workers import FileResult
 
@@ -26,6 +27,8 @@ class HistoryPanel(QWidget):
         self.table = make_table(self.proxy, widths=(150, 220, 170, 70, 95))
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)  # the newest first
+        self.table.setAccessibleName("Identified tracks, newest first")
+        attach_track_menu(self.table, self.model, track_ref)
         self.delete_button = QPushButton("Delete selected")
         self.delete_button.setShortcut("Delete")
         self.delete_button.clicked.connect(self.delete_selected)

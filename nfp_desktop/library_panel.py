@@ -26,6 +26,7 @@ from engine.tracks import Track
 from nfp_desktop.context import AppContext
 from nfp_desktop.formatting import estimate_eta_s, format_eta, plural
 from nfp_desktop.models import SkippedModel, TrackTableModel, sortable_filter_proxy
+from nfp_desktop.track_menu import attach_track_menu, track_ref
 from nfp_desktop.widgets import make_table
 from nfp_desktop.workers import GeneratorWorker, IndexOutcome, IndexStep, index_job
 
@@ -57,6 +58,8 @@ class LibraryPanel(QWidget):
         self.table = make_table(self.tracks_proxy, widths=(230, 170, 210, 75))
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(TrackTableModel.TITLE, Qt.SortOrder.AscendingOrder)
+        self.table.setAccessibleName("Tracks in the library")
+        attach_track_menu(self.table, self.tracks_model, track_ref)
         layout.addWidget(self.table, 1)
         self.skipped_box = QGroupBox("Skipped files")
         skipped_layout = QVBoxLayout(self.skipped_box)

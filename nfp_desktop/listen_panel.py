@@ -28,6 +28,7 @@ from nfp_desktop.context import AppContext
 from nfp_desktop.formatting import format_position, plural
 from nfp_desktop.history import MICROPHONE, HistoryEntry
 from nfp_desktop.position import PositionClock
+from nfp_desktop.track_menu import track_menu, track_ref
 from nfp_desktop.widgets import ConfidenceBar, LevelMeter
 from nfp_desktop.workers import DeviceOpened, FileResult, GeneratorWorker, identify_job, listen_job
 
@@ -102,6 +103,9 @@ class ListenPanel(QWidget):
         layout.setSpacing(18)
         layout.addWidget(holder)
         self.match_card = self._build_match_card()
+        self.match_card.setAccessibleName("The track playing")
+        self.match_card.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.match_card.customContextMenuRequested.connect(self._match_menu)
         layout.addWidget(self.match_card, 1)
 
     def _build_match_card(self) -> QFrame:
@@ -299,6 +303,12 @@ class ListenPanel(QWidget):
         self.confidence_bar.set_confidence(match.confidence)
         self.position_bar.show()
         self._show_position()
+
+    def _match_menu(self, point) -> None:
+        """Right-click on the card: the matched track's menu (nfp_desktop.track_menu)."""
+        if self._match is not None:
+            menu = track_menu(self.match_card, track_ref(self._match.track))
+            menu.popup(self.match_card.mapToGlobal(point))
 
     def _show_last_heard(self) -> None:
         """The music stopped, or turned to something not in the library: the last match stays,

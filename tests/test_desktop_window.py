@@ -21,7 +21,7 @@ from desktop_helpers import (
     track_audio,
 )
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QTimer, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtGui import QDesktopServices, QDragEnterEvent, QDropEvent, QGuiApplication
 from PySide6.QtWidgets import QApplication
 
 import nfp_desktop.workers as workers
@@ -31,6 +31,7 @@ from engine.tracks import Track
 from nfp_desktop.app import main
 from nfp_desktop.main_window import MainWindow
 from nfp_desktop.preferences import load_preferences
+from nfp_desktop.track_menu import track_menu, track_ref
 
 pytestmark = pytest.mark.gui
 WAIT_MS = 60_000
@@ -445,3 +446,26 @@ def test_when_the_music_stops_the_last_match_stays_greyed_with_when_it_was_heard
     assert panel.title_label.text() == "Anthem" and panel.position_label.text() == frozen
     panel.show_live(LiveState("matched", Match(track, 80.0, 5.0, 0.9), -20.0, 12.0))
     assert panel.match_card.isEnabled() and panel.status_label.text() == "Now playing"
+
+
+def test_a_track_offers_player_folder_and_copy_on_right_and_double_click(
+    qtbot, window, monkeypatch
+) -> None:
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url) or True)
+    table = window.library_panel.table
+    index = table.model().index(0, 0)
+    track = window.library_panel.tracks_model.rows()[table.model().mapToSource(index).row()]
+    menu = track_menu(table, track_ref(track))
+    actions = {a.text(): a for a in menu.actions()}
+    assert set(actions) == {"Open in the default player", "Show in folder", "Copy title and artist"}
+    actions["Show in folder"].trigger()
+    actions["Copy title and artist"].trigger()
+    assert opened[-1].toLocalFile() == str(Path(track.path).parent)
+    assert QGuiApplication.clipboard().text().startswith(track.title)
+    table.doubleClicked.emit(index)
+    assert opened[-1].toLocalFile() == track.path
+    assert table.contextMenuPolicy() == Qt.ContextMenuPolicy.CustomContextMenu
+    assert (
+        window.listen_panel.match_card.contextMenuPolicy() == Qt.ContextMenuPolicy.CustomContextMenu
+    )
