@@ -65,7 +65,10 @@ class MainWindow(QMainWindow):
         self._build()
         self._connect()
         self._build_actions()
-        self.tray = Tray(app, self, self.listen_panel.toggle_listening, self.show_window, self.quit)
+        self.tray = Tray(app, self)
+        self.tray.listen_requested.connect(self.listen_panel.toggle_listening)
+        self.tray.show_requested.connect(self.show_window)
+        self.tray.quit_requested.connect(self.quit)
         self.listen_panel.identified.connect(self.tray.show_match)
         self.listen_panel.listening_changed.connect(self.tray.set_listening)
         self._quitting = False

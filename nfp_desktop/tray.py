@@ -3,7 +3,7 @@ match (a setting), and a place to keep listening after the window is closed (a s
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon, QWidget
 
 from nfp_desktop.context import AppContext
@@ -16,8 +16,14 @@ NOTIFY_MS = 5000
 
 
 class Tray(QObject):
-    def __init__(self, app: AppContext, window: QWidget, listen, show_window, quit_app) -> None:
-        """`listen`, `show_window`, `quit_app`: what the menu's entries do (the window's)."""
+    """Asks through signals, which the window answers: holding the window's methods would make
+    a reference cycle, and a cycle collected on a worker thread deletes the window there."""
+
+    listen_requested = Signal()
+    show_requested = Signal()
+    quit_requested = Signal()
+
+    def __init__(self, app: AppContext, window: QWidget) -> None:
         super().__init__(window)
         self.app = app
         self.icon = QSystemTrayIcon(app_icon(), window)
@@ -26,22 +32,21 @@ class Tray(QObject):
         self.last_action = self.menu.addAction(NOTHING_YET)
         self.last_action.setEnabled(False)
         self.menu.addSeparator()
-        self.listen_action = self.menu.addAction("Listen", listen)
-        self.menu.addAction("Show window", show_window)
-        self.menu.addAction("Quit", quit_app)
+        self.listen_action = self.menu.addAction("Listen", self.listen_requested.emit)
+        self.menu.addAction("Show window", self.show_requested.emit)
+        self.menu.addAction("Quit", self.quit_requested.emit)
         self.icon.setContextMenu(self.menu)
-        self._show_window = show_window
         self.icon.activated.connect(self._on_activated)
         if QSystemTrayIcon.isSystemTrayAvailable():
             self.icon.show()
 
     def _on_activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason == QSystemTrayIcon.ActivationReason.Trigger:  # a click: bring the window back
-            self._show_window()
+            self.show_requested.emit()
 
     def _on_activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason == QSystemTrayIcon.ActivationReason.Trigger:  # a click: bring the window back
-            self._show_window()
+            self.show_requested.emit()
 
     @property
     def available(self) -> bool:

@@ -6,7 +6,9 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import gc
 import shutil
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ from engine.search import Match
 from engine.stream import LiveState
 from engine.tracks import Track
 from nfp_desktop.app import main
+from nfp_desktop.context import AppContext
 from nfp_desktop.main_window import MainWindow
 from nfp_desktop.preferences import load_preferences
 from nfp_desktop.track_menu import track_menu, track_ref
@@ -469,3 +472,20 @@ def test_a_track_offers_player_folder_and_copy_on_right_and_double_click(
     assert (
         window.listen_panel.match_card.contextMenuPolicy() == Qt.ContextMenuPolicy.CustomContextMenu
     )
+
+
+def test_a_closed_window_is_freed_without_the_cycle_collector(qtbot, tmp_path) -> None:
+    """A reference cycle through the window lets Python's collector delete it later, on
+    whichever thread runs then: on a worker thread that crashed the app (a segfault in CI)."""
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("storage/data_dir", str(tmp_path))
+    gc.disable()
+    try:
+        window = MainWindow(AppContext.from_settings(settings))
+        window.show()
+        window.close()
+        freed = weakref.ref(window)
+        del window
+        assert freed() is None
+    finally:
+        gc.enable()
