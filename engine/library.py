@@ -73,6 +73,7 @@ class IndexProgress:
     outcome: str  # "indexed" | "skipped"
     reason: str = ""  # why a file was skipped
     audio_s: float = 0.0  # seconds of audio fingerprinted from this file
+    track: Track | None = None  # the track as now stored, for a newly fingerprinted file
 
 
 @dataclass
@@ -280,7 +281,7 @@ class Library:
     def __len__(self) -> int:
         return self.db.count()[0]
 
-    def _add_track(self, track: NewTrack, fp: np.ndarray) -> None:
+    def _add_track(self, track: NewTrack, fp: np.ndarray) -> Track:
         """Store one file's fingerprints (n, d), then commit its track with them."""
         with self._lock:
             store = self._store()
@@ -288,9 +289,10 @@ class Library:
             track = replace(track, rows_hash=rows_digest(raw))
             first = store.append_raw(raw)
             with self.db.transaction():  # the track and the rows it owns become visible together
-                self.db.add(track, first, len(fp))
+                stored = self.db.add(track, first, len(fp))
                 self.db.set_meta(committed_rows=str(first + len(fp)))
             self._search_cache = None
+            return stored
 
     def _remove_paths(self, paths: list[str]) -> None:
         with self._lock:
@@ -489,7 +491,7 @@ class Library:
                 return {"outcome": "indexed", "audio_s": 0.0}
             fp = fingerprinter.audio(audio)
             track = NewTrack(str(f.path), f.size, f.mtime_ns, digest, tags, "")
-            self._add_track(track, fp)
+            stored = self._add_track(track, fp)
         except NfpError as e:
             return _skip(summary, f, _reason(e))
         except Exception as e:  # one file's surprise is its skip reason, never the scan's end
@@ -497,7 +499,7 @@ class Library:
             return _skip(summary, f, f"unexpected {type(e).__name__}: {e}")
         summary.indexed += 1
         summary.audio_s += len(audio) / SAMPLE_RATE
-        return {"outcome": "indexed", "audio_s": len(audio) / SAMPLE_RATE}
+        return {"outcome": "indexed", "audio_s": len(audio) / SAMPLE_RATE, "track": stored}
 
 
 def music_folder(folder: str | Path) -> Path:

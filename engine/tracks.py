@@ -177,17 +177,19 @@ class TrackDB:
         with self.guard("read"):
             return dict(self._db.execute("SELECT id, rows_hash FROM tracks"))
 
-    def add(self, track: NewTrack, first_segment: int, n_segments: int) -> None:
-        """Insert or replace one track; call inside `transaction()`."""
+    def add(self, track: NewTrack, first_segment: int, n_segments: int) -> Track:
+        """Insert or replace one track; call inside `transaction()`. Returns it as stored."""
         self._db.execute("DELETE FROM tracks WHERE path = ?", (path_to_db(track.path),))
         tags = track.tags
-        self._db.execute(
+        cursor = self._db.execute(
             "INSERT INTO tracks (path, size, mtime_ns, content_hash, title, artist, album,"
             " duration_s, first_segment, n_segments, rows_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (path_to_db(track.path), track.size, track.mtime_ns, track.content_hash,
              tags["title"], tags["artist"], tags["album"], tags["duration_s"],
              first_segment, n_segments, track.rows_hash),
         )  # fmt: skip
+        return Track(cursor.lastrowid, track.path, tags["title"], tags["artist"], tags["album"],
+                     tags["duration_s"], first_segment, n_segments)  # fmt: skip
 
     def remove(self, paths: Iterable[str]) -> None:
         with self.transaction():

@@ -30,6 +30,8 @@ from nfp_desktop.track_menu import attach_track_menu, track_ref
 from nfp_desktop.widgets import make_table
 from nfp_desktop.workers import GeneratorWorker, IndexOutcome, IndexStep, index_job
 
+TABLE_REFRESH_S = 0.5  # the track table takes in newly indexed tracks at most this often
+
 
 class LibraryPanel(QWidget):
     message = Signal(str, str)  # kind ("notice" | "info" | "error"), text
@@ -44,6 +46,8 @@ class LibraryPanel(QWidget):
         self.tracks_proxy = sortable_filter_proxy(self.tracks_model, self)
         self.skipped_model = SkippedModel(self)
         self._worker: GeneratorWorker | None = None
+        self._live_rows: dict[str, Track] | None = None  # the table's rows during an update
+        self._shown_s = 0.0  # when the table last took in new tracks
         self._started_s = 0.0
         self._build()
 
@@ -229,6 +233,10 @@ class LibraryPanel(QWidget):
         self._worker.failed.connect(self.error)
         self._worker.finished.connect(self._on_finished)
         self._started_s = time.monotonic()
+        # A rebuild's tracks replace the old ones only once it is complete; an update's join
+        # the table as they are stored.
+        self._live_rows = None if rebuild else {t.path: t for t in self.tracks_model.rows()}
+        self._shown_s = 0.0
         self._show_progress_start(rebuild)
         self.busy_changed.emit(True, not rebuild)
         self._worker.start()
@@ -254,6 +262,11 @@ class LibraryPanel(QWidget):
         self.current_file_label.setText(f"{verb} {Path(p.path).name}{folder}")
         elapsed_s = time.monotonic() - self._started_s
         self.eta_label.setText(format_eta(estimate_eta_s(elapsed_s, p.done, p.total)))
+        if p.track is not None and self._live_rows is not None:
+            self._live_rows[p.track.path] = p.track
+            if time.monotonic() - self._shown_s >= TABLE_REFRESH_S or p.done == p.total:
+                self._shown_s = time.monotonic()
+                self._show_tracks(list(self._live_rows.values()))
 
     def _on_done(self, outcome: IndexOutcome) -> None:
         summary = outcome.summary
