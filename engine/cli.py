@@ -306,6 +306,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     library = _open_library(args)
     info = library.info()
     info["damaged_tracks"] = len(library.damaged_tracks())
+    info["skipped_files"] = len(library.skipped())
     fingerprinter = Fingerprinter(checkpoint_for_library(library))
     info["backend"] = fingerprinter.checkpoint.backend
     info["precision"] = fingerprinter.precision.to_json()

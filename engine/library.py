@@ -278,6 +278,10 @@ class Library:
     def tracks(self) -> list[Track]:
         return self.db.tracks()
 
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of every file the last scans of the library's folders skipped."""
+        return self.db.skipped()
+
     def __len__(self) -> int:
         return self.db.count()[0]
 
@@ -389,6 +393,7 @@ class Library:
                      if Path(p).is_relative_to(folder)
                      and not any(Path(p).is_relative_to(k) for k in kept)]  # fmt: skip
             self._remove_paths(paths)
+            self.db.set_skipped([str(folder)], [])
             with self.db.transaction():
                 self.db.set_meta(folders=[str(k) for k in kept])
             self.rewrite_store_if_needed()
@@ -434,6 +439,8 @@ class Library:
         summary.unchanged = len(scan.files) - len(todo)
         yield from self._index_files(todo, gone, fingerprinter, summary, should_stop)
         summary.repaired = len(damaged & {str(f.path) for f in todo})
+        # A whole scan replaces the folder's skips; a cancelled one only adds what it met.
+        self.db.set_skipped([] if summary.cancelled else [str(folder)], summary.skipped)
         if not summary.cancelled:
             self._remove_paths(list(gone))
             summary.removed = len(gone)

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS tracks (
     n_segments INTEGER NOT NULL,
     rows_hash TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, reason TEXT NOT NULL);
 """
 TRACK_COLUMNS = "id, path, title, artist, album, duration_s, first_segment, n_segments"
 
@@ -190,6 +191,28 @@ class TrackDB:
         )  # fmt: skip
         return Track(cursor.lastrowid, track.path, tags["title"], tags["artist"], tags["album"],
                      tags["duration_s"], first_segment, n_segments)  # fmt: skip
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of the files the last scans skipped, by path; none in a library made
+        before skips were kept."""
+        with self.guard("read"):
+            exists = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'skipped'"
+            ).fetchone()
+            if not exists:
+                return []
+            rows = self._db.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()
+        return [(path_from_db(p), r) for p, r in rows]
+
+    def set_skipped(self, under: Iterable[str], skipped: Iterable[tuple[str, str]]) -> None:
+        """Replace the skips kept for files under the folders `under` by `skipped`."""
+        with self.transaction():
+            for folder in under:
+                known = [p for p, _ in self.skipped() if Path(p).is_relative_to(folder)]
+                self._db.executemany("DELETE FROM skipped WHERE path = ?",
+                                     [(path_to_db(p),) for p in known])  # fmt: skip
+            self._db.executemany("INSERT OR REPLACE INTO skipped (path, reason) VALUES (?, ?)",
+                                 [(path_to_db(p), r) for p, r in skipped])  # fmt: skip
 
     def remove(self, paths: Iterable[str]) -> None:
         with self.transaction():

@@ -142,6 +142,20 @@ class LibraryPanel(QWidget):
             tracks = []
             self.error.emit(e)
         self._show_tracks(tracks)
+        self._show_skipped(self._kept_skips([]))
+
+    def _kept_skips(self, fallback: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The skips the library keeps (they survive a restart); `fallback` where it cannot
+        say (a damaged library is reported elsewhere)."""
+        try:
+            return self.app.session.skipped() or fallback
+        except NfpError:
+            return fallback
+
+    def _show_skipped(self, skipped: list[tuple[str, str]]) -> None:
+        self.skipped_model.set_rows(skipped)
+        self.skipped_box.setTitle(f"Skipped files ({len(skipped)})")
+        self.skipped_box.setVisible(bool(skipped))
 
     def _show_folders(self) -> None:
         folders = self.app.prefs.folders
@@ -273,9 +287,7 @@ class LibraryPanel(QWidget):
         if not outcome.rebuilt or self._finish_rebuild(outcome):
             self._show_tracks(outcome.tracks)
         self.app.session.index_changed()
-        self.skipped_model.set_rows(summary.skipped)
-        self.skipped_box.setTitle(f"Skipped files ({len(summary.skipped)})")
-        self.skipped_box.setVisible(bool(summary.skipped))
+        self._show_skipped(self._kept_skips(summary.skipped))
         self.message.emit(*_summary_message(summary, outcome.rebuilt, len(outcome.tracks)))
         self.library_changed.emit()
 

@@ -39,6 +39,10 @@ class LibrarySession:
     def tracks(self) -> list[Track]:
         return self.library().tracks() if self.exists() else []
 
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of the files indexing skipped, as the library keeps them."""
+        return self.library().skipped() if self.exists() else []
+
     def info(self) -> dict | None:
         return self.library().info() if self.exists() else None
 

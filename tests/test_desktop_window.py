@@ -144,6 +144,11 @@ def test_missing_folder_and_bad_files_are_reported(qtbot, tmp_path, spectral_pat
     assert window.library_panel.skipped_box.isVisibleTo(window)
     assert [Path(p).name for p, _ in skipped.rows()] == ["broken.mp3"]
     assert "a damaged MP3 file" in skipped.rows()[0][1] and "1 skipped" in window.banner.text()
+    window.close()  # a restart: the skips are the library's, not the window's
+    again = open_window(qtbot, tmp_path, spectral_path, folders=[str(music.resolve())])
+    kept = again.library_panel.skipped_model.rows()
+    assert [Path(p).name for p, _ in kept] == ["broken.mp3"] and "a damaged MP3" in kept[0][1]
+    assert again.library_panel.skipped_box.isVisibleTo(again)
 
 
 def test_corrupt_index_is_reported_and_rebuilt_on_request(

@@ -207,3 +207,19 @@ def test_removing_a_folder_takes_its_tracks_out_and_keeps_the_others(music, tmp_
     assert "removed 2 tracks" in capsys.readouterr().out
     with Library(db, writable=False) as library:
         assert len(library) == 0 and library.meta("folders") in ("[]", None)
+
+
+def test_skip_reasons_are_kept_with_the_library_until_the_file_is_fixed(
+    music, tmp_path, tiny_checkpoint
+):
+    (music / "broken.mp3").write_bytes(b"garbage")
+    fingerprinter = Fingerprinter(tiny_checkpoint)
+    with Library(tmp_path / "db") as library:
+        run_update(library, music, fingerprinter)
+    with Library(tmp_path / "db", writable=False) as library:  # another process, later
+        [(path, reason)] = library.skipped()
+        assert Path(path).name == "broken.mp3" and reason.startswith("a damaged MP3")
+    write_audio(music / "broken.mp3", music_like(6.0, 22050, 9), 22050)
+    with Library(tmp_path / "db") as library:
+        run_update(library, music, fingerprinter)
+        assert library.skipped() == [] and len(library) == 4
