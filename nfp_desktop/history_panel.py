@@ -88,6 +88,7 @@ class TracklistPanel(QWidget):
         self.title = QLabel("Identify a long recording (a mix, a radio show) to list its tracks.")
         self.title.setWordWrap(True)
         self.table = make_table(self.model, widths=(150, 240, 180, 70))
+        self.table.setAccessibleName("Tracks in the recording, in order")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 12, 12, 12)
         layout.addWidget(self.title)

@@ -68,6 +68,7 @@ class LibraryPanel(QWidget):
         self.skipped_box = QGroupBox("Skipped files")
         skipped_layout = QVBoxLayout(self.skipped_box)
         self.skipped_table = make_table(self.skipped_model, widths=(220, 420))
+        self.skipped_table.setAccessibleName("Skipped files and why")
         self.skipped_table.setMaximumHeight(130)
         skipped_layout.addWidget(self.skipped_table)
         self.skipped_box.hide()
@@ -97,6 +98,7 @@ class LibraryPanel(QWidget):
         self.progress_title = QLabel("Indexing…")
         self.progress_title.setObjectName("strong")
         self.progress_bar = QProgressBar()
+        self.progress_bar.setAccessibleName("Indexing progress")
         self.progress_bar.setFormat("%v / %m files")
         self.current_file_label = QLabel()
         self.current_file_label.setObjectName("dim")
@@ -118,6 +120,7 @@ class LibraryPanel(QWidget):
 
     def _build_filter_row(self) -> QHBoxLayout:
         self.filter_edit = QLineEdit()
+        self.filter_edit.setAccessibleName("Filter the tracks")
         self.filter_edit.setPlaceholderText("Filter by title, artist, album or path…")
         self.filter_edit.setClearButtonEnabled(True)
         self.filter_edit.textChanged.connect(self.tracks_proxy.setFilterFixedString)

@@ -116,6 +116,7 @@ class ListenPanel(QWidget):
         self.artist_label = _label("", 15)
         self.position_label = _label("", 22, object_name="position")
         self.position_bar = QProgressBar()
+        self.position_bar.setAccessibleName("Position in the track")
         self.position_bar.setTextVisible(False)
         self.position_bar.setFixedHeight(6)
         self.position_bar.setRange(0, 1000)

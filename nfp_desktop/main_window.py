@@ -36,6 +36,7 @@ QFrame#matchCard { background: palette(base); border: 1px solid palette(mid); bo
 QPushButton#listenButton { font-size: 20pt; font-weight: 600; border-radius: 10px;
     background: #2f6fde; color: white; padding: 8px 24px; }
 QPushButton#listenButton:hover { background: #2a63c7; }
+QPushButton#listenButton:focus { border: 3px solid palette(highlight); }
 QPushButton#listenButton:disabled { background: #9db6e3; }
 QPushButton#listenButton[listening="true"] { background: #c8412f; }
 QPushButton#listenButton[listening="true"]:hover { background: #b23a2a; }
@@ -81,6 +82,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.library_panel, "Library")
         self.tabs.addTab(self.history_panel, "History")
         self.tabs.addTab(self.tracklist_panel, "Track list")
+        self.listen_panel.setAccessibleName("Listen")
+        for index in range(self.tabs.count()):
+            self.tabs.widget(index).setAccessibleName(self.tabs.tabText(index))
         central = QWidget()
         central.setObjectName("central")
         layout = QVBoxLayout(central)

@@ -37,8 +37,12 @@ class MessageBanner(QFrame):
         self._label.setWordWrap(True)
         self._label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.action_button = QPushButton()
+        self.action_button.setAccessibleName("Banner action")
         self._close = QPushButton("Dismiss")
+        self._close.setObjectName("dismiss")
         self._close.setFlat(True)
+        self._close.setAccessibleName("Dismiss the message")
+        self.setAccessibleName("Message")
         self._close.clicked.connect(self.clear)
         self._action: Callable[[], None] | None = None
         self.action_button.clicked.connect(self._run_action)
@@ -62,7 +66,12 @@ class MessageBanner(QFrame):
         self.setStyleSheet(
             f"MessageBanner {{ background: {background}; border: 1px solid {border};"
             " border-radius: 6px; } QLabel { color: #222; }"
+            # The banner is light in every palette, so its buttons' text must be dark in all.
+            " QPushButton#dismiss { color: #1a4f9c; border: none; text-decoration: underline; }"
+            " QPushButton#dismiss:focus { outline: 2px solid #1a4f9c; }"
         )
+        self.setAccessibleDescription(f"{kind}: {text}")
+        self.action_button.setAccessibleName(action_text or "Banner action")
         self._label.setText(text)
         self._action = action
         self.action_button.setText(action_text)
@@ -94,11 +103,13 @@ class LevelMeter(QProgressBar):
         self.setTextVisible(False)
         self.setFixedHeight(8)
         self.setToolTip("Input level")
+        self.setAccessibleName("Input level")
         self.level_db = METER_FLOOR_DB
 
     def set_level_db(self, level_db: float) -> None:
         self.level_db = max(METER_FLOOR_DB, min(0.0, level_db))
         self.setValue(round(1000 * (1 - self.level_db / METER_FLOOR_DB)))
+        self.setAccessibleDescription(f"{self.level_db:.0f} dB")
 
 
 class ConfidenceBar(QProgressBar):
@@ -108,6 +119,7 @@ class ConfidenceBar(QProgressBar):
         self.setFixedHeight(18)
         self.setFormat("Confidence %p%")
         self.setToolTip("How sure the match is (50 % is the threshold for reporting one)")
+        self.setAccessibleName("Match confidence")
 
     def set_confidence(self, confidence: float | None) -> None:
         self.setVisible(confidence is not None)
@@ -125,6 +137,7 @@ def make_table(model: QAbstractItemModel, widths: Sequence[int] = ()) -> QTableV
     table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
     table.setWordWrap(False)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setTabKeyNavigation(False)  # Tab moves on to the next control, arrows move in rows
     for column, width in enumerate(widths):
         table.setColumnWidth(column, width)
     return table

@@ -24,7 +24,16 @@ from desktop_helpers import (
 )
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QDesktopServices, QDragEnterEvent, QDropEvent, QGuiApplication
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractItemView,
+    QApplication,
+    QComboBox,
+    QHeaderView,
+    QLineEdit,
+    QProgressBar,
+    QWidget,
+)
 
 import nfp_desktop.workers as workers
 from engine.search import Match
@@ -497,3 +506,24 @@ def test_a_closed_window_is_freed_without_the_cycle_collector(qtbot, tmp_path) -
         assert freed() is None
     finally:
         gc.enable()
+
+
+def test_every_control_has_an_accessible_name_and_tab_leaves_tables(qtbot, window) -> None:
+    """Screen readers announce each control by name; Qt's own parts (headers, the table corner,
+    the line edit's clear button) are left out."""
+    kinds = (QAbstractButton, QComboBox, QLineEdit, QAbstractItemView, QProgressBar)
+    internal = (QHeaderView,)
+    unnamed = []
+    for widget in window.findChildren(QWidget):
+        ours = type(widget).__module__.startswith("nfp_desktop")
+        if isinstance(widget, internal) or widget.objectName().startswith("qt_"):
+            continue
+        if isinstance(widget.parent(), QLineEdit) or not (ours or isinstance(widget, kinds)):
+            continue
+        text = widget.text() if isinstance(widget, QAbstractButton) else ""
+        if not (widget.accessibleName() or text):
+            unnamed.append(f"{type(widget).__name__} in {type(widget.parent()).__name__}")
+    assert not unnamed
+    assert not window.library_panel.table.tabKeyNavigation()
+    window.listen_panel.level_meter.set_level_db(-20.0)
+    assert window.listen_panel.level_meter.accessibleDescription() == "-20 dB"
