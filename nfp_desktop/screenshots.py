@@ -1,8 +1,10 @@
 """Screenshots of the main states for the docs: `python -m nfp_desktop.screenshots DIR`.
 
-Runs offscreen in a throw-away data directory. The library is real (Debian's Wesnoth music when
-installed, else generated tones) and indexed with the shipped default checkpoint; the listening
-and matched states are shown by feeding the listen panel LiveStates, as its worker would.
+Runs on the display there is (the docs' shots: scripts/screenshots.sh, under Xvfb with openbox
+and Qt's xcb plugin), else offscreen, in a throw-away data directory. The library is real
+(Debian's Wesnoth music when installed, else generated tones) and indexed with the shipped default
+checkpoint; the listening and matched states are shown by feeding the listen panel LiveStates,
+as its worker would.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nfp_desktop.screenshots")
     parser.add_argument("out", type=Path, help="folder for the PNG files")
     args = parser.parse_args(argv)
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="nfp-shots-") as tmp:
         for path in take_screenshots(Path(tmp), args.out):
@@ -81,10 +84,12 @@ def _listen_shots(app, window, out: Path) -> list[Path]:
     panel.show_live(LiveState("matched", _match(earlier, 42.0), -18.0, 3.0))
     panel.show_live(LiveState("matched", _match(track, 151.3), -17.0, 3.5))
     matched = _grab(app, window, out / "matched.png")
+    panel.show_live(LiveState("listening", None, -90.0, 9.0))  # the music stopped
+    last_heard = _grab(app, window, out / "last_heard.png")
     window.tabs.setCurrentWidget(window.history_panel)
     history = _grab(app, window, out / "history.png")
     window.tabs.setCurrentWidget(window.library_panel)
-    return [listening, matched, history]
+    return [listening, matched, last_heard, history]
 
 
 def _settings_shot(app, window, path: Path) -> Path:
