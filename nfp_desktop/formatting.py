@@ -23,8 +23,9 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def estimate_eta_s(elapsed_s: float, done: int, total: int) -> float | None:
-    """Seconds left at the pace so far, or None before the first file is done."""
+def estimate_eta_s(elapsed_s: float, done: float, total: float) -> float | None:
+    """Seconds left at the pace so far (done and total in files, or a share of 1), or None
+    before anything is done."""
     if done <= 0 or total <= done:
         return None if done <= 0 else 0.0
     return elapsed_s / done * (total - done)

@@ -144,7 +144,7 @@ class ListenPanel(QWidget):
     def toggle_listening(self) -> None:
         if not self.busy:
             self.start_listening()
-        elif self.state != "identifying":
+        else:  # listening stops; a file being identified is cancelled
             self.stop()
 
     def start_listening(self) -> None:
@@ -227,13 +227,16 @@ class ListenPanel(QWidget):
             self.message.emit("notice", self._blocked_reason)
             return
         job = identify_job(self.app.session, Path(path))
-        self._start(job, lambda step: self._show_idle(step), self._on_file_done)
+        self._start(job, lambda step: self._show_idle(*step), self._on_file_done)
         self.state = "identifying"
         self._show_idle(f"Reading {Path(path).name}…")
+        self.set_listening_look(True, "Cancel")
 
     def _on_file_done(self, result: FileResult) -> None:
         source = str(result.path)
-        if result.tracklist is not None:
+        if result.cancelled:
+            self._show_idle("Cancelled", f"The track list of {result.path.name} was stopped.")
+        elif result.tracklist is not None:
             self._show_idle(
                 f"{plural(len(result.tracklist), 'track')} found",
                 f"In {result.path.name}: see the Track list tab.",
@@ -366,12 +369,13 @@ class ListenPanel(QWidget):
         else:
             self._show_idle("Ready", IDLE_TEXT)
 
-    def set_listening_look(self, listening: bool) -> None:
-        self.listen_button.setText("Stop" if listening else "Listen")
+    def set_listening_look(self, listening: bool, busy_text: str = "Stop") -> None:
+        """The Listen button while the panel is idle, or busy (listening: Stop; a file: Cancel)."""
+        self.listen_button.setText(busy_text if listening else "Listen")
         self.listen_button.setProperty("listening", listening)
         self.listen_button.style().unpolish(self.listen_button)
         self.listen_button.style().polish(self.listen_button)
-        self.listening_changed.emit(listening)
+        self.listening_changed.emit(listening and busy_text == "Stop")
 
     def _remember_continuous(self, checked: bool) -> None:
         self.app.prefs.continuous = checked

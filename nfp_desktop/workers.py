@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from engine.recognize import TracklistEntry
 from engine.search import Match
 from engine.stream import LiveMatcher, LiveState
 from engine.tracks import Track
+from nfp_desktop.formatting import estimate_eta_s, format_eta
 from nfp_desktop.preferences import pick_device
 from nfp_desktop.session import LibrarySession
 
@@ -211,20 +213,31 @@ class FileResult:
     duration_s: float
     match: Match | None = None  # for a short file
     tracklist: list[TracklistEntry] | None = None  # for a long one
+    cancelled: bool = False  # a long one's track list was stopped by the user
 
 
 def identify_job(session: LibrarySession, path: Path) -> Job:
-    """A file → its match, or for a long recording its track list. Yields a status line first."""
+    """A file → its match, or for a long recording its track list. Yields (what, detail) lines
+    for the card; a track list reports its progress with the time left and can be stopped."""
 
-    def run(should_stop: Callable[[], bool]) -> Generator[str, None, FileResult]:
-        yield f"Reading {path.name}…"
+    def run(should_stop: Callable[[], bool]) -> Generator[tuple[str, str], None, FileResult]:
+        yield f"Reading {path.name}…", ""
         audio = load_audio(path)
         recognizer = session.recognizer()
         duration_s = len(audio) / SAMPLE_RATE
-        if duration_s > LONG_FILE_S:
-            yield f"Listing the tracks in {path.name} ({duration_s / 60:.0f} min)…"
-            return FileResult(path, duration_s, tracklist=recognizer.tracklist(audio))
-        yield f"Identifying {path.name}…"
-        return FileResult(path, duration_s, match=recognizer.identify(audio))
+        if duration_s <= LONG_FILE_S:
+            yield f"Identifying {path.name}…", ""
+            return FileResult(path, duration_s, match=recognizer.identify(audio))
+        title = f"Listing the tracks in {path.name} ({duration_s / 60:.0f} min)…"
+        steps, started = recognizer.tracklist_steps(audio), time.monotonic()
+        while True:
+            try:
+                done = next(steps)
+            except StopIteration as finished:
+                return FileResult(path, duration_s, tracklist=finished.value)
+            if should_stop():
+                return FileResult(path, duration_s, cancelled=True)
+            left = format_eta(estimate_eta_s(time.monotonic() - started, done, 1.0))
+            yield title, f"{done:.0%} done, {left} · Cancel stops it"
 
     return run

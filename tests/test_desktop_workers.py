@@ -172,9 +172,27 @@ def test_identify_job_short_file_and_long_file(qtbot, indexed, music_dir, tmp_pa
     assert result.match.offset_s == pytest.approx(4.0, abs=0.6)
     parts = [track_audio(music_dir / n, 0.0, 16.0) for n in ("three.ogg", "album/one.flac")]
     mix = write_audio(tmp_path / "mix.wav", np.concatenate(parts), MIC_RATE)
-    _, result, _ = run_worker(qtbot, GeneratorWorker(identify_job(indexed, mix)))
+    steps, result, _ = run_worker(qtbot, GeneratorWorker(identify_job(indexed, mix)))
     assert [e.track.title for e in result.tracklist] == ["Three", "One"]
     assert result.tracklist[1].start_s == pytest.approx(16.0, abs=2.0)
+    shares = [detail for _, detail in steps if "% done" in detail]
+    assert shares and "left" in shares[-1]
+
+
+def test_a_long_track_list_can_be_cancelled(qtbot, indexed, music_dir, tmp_path) -> None:
+    from audio_files import write_audio
+
+    parts = [track_audio(music_dir / n, 0.0, 16.0) for n in ("three.ogg", "album/one.flac")]
+    mix = write_audio(tmp_path / "mix.wav", np.concatenate(parts * 2), MIC_RATE)
+    worker = GeneratorWorker(identify_job(indexed, mix))
+
+    def cancel_when_listing(step: tuple[str, str]) -> None:
+        if "% done" in step[1]:
+            worker.cancel()
+
+    worker.progressed.connect(cancel_when_listing, Qt.ConnectionType.DirectConnection)
+    _, result, error = run_worker(qtbot, worker)
+    assert error is None and result.cancelled and result.tracklist is None
 
 
 def test_identify_job_reports_an_undecodable_file(qtbot, indexed, tmp_path) -> None:
