@@ -9,13 +9,13 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
-    QGroupBox,
     QHBoxLayout,
     QInputDialog,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -65,11 +65,21 @@ class LibraryPanel(QWidget):
         self.table.setAccessibleName("Tracks in the library")
         attach_track_menu(self.table, self.tracks_model, track_ref)
         layout.addWidget(self.table, 1)
-        self.skipped_box = QGroupBox("Skipped files")
+        # Skipped files fold into one line by default: open, they would take the track table's room.
+        self.skipped_box = QFrame()
         skipped_layout = QVBoxLayout(self.skipped_box)
+        skipped_layout.setContentsMargins(0, 0, 0, 0)
+        self.skipped_toggle = QToolButton()
+        self.skipped_toggle.setCheckable(True)
+        self.skipped_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.skipped_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.skipped_toggle.setAutoRaise(True)
+        self.skipped_toggle.toggled.connect(self._fold_skipped)
         self.skipped_table = make_table(self.skipped_model, widths=(220, 420))
         self.skipped_table.setAccessibleName("Skipped files and why")
         self.skipped_table.setMaximumHeight(130)
+        self.skipped_table.hide()
+        skipped_layout.addWidget(self.skipped_toggle)
         skipped_layout.addWidget(self.skipped_table)
         self.skipped_box.hide()
         layout.addWidget(self.skipped_box)
@@ -157,8 +167,14 @@ class LibraryPanel(QWidget):
 
     def _show_skipped(self, skipped: list[tuple[str, str]]) -> None:
         self.skipped_model.set_rows(skipped)
-        self.skipped_box.setTitle(f"Skipped files ({len(skipped)})")
+        self.skipped_toggle.setText(f"{plural(len(skipped), 'file')} skipped — show why")
         self.skipped_box.setVisible(bool(skipped))
+
+    def _fold_skipped(self, open_: bool) -> None:
+        self.skipped_table.setVisible(open_)
+        self.skipped_toggle.setArrowType(
+            Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow
+        )
 
     def _show_folders(self) -> None:
         folders = self.app.prefs.folders

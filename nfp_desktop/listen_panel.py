@@ -29,7 +29,7 @@ from nfp_desktop.formatting import format_position, plural
 from nfp_desktop.history import MICROPHONE, HistoryEntry
 from nfp_desktop.position import PositionClock
 from nfp_desktop.track_menu import track_menu, track_ref
-from nfp_desktop.widgets import ConfidenceBar, LevelMeter
+from nfp_desktop.widgets import ConfidenceBar, ElidedLabel, LevelMeter
 from nfp_desktop.workers import DeviceOpened, FileResult, GeneratorWorker, identify_job, listen_job
 
 TICK_MS = 200  # position refresh between LiveStates
@@ -112,7 +112,7 @@ class ListenPanel(QWidget):
         card = QFrame()
         card.setObjectName("matchCard")
         self.status_label = _label("", 13, object_name="status")
-        self.title_label = _label("", 26, bold=True)
+        self.title_label = _label("", 26, bold=True, elided=True)
         self.artist_label = _label("", 15)
         self.position_label = _label("", 22, object_name="position")
         self.position_bar = QProgressBar()
@@ -382,13 +382,16 @@ class ListenPanel(QWidget):
         self.app.save()
 
 
-def _label(text: str, point_size: int, *, bold: bool = False, object_name: str = "") -> QLabel:
-    label = QLabel(text)
+def _label(
+    text: str, point_size: int, *, bold: bool = False, object_name: str = "", elided: bool = False
+) -> QLabel:
+    """A card label: wrapping, or one elided line (a long title would push the card over)."""
+    label = ElidedLabel(text) if elided else QLabel(text)
     font = QFont()
     font.setPointSize(point_size)
     font.setBold(bold)
     label.setFont(font)
-    label.setWordWrap(True)
+    label.setWordWrap(not elided)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     if object_name:
         label.setObjectName(object_name)

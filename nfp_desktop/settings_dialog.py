@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLayout,
     QLineEdit,
     QPushButton,
     QVBoxLayout,
@@ -34,13 +35,14 @@ from nfp_desktop.preferences import (
 
 CHOOSE_FILE = "Choose a file…"
 # Bfloat16 is only ever used where a probe proves it right on this machine (engine.fingerprint).
+DIALOG_WIDTH = 560
 PRECISION_CHOICES = (
     ("auto", "Automatic (fastest that is right on this computer)"),
     ("float32", "float32 (always right, slower)"),
     ("bfloat16", "bfloat16 (forced, even where the self-test finds it wrong)"),
 )
 REINDEX_NOTE = (
-    "A different checkpoint makes different fingerprints: the library must be re-indexed. "
+    "A different model makes different fingerprints: the library must be re-indexed. "
     "The current index stays in use until the new one is complete."
 )
 
@@ -56,7 +58,6 @@ class SettingsDialog(QDialog):
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
-        self.setMinimumWidth(560)
         self._prefs = prefs
         self._list_devices = list_devices
         self._choices = shipped()
@@ -125,6 +126,11 @@ class SettingsDialog(QDialog):
         layout.addLayout(form)
         layout.addStretch(1)
         layout.addWidget(buttons)
+        # The layout's minimum is the dialog's, so a note that appears (re-index) makes room for
+        # itself instead of being squeezed into a sliver; a minimum width set by hand would
+        # switch that off (Qt keeps a minimum already set).
+        layout.setSizeConstraint(QLayout.SizeConstraint.SetMinimumSize)
+        self.resize(max(DIALOG_WIDTH, self.sizeHint().width()), self.sizeHint().height())
 
     # ---- checkpoints and dimensions -------------------------------------------------------------
     def _fill_checkpoints(self, selected: Path | None) -> None:
@@ -148,6 +154,7 @@ class SettingsDialog(QDialog):
         if choice is not None:
             self.dimension_combo.setCurrentIndex(self.dimension_combo.findData(choice.d))
         self.reindex_label.setVisible(choice is not None and choice.path != self._initial)
+        self.adjustSize()  # the note's lines need room: QFormLayout does not grow the dialog
 
     def _on_checkpoint_activated(self, row: int) -> None:
         if self.checkpoint_combo.itemData(row) is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractItemModel, Qt
+from PySide6.QtCore import QAbstractItemModel, QSize, Qt
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -149,3 +149,36 @@ def app_icon() -> QIcon:
     for png in sorted((Path(__file__).parent / "icons").glob("nfp-*.png")):
         icon.addFile(str(png))
     return icon
+
+
+class ElidedLabel(QLabel):
+    """One line that ends in "…" where it does not fit, instead of wrapping into lines the
+    layout has no room for; the whole text is its tooltip and its accessible name."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._full = ""
+        self.setText(text)
+
+    def setText(self, text: str) -> None:
+        self._full = text
+        self.setToolTip(text)
+        self.setAccessibleName(text)
+        self._elide()
+
+    def text(self) -> str:
+        return self._full
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def minimumSizeHint(self) -> QSize:
+        """As narrow as a few letters: the rest is elided, never clipped."""
+        return QSize(
+            self.fontMetrics().horizontalAdvance("Mm…"), super().minimumSizeHint().height()
+        )
+
+    def _elide(self) -> None:
+        metrics = self.fontMetrics()
+        super().setText(metrics.elidedText(self._full, Qt.TextElideMode.ElideRight, self.width()))
