@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractItemModel, QSize, Qt
+from PySide6.QtCore import QAbstractItemModel, QSize, Qt, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -25,6 +25,7 @@ BANNER_COLOURS = {  # kind → (background, border)
     "info": ("#e8f1fb", "#a9c4e6"),
 }
 METER_FLOOR_DB = -60.0  # silence at the left edge of the level meter
+INFO_SHOWN_MS = 10_000  # an info banner (a report of what was done) leaves by itself after this
 
 
 class MessageBanner(QFrame):
@@ -46,6 +47,9 @@ class MessageBanner(QFrame):
         self._close.clicked.connect(self.clear)
         self._action: Callable[[], None] | None = None
         self.action_button.clicked.connect(self._run_action)
+        self.stale_timer = QTimer(self)
+        self.stale_timer.setSingleShot(True)
+        self.stale_timer.timeout.connect(self.clear)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(14, 10, 10, 10)
         layout.addWidget(self._label, 1)
@@ -77,6 +81,11 @@ class MessageBanner(QFrame):
         self.action_button.setText(action_text)
         self.action_button.setVisible(bool(action_text and action))
         self.show()
+        # Reports go stale and leave; errors and notices wait for the user or for a fix.
+        if kind == "info" and not action:
+            self.stale_timer.start(INFO_SHOWN_MS)
+        else:
+            self.stale_timer.stop()
 
     def text(self) -> str:
         return self._label.text() if self.kind else ""

@@ -527,3 +527,12 @@ def test_every_control_has_an_accessible_name_and_tab_leaves_tables(qtbot, windo
     assert not window.library_panel.table.tabKeyNavigation()
     window.listen_panel.level_meter.set_level_db(-20.0)
     assert window.listen_panel.level_meter.accessibleDescription() == "-20 dB"
+
+
+def test_a_report_leaves_by_itself_and_an_error_stays(qtbot, window, monkeypatch) -> None:
+    monkeypatch.setattr("nfp_desktop.widgets.INFO_SHOWN_MS", 50)
+    window.banner.show_message("info", "3 indexed, 0 skipped")
+    qtbot.waitUntil(lambda: not window.banner.isVisible(), timeout=2000)
+    window.banner.show_message("error", "a device vanished")
+    qtbot.wait(150)
+    assert window.banner.isVisible() and not window.banner.stale_timer.isActive()
