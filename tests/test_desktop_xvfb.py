@@ -67,3 +67,27 @@ def test_the_app_maps_its_window_and_quits_when_the_window_manager_closes_it(x_d
     finally:
         if app.poll() is None:
             app.kill()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_listening_to_a_monitor_chosen_by_description_shows_the_track_on_xcb(
+    x_display, virtual_mic, tmp_path
+):
+    """The app on xcb, Settings → "Monitor of Speakers", a track played into that sink: the
+    window shows its title and a position within 1 s (tests/xcb_listen_check.py)."""
+    loaded = subprocess.run(
+        ["pactl", "load-module", "module-null-sink", "sink_name=speakers",
+         "sink_properties=device.description=Speakers"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    try:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "tests" / "xcb_listen_check.py"), str(tmp_path)],
+            cwd=REPO, env={**x_display, "PULSE_SERVER": virtual_mic},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["pactl", "unload-module", loaded.stdout.strip()], capture_output=True)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert "platform xcb" in done.stdout

@@ -86,7 +86,13 @@ class Player:
     """
 
     def __init__(
-        self, audio: np.ndarray, start_s: float, play_s: float, tmp_path: Path, server: str
+        self,
+        audio: np.ndarray,
+        start_s: float,
+        play_s: float,
+        tmp_path: Path,
+        server: str,
+        sink: str = "vsink",
     ) -> None:
         clip = audio[int(start_s * SAMPLE_RATE) : int((start_s + play_s) * SAMPLE_RATE)]
         wav = write_audio(tmp_path / "playing.wav", clip, SAMPLE_RATE)
@@ -96,7 +102,7 @@ class Player:
         self.monitor = subprocess.Popen(
             [
                 "parec",
-                "--device=vsink.monitor",
+                f"--device={sink}.monitor",
                 "--format=s16le",
                 "--rate=8000",
                 "--channels=1",
@@ -110,7 +116,7 @@ class Player:
         self._watcher = threading.Thread(target=self._watch_onset, daemon=True)
         self._watcher.start()
         time.sleep(0.5)  # the monitor is read, so the sink runs in real time from now on
-        cmd = ["paplay", "--device=vsink", "--latency-msec=50", str(wav)]
+        cmd = ["paplay", f"--device={sink}", "--latency-msec=50", str(wav)]
         self.process = subprocess.Popen(cmd, env=env)
 
     def _watch_onset(self) -> None:
