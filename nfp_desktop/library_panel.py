@@ -38,6 +38,7 @@ class LibraryPanel(QWidget):
     error = Signal(object)  # an exception from the engine, shown in the window
     busy_changed = Signal(bool, bool)  # busy, whether the library in use is being written
     library_changed = Signal()
+    progress_text = Signal(str)  # a line for the status bar: indexing is seen from any tab
 
     def __init__(self, app: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -295,6 +296,8 @@ class LibraryPanel(QWidget):
         self.current_file_label.setText(f"{verb} {Path(p.path).name}{folder}")
         elapsed_s = time.monotonic() - self._started_s
         self.eta_label.setText(format_eta(estimate_eta_s(elapsed_s, p.done, p.total)))
+        self.progress_text.emit(f"Indexing: {p.done} of {plural(p.total, 'file')}{folder}, "
+                                f"{self.eta_label.text()} (Library tab: Cancel)")  # fmt: skip
         if p.track is not None and self._live_rows is not None:
             self._live_rows[p.track.path] = p.track
             if time.monotonic() - self._shown_s >= TABLE_REFRESH_S or p.done == p.total:

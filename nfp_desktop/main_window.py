@@ -112,6 +112,7 @@ class MainWindow(QMainWindow):
         self.listen_panel.identify_button.clicked.connect(self.open_file)
         self.library_panel.busy_changed.connect(self._on_indexing)
         self.library_panel.library_changed.connect(self.update_status)
+        self.library_panel.progress_text.connect(self.status_label.setText)
 
     def _build_actions(self) -> None:
         file_menu = self.menuBar().addMenu("&File")

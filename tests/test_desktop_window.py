@@ -93,13 +93,16 @@ def test_adding_a_folder_indexes_it_with_progress(
     window.library_panel.add_folder(music_dir)
     assert panel.progress_frame.isVisible() and not window.listen_panel.listen_button.isEnabled()
     panel._worker.progressed.connect(lambda step: progress.append(panel.eta_label.text()))
-    rows_seen = []
+    rows_seen, status_seen = [], []
     panel._worker.progressed.connect(lambda step: rows_seen.append(panel.tracks_model.rowCount()))
+    panel._worker.progressed.connect(lambda step: status_seen.append(window.status_label.text()))
     window.listen_action.trigger()  # the shortcut works while the button is disabled
     assert not window.listen_panel.busy and "when indexing has finished" in window.banner.text()
     wait_idle(qtbot, window)
     assert progress and not panel.progress_frame.isVisible()
     assert rows_seen[0] == 1 and rows_seen[-1] == 3  # the table fills while indexing
+    assert status_seen[0].startswith("Indexing: 1 of 3 files")  # seen from any tab
+
     assert panel.tracks_model.rowCount() == 3 and "3 tracks" in panel.count_label.text()
     assert "3 indexed" in window.banner.text() and "3 tracks" in window.status_label.text()
     assert window.listen_panel.listen_button.isEnabled()
