@@ -84,12 +84,32 @@ def _listen_shots(app, window, out: Path) -> list[Path]:
     panel.show_live(LiveState("matched", _match(earlier, 42.0), -18.0, 3.0))
     panel.show_live(LiveState("matched", _match(track, 151.3), -17.0, 3.5))
     matched = _grab(app, window, out / "matched.png")
+    tray = _tray_shots(app, window, out)
     panel.show_live(LiveState("listening", None, -90.0, 9.0))  # the music stopped
     last_heard = _grab(app, window, out / "last_heard.png")
     window.tabs.setCurrentWidget(window.history_panel)
     history = _grab(app, window, out / "history.png")
     window.tabs.setCurrentWidget(window.library_panel)
-    return [listening, matched, last_heard, history]
+    return [listening, matched, *tray, last_heard, history]
+
+
+def _tray_shots(app, window, out: Path) -> list[Path]:
+    """The screen with the new match's notification, and the tray icon's menu; only where the
+    desktop has a tray (scripts/screenshots.sh starts one)."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtWidgets import QSystemTrayIcon
+
+    if not QSystemTrayIcon.isSystemTrayAvailable():
+        return []
+    _wait(app, lambda: False, timeout_s=1.0)  # the notification has appeared
+    screen = app.primaryScreen()
+    notification = out / "notification.png"
+    screen.grabWindow(0).save(str(notification))
+    menu = window.tray.menu
+    menu.popup(QPoint(screen.geometry().width() - 260, 30))
+    shot = _grab(app, menu, out / "tray_menu.png")
+    menu.close()
+    return [notification, shot]
 
 
 def _settings_shot(app, window, path: Path) -> Path:
