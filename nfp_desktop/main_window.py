@@ -6,7 +6,15 @@ import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QColor,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeySequence,
+    QPalette,
+)
 from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
@@ -40,10 +48,10 @@ QPushButton#listenButton:focus { border: 3px solid palette(highlight); }
 QPushButton#listenButton:disabled { background: #9db6e3; }
 QPushButton#listenButton[listening="true"] { background: #c8412f; }
 QPushButton#listenButton[listening="true"]:hover { background: #b23a2a; }
-QStatusBar QLabel { padding: 2px 10px; color: palette(dark); }
-QLabel#status { color: palette(dark); }
-QLabel#dim { color: palette(dark); }
-QLabel#note { color: #8a5a00; }
+QStatusBar QLabel { padding: 2px 10px; color: DIM; }
+QLabel#status { color: DIM; }
+QLabel#dim { color: DIM; }
+QLabel#note { color: NOTE; }
 QLabel#strong { font-weight: 600; }
 QFrame#progressFrame { border: 1px solid palette(mid); border-radius: 6px; }
 """
@@ -52,6 +60,20 @@ REBUILD_FIXES = (IndexMismatchError, IndexCorruptError)
 # Below this the listen card wraps its title and the track table shows no rows: tests/
 # test_desktop_layout.py checks that nothing is clipped here, at 1000 × 700 and at 150 %.
 MIN_SIZE = (760, 640)
+
+
+def styled(palette: QPalette) -> str:
+    """STYLE for this palette: secondary text halfway-ish between the text and the background
+    (palette(dark), as before, is near black in a dark palette), notes amber on either."""
+    text = palette.color(QPalette.ColorRole.WindowText)
+    back = palette.color(QPalette.ColorRole.Window)
+    dim = QColor(
+        round(0.6 * text.red() + 0.4 * back.red()),
+        round(0.6 * text.green() + 0.4 * back.green()),
+        round(0.6 * text.blue() + 0.4 * back.blue()),
+    )
+    note = "#e0b050" if back.lightness() < 128 else "#8a5a00"
+    return STYLE.replace("DIM", dim.name()).replace("NOTE", note)
 
 
 class MainWindow(QMainWindow):
@@ -98,7 +120,7 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.listen_panel)
         layout.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
-        self.setStyleSheet(STYLE)
+        self.setStyleSheet(styled(self.palette()))
         self.status_label = QLabel()
         self.statusBar().addPermanentWidget(self.status_label, 1)
 

@@ -23,7 +23,14 @@ from desktop_helpers import (
     track_audio,
 )
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QTimer, QUrl
-from PySide6.QtGui import QDesktopServices, QDragEnterEvent, QDropEvent, QGuiApplication
+from PySide6.QtGui import (
+    QColor,
+    QDesktopServices,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QPalette,
+)
 from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractItemView,
@@ -41,7 +48,7 @@ from engine.stream import LiveState
 from engine.tracks import Track
 from nfp_desktop.app import main
 from nfp_desktop.context import AppContext
-from nfp_desktop.main_window import MainWindow
+from nfp_desktop.main_window import MainWindow, styled
 from nfp_desktop.preferences import load_preferences
 from nfp_desktop.track_menu import track_menu, track_ref
 
@@ -539,3 +546,28 @@ def test_a_report_leaves_by_itself_and_an_error_stays(qtbot, window, monkeypatch
     window.banner.show_message("error", "a device vanished")
     qtbot.wait(150)
     assert window.banner.isVisible() and not window.banner.stale_timer.isActive()
+
+
+def _contrast(a: QColor, b: QColor) -> float:
+    """WCAG contrast ratio of two colours."""
+
+    def luminance(c: QColor) -> float:
+        channels = [x / 255 for x in (c.red(), c.green(), c.blue())]
+        lin = [x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in channels]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+@pytest.mark.parametrize("window_colour", ["#efefef", "#2b2b2b"])
+def test_secondary_text_is_readable_in_a_light_and_a_dark_palette(window_colour: str) -> None:
+    palette = QPalette()
+    back = QColor(window_colour)
+    palette.setColor(QPalette.ColorRole.Window, back)
+    text = QColor("#000000") if back.lightness() >= 128 else QColor("#f0f0f0")
+    palette.setColor(QPalette.ColorRole.WindowText, text)
+    style = styled(palette)
+    dim = QColor(style.split("QLabel#status { color: ")[1].split(";")[0])
+    note = QColor(style.split("QLabel#note { color: ")[1].split(";")[0])
+    assert _contrast(dim, back) >= 4.5 and _contrast(note, back) >= 4.5
