@@ -95,11 +95,19 @@ def load_checkpoint(path: str | Path, backend: str | None = None) -> Checkpoint:
         from engine.onnx_backend import load_onnx
 
         return load_onnx(path)
-    if backend == "torch" or (backend == "auto" and not _importable("onnxruntime")):
+    if pt_backend(backend) == "torch":
         from engine.torch_backend import load_torch
 
         return load_torch(path)
     return _load_export(path, fall_back_to_torch=backend == "auto")
+
+
+def pt_backend(backend: str | None = None) -> str:
+    """What a .pt runs on here: "torch" when asked for or without ONNX Runtime, else "onnx"."""
+    backend = requested_backend(backend)
+    if backend == "torch" or (backend == "auto" and not _importable("onnxruntime")):
+        return "torch"
+    return "onnx"
 
 
 def export_cache_dir() -> Path:

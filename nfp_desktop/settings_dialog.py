@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.checkpoint import DEFAULT_CHECKPOINT
+from engine.checkpoint import DEFAULT_CHECKPOINT, pt_backend
 from engine.errors import NfpError
 from engine.mic import InputDevice, input_devices
 from nfp_desktop.preferences import (
@@ -107,6 +107,9 @@ class SettingsDialog(QDialog):
         form.addRow("Fingerprint size:", self.dimension_combo)
         form.addRow("", self.reindex_label)
         form.addRow("Encoder precision:", self.precision_combo)
+        # Only torch has a faster numeric path; on ONNX Runtime (the default) the choice does
+        # nothing, so it is not offered.
+        form.setRowVisible(self.precision_combo, pt_backend() == "torch")
         form.addRow("Input device:", _row(self.device_combo, self.refresh_button))
         self.tray_box = QCheckBox("Closing the window keeps listening in the system tray")
         self.tray_box.setChecked(self._prefs.close_to_tray)

@@ -169,3 +169,16 @@ def test_encoder_precision_is_a_setting_that_survives_a_restart(qtbot, tmp_path,
     assert load_preferences(settings).precision == "float32"
     settings.setValue("engine/precision", "fp8")  # a value this version does not know
     assert load_preferences(settings).precision == "auto"
+
+
+def test_the_precision_choice_is_offered_only_where_it_does_something(qtbot, monkeypatch) -> None:
+    """ONNX Runtime (the default) runs float32 only; torch has the probed bfloat16 path."""
+    dialog = SettingsDialog(Preferences(), list_devices=lambda: [])
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert not dialog.precision_combo.isVisible()
+    monkeypatch.setenv("NFP_BACKEND", "torch")
+    on_torch = SettingsDialog(Preferences(), list_devices=lambda: [])
+    qtbot.addWidget(on_torch)
+    on_torch.show()
+    assert on_torch.precision_combo.isVisible()
