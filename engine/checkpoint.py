@@ -125,9 +125,9 @@ def _load_export(path: Path, *, fall_back_to_torch: bool) -> Checkpoint:
     from engine.onnx_backend import load_onnx
 
     sha256 = file_sha256(path)
-    export = current_export(path, sha256)
-    if export is not None:
-        return load_onnx(export, source=path)
+    current = current_export(path, sha256)
+    if current is not None:
+        return current
     if not _importable("torch"):
         raise CheckpointError(path, "has no ONNX export made from it, and torch is not "
                                     f"installed to make one: run `nfp export {path}` where "
@@ -147,20 +147,21 @@ def _load_export(path: Path, *, fall_back_to_torch: bool) -> Checkpoint:
     return load_onnx(target, source=path)
 
 
-def current_export(path: Path, sha256: str) -> Path | None:
-    """The readable export made from this very .pt (file hash `sha256`), or None."""
-    from engine.onnx_backend import read_payload
+def current_export(path: Path, sha256: str) -> Checkpoint | None:
+    """The .pt's export made from this very file (file hash `sha256`), loaded for inference
+    (opening it is what reads its metadata), or None."""
+    from engine.onnx_backend import load_onnx
 
     for export in onnx_exports(path, sha256):
         if not export.is_file():
             continue
         try:
-            source_sha256 = read_payload(export)["source_sha256"]
+            checkpoint = load_onnx(export, source=path)
         except CheckpointError as e:
             log.warning("%s", e)
             continue
-        if source_sha256 == sha256:
-            return export
+        if checkpoint.sha256 == sha256:
+            return checkpoint
         log.info("%s: exported from another version of %s; not used", export, path.name)
     return None
 
@@ -170,12 +171,14 @@ def read_config(path: str | Path) -> EncoderConfig:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "file not found")
-    if path.suffix.lower() == ".onnx" or _importable("onnxruntime"):
-        from engine.onnx_backend import read_payload
+    if path.suffix.lower() == ".onnx":
+        from engine.onnx_backend import load_onnx
 
-        export = path if path.suffix.lower() == ".onnx" else current_export(path, file_sha256(path))
-        if export is not None:
-            return parse_config(path, read_payload(export))
+        return load_onnx(path).config
+    if _importable("onnxruntime"):
+        current = current_export(path, file_sha256(path))
+        if current is not None:
+            return current.config
     if not _importable("torch"):
         raise CheckpointError(path, "has no ONNX export, and torch is not installed to read it")
     from engine.torch_backend import read_torch_config

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import torch
 
-from engine.checkpoint import first_line
+from engine.checkpoint import FORMAT_VERSION, first_line
 from engine.errors import CheckpointError
 from engine.onnx_backend import INPUT, OUTPUT, OnnxEncoder, load_onnx, metadata
 from engine.probe import min_cosine, probe_mel
@@ -34,7 +34,7 @@ def export_onnx(checkpoint_path: str | Path, out: str | Path | None = None) -> P
     checkpoint = load_torch(source)
     model = _onnx_model(source, checkpoint.model)
     payload = {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "source_sha256": checkpoint.sha256,
         "source_name": source.name,
         "weights_sha256": checkpoint.weights_sha256,

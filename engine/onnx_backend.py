@@ -106,17 +106,6 @@ def _session_options() -> ort.SessionOptions:
     return options
 
 
-def read_payload(path: Path) -> dict:
-    """The checkpoint payload an export carries, read without optimising its graph."""
-    options = _session_options()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # as in load_onnx
-        raise CheckpointError(path, f"unreadable ONNX model: {first_line(e)}") from e
-    return _parse_metadata(path, session.get_modelmeta().custom_metadata_map)
-
-
 def _parse_metadata(path: Path, meta: dict[str, str]) -> dict:
     """The checkpoint payload the export carries; refused unless it is whole."""
     missing = [k for k in TEXT_KEYS + JSON_KEYS if PREFIX + k not in meta]

@@ -29,7 +29,7 @@ from engine.cli import main
 from engine.errors import CheckpointError
 from engine.fingerprint import Fingerprinter
 from engine.index import VectorIndex
-from engine.onnx_backend import read_payload
+from engine.onnx_backend import load_onnx
 from engine.probe import min_cosine
 from engine.torch_backend import load_torch, save_checkpoint
 
@@ -41,7 +41,7 @@ WESNOTH = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 @pytest.mark.parametrize("pt", shipped_checkpoints(), ids=lambda p: p.name)
 def test_every_shipped_checkpoint_has_a_current_export_bound_to_the_same_weights(pt: Path):
     """`nfp export` was run after the .pt last changed (save_checkpoint re-exports)."""
-    assert read_payload(pt.with_suffix(".onnx"))["source_sha256"] == file_sha256(pt)
+    assert load_onnx(pt.with_suffix(".onnx")).sha256 == file_sha256(pt)
     engine, torch_run = load_checkpoint(pt), load_torch(pt)
     assert engine.backend == "onnx" and engine.onnx_path == pt.with_suffix(".onnx")
     assert engine.path == pt and engine.sha256 == torch_run.sha256
@@ -90,7 +90,7 @@ def test_a_resaved_checkpoint_gets_its_export_renewed_and_a_stale_one_is_not_use
     shutil.copy(pt.with_suffix(".onnx"), stale)
     model = load_torch(pt).model
     save_checkpoint(pt, model, load_torch(pt).config, evaluation={"note": "renewed"})
-    assert read_payload(pt.with_suffix(".onnx"))["source_sha256"] == file_sha256(pt)
+    assert load_onnx(pt.with_suffix(".onnx")).sha256 == file_sha256(pt)
     assert load_checkpoint(pt).evaluation == {"note": "renewed"}
     shutil.copy(stale, pt.with_suffix(".onnx"))  # an export left from before the .pt changed
     renewed = load_checkpoint(pt)
