@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from engine.audio import load_audio
-from engine.errors import NfpError
+from engine.errors import EmptyLibraryError, NfpError
 from engine.library import (
     IndexSummary,
     Library,
@@ -24,6 +24,7 @@ from engine.library import (
 from engine.rebuild import rebuild_library
 from engine.scan import display_path
 from engine.threads import apply_thread_policy
+from engine.tracks import DB_FILE
 
 PLUGIN_GROUP = "nfp.commands"  # other packages (training) add subcommands through this group
 
@@ -328,7 +329,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    with Library(_db_dir(args)) as library:
+    db = _db_dir(args)
+    if not (db / DB_FILE).is_file():  # a writable Library would create one, to remove nothing
+        raise EmptyLibraryError(db)
+    with Library(db) as library:
         removed = library.remove_folder(args.folder)
     print(f"removed {removed} tracks of {display_path(args.folder)}")
     return 0

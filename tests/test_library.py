@@ -207,6 +207,8 @@ def test_removing_a_folder_takes_its_tracks_out_and_keeps_the_others(music, tmp_
     assert "removed 2 tracks" in capsys.readouterr().out
     with Library(db, writable=False) as library:
         assert len(library) == 0 and library.meta("folders") in ("[]", None)
+    assert cli_main(["remove", str(music), "--db", str(tmp_path / "none")]) == 1
+    assert not (tmp_path / "none").exists()  # no library is made to remove nothing from
 
 
 def test_skip_reasons_are_kept_with_the_library_until_the_file_is_fixed(
