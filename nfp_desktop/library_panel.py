@@ -159,10 +159,10 @@ class LibraryPanel(QWidget):
         self._show_skipped(self._kept_skips([]))
 
     def _kept_skips(self, fallback: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The skips the library keeps (they survive a restart); `fallback` where it cannot
-        say (a damaged library is reported elsewhere)."""
+        """The skips the library keeps (they survive a restart; an update stores its own before
+        it ends); `fallback` where the library cannot say (a damaged one is reported elsewhere)."""
         try:
-            return self.app.session.skipped() or fallback
+            return self.app.session.skipped()
         except NfpError:
             return fallback
 
