@@ -22,7 +22,8 @@ from engine.audio import SAMPLE_RATE, load_audio
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.fingerprint import Fingerprinter
 from engine.library import Library
-from engine.recognize import QUERY_SHIFTS_S, Recognizer
+from engine.recognize import Recognizer
+from engine.scoring import QUERY_SHIFTS_S
 from engine.threads import apply_thread_policy
 
 SHIFT_SETS = {"5 shifts": QUERY_SHIFTS_S, "2 shifts": (0.0, 0.25), "1 shift": (0.0,)}

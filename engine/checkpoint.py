@@ -22,6 +22,7 @@ import platformdirs
 
 from engine.encoder_config import EncoderConfig
 from engine.errors import CheckpointError
+from engine.scoring import Scoring
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +268,10 @@ def _parse_evaluation(path: Path, payload: dict) -> dict:
         return evaluation
     if not isinstance(calibration, dict):
         raise CheckpointError(path, f"calibration is a {type(calibration).__name__}, not a dict")
+    try:
+        Scoring.from_calibration(calibration)
+    except ValueError as e:
+        raise CheckpointError(path, f"calibration {e}") from e
     table = calibration.get("evidence_threshold")
     if table is None or (isinstance(table, dict) and not table):  # search uses its default table
         return evaluation

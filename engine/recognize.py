@@ -12,9 +12,9 @@ from engine.checkpoint import Checkpoint
 from engine.fingerprint import Fingerprinter
 from engine.index import VectorIndex
 from engine.library import Library
+from engine.scoring import EVIDENCE_TIE, QUERY_SHIFTS_S, SILENCE_RMS, Scoring
 from engine.search import (
     CONFIDENCE_THRESHOLD,
-    TOP_K,
     Match,
     SegmentMap,
     SequenceMatch,
@@ -23,16 +23,6 @@ from engine.search import (
 )
 from engine.tracks import Track
 
-QUERY_SHIFTS_S = (0.0, 0.1, 0.2, 0.3, 0.4)  # sub-hop starts tried for a short file query
-# From 5 s on, two starts half a hop apart find the track and its offset as often as five, for
-# 2/5 of the encoder's work: on 200 noisy queries each (bench/bench_shifts.py) song / exact rates
-# were .98 / .96 at 5 s and .99 / .98 at 10 s both ways. At 2 s, two lost 1 % song, 2 % exact.
-LONG_QUERY_S = 5.0
-LONG_QUERY_SHIFTS_S = (0.0, 0.25)
-# Shifts whose evidence is within this share of the best are ties, broken by the closest fit
-# (mean similarity): a repeated phrase elsewhere in a track can gather as much evidence.
-EVIDENCE_TIE = 0.9
-SILENCE_RMS = 1e-3  # ≈ -60 dBFS: quieter segments are left out of a query
 MAX_QUERY_S = 60.0  # a longer file is identified from its first minute; use a track list for mixes
 TRACKLIST_WINDOW = 9  # segments per track-list window (5 s of audio)
 TRACKLIST_HOP = 2  # segments between windows (1 s)
@@ -89,14 +79,16 @@ class Recognizer:
         self.shifts_s = shifts_s  # sub-hop starts for file queries; None: by length
         self.fingerprinter = Fingerprinter(checkpoint, precision=precision)
         self.calibration = checkpoint.evaluation.get("calibration")
+        self.scoring = Scoring.from_calibration(self.calibration)  # checked at load
         self.background = checkpoint.background
         self.index, self.segments, self.tracks = searched or library.search_index()
 
     def neighbours(self, query_fp: np.ndarray) -> Neighbours:
         """Top-k (scores, ids), each (L, k), and each segment's noise floor (L,), for
         fingerprints (L, d)."""
-        scores, ids = self.index.search(query_fp, min(TOP_K, len(self.index)))
-        return scores, ids, noise_floor(query_fp, scores, self.background)
+        scores, ids = self.index.search(query_fp, min(self.scoring.top_k, len(self.index)))
+        floor = noise_floor(query_fp, scores, self.background, self.scoring.background_k)
+        return scores, ids, floor
 
     def best(
         self,
@@ -110,6 +102,8 @@ class Recognizer:
             query_fp,
             self.index,
             self.segments,
+            k=self.scoring.top_k,
+            min_coverage=self.scoring.min_coverage,
             calibration=self.calibration,
             neighbours=(scores, ids),
             usable=usable,
@@ -123,7 +117,13 @@ class Recognizer:
         return Match(self.tracks[found.track], found.offset_s, found.score, found.confidence)
 
     def identify(self, audio: np.ndarray) -> Match | None:
-        """Audio float32 (n,) at SAMPLE_RATE → a confident Match or None.
+        """Audio float32 (n,) at SAMPLE_RATE → a confident Match or None (what `nfp identify`
+        and the app report)."""
+        return self.as_match(self.best_match(audio))
+
+    def best_match(self, audio: np.ndarray) -> SequenceMatch | None:
+        """Audio float32 (n,) at SAMPLE_RATE → its best alignment, confident or not, with the
+        offset of the shift that won (the evaluation harness scores this, identify reports it).
 
         The query is fingerprinted at several sub-hop shifts and the alignment with the most
         evidence wins: one shift lies close to the stored segment grid (within 50 ms for a short
@@ -132,20 +132,20 @@ class Recognizer:
         the track cannot outscore it.
         """
         audio = audio[: int(MAX_QUERY_S * SAMPLE_RATE)]
-        shifts = shifted_segments(audio, self.shifts_s or query_shifts_s(len(audio)))
+        shifts = shifted_segments(audio, self.shifts_s or self.scoring.shifts_s(len(audio)))
         # One encoder call and one search for every shift: a batch of 5 × 9 segments costs
         # less than five of 9 (pool wake-ups, per-call overhead).
         segments = np.concatenate([segs for _, segs in shifts])
         fp = self.fingerprinter.segments(segments)
         scores, ids, floor = self.neighbours(fp)
-        loud = is_loud(segments)
+        loud = is_loud(segments, self.scoring.silence_rms)
         found, first = [], 0
         for shift_s, segs in shifts:
             rows = slice(first, first + len(segs))
             first += len(segs)
             match = self.best(fp[rows], (scores[rows], ids[rows], floor[rows]), loud[rows])
             found.append(match and replace(match, offset_s=max(0.0, match.offset_s - shift_s)))
-        return self.as_match(best_of_shifts(found))
+        return best_of_shifts(found, self.scoring.evidence_tie)
 
     def tracklist(self, audio: np.ndarray) -> list[TracklistEntry]:
         """A long recording float32 (n,) → which tracks play when, in order (tracklist_steps
@@ -170,7 +170,7 @@ class Recognizer:
         for lo in range(0, len(segments), batch):
             fp[lo : lo + batch] = self.fingerprinter.segments(segments[lo : lo + batch])
             yield TRACKLIST_FINGERPRINT_SHARE * min(1.0, (lo + batch) / len(segments))
-        loud = is_loud(segments)
+        loud = is_loud(segments, self.scoring.silence_rms)
         scores, ids, floor = self.neighbours(fp)
         plays: list[_Play] = []
         starts = range(0, max(1, len(fp) - TRACKLIST_WINDOW + 1), TRACKLIST_HOP)
@@ -208,11 +208,6 @@ class Recognizer:
         )
 
 
-def query_shifts_s(n_samples: int) -> tuple[float, ...]:
-    """The sub-hop starts to try for a query of n_samples at SAMPLE_RATE."""
-    return LONG_QUERY_SHIFTS_S if n_samples >= LONG_QUERY_S * SAMPLE_RATE else QUERY_SHIFTS_S
-
-
 def shifted_segments(
     audio: np.ndarray, shifts_s: tuple[float, ...] = QUERY_SHIFTS_S
 ) -> list[tuple[float, np.ndarray]]:
@@ -226,14 +221,16 @@ def shifted_segments(
     return shifts
 
 
-def best_of_shifts(found: list[SequenceMatch | None]) -> SequenceMatch | None:
+def best_of_shifts(
+    found: list[SequenceMatch | None], evidence_tie: float = EVIDENCE_TIE
+) -> SequenceMatch | None:
     """The closest fit (mean similarity) among the shifts whose evidence ties with the most;
     alignments with non-finite numbers are left out, so any evidence values give an answer."""
     finite = [f for f in found if f is not None and np.isfinite([f.evidence, f.score]).all()]
     if not finite:
         return None
     most = max(f.evidence for f in finite)
-    tie = most - (1.0 - EVIDENCE_TIE) * abs(most)  # the best itself always ties, whatever its sign
+    tie = most - (1.0 - evidence_tie) * abs(most)  # the best itself always ties, whatever its sign
     return max((f for f in finite if f.evidence >= tie), key=lambda f: f.score)
 
 
@@ -241,9 +238,9 @@ def _confident(found: SequenceMatch | None) -> bool:
     return found is not None and found.confidence >= CONFIDENCE_THRESHOLD
 
 
-def is_loud(segments: np.ndarray) -> np.ndarray:
+def is_loud(segments: np.ndarray, silence_rms: float = SILENCE_RMS) -> np.ndarray:
     """Which segments float32 (L, n) carry sound, bool (L,): silence must not count as a match."""
-    return np.sqrt(np.mean(np.square(segments), axis=1)) > SILENCE_RMS
+    return np.sqrt(np.mean(np.square(segments), axis=1)) > silence_rms
 
 
 @dataclass

@@ -13,17 +13,10 @@ import numpy as np
 
 from engine.audio import HOP_S
 from engine.index import VectorIndex
+from engine.scoring import BACKGROUND_K, MIN_COVERAGE, TOP_K
 from engine.tracks import Track
 
-TOP_K = 20  # neighbours per query segment; the k-th is that segment's noise floor
-MIN_COVERAGE = 0.5  # share of the usable query segments an alignment must cover
 CONFIDENCE_THRESHOLD = 0.5  # the app reports a match at or above this confidence
-# Chance similarity depends on library size: the k-th neighbour of a segment in a small library
-# is a poorer match than in the ~9 h library the thresholds were calibrated on, which would
-# inflate every margin. So the floor is also never below the BACKGROUND_K-th neighbour among
-# BACKGROUND_ROWS fingerprints of other music that travel with the checkpoint.
-BACKGROUND_ROWS = 16384  # ≈ 2.3 h of music
-BACKGROUND_K = 5  # TOP_K × BACKGROUND_ROWS / 64k rows (the calibration library): same quantile
 FLOOR_CHUNK = 512  # query segments compared with the background at a time (bounds memory)
 # Evidence at which confidence is 0.5, by number of query segments, for a checkpoint the
 # evaluation harness has not calibrated yet (a conservative guess, replaced by calibration).
@@ -104,17 +97,20 @@ def confidence_from_evidence(
 
 
 def noise_floor(
-    query_fp: np.ndarray, scores: np.ndarray, background: np.ndarray | None = None
+    query_fp: np.ndarray,
+    scores: np.ndarray,
+    background: np.ndarray | None = None,
+    background_k: int = BACKGROUND_K,
 ) -> np.ndarray:
     """Per-segment chance similarity float32 (L,): the lowest real neighbour's score (L, k),
-    raised to the BACKGROUND_K-th best inner product with the background float32 (B, d) if there
+    raised to the background_k-th best inner product with the background float32 (B, d) if there
     is one. Never below -1 (the least two unit vectors can score) nor NaN."""
     floor = lowest_neighbour(scores)
-    if background is None or len(background) < BACKGROUND_K:
+    if background is None or len(background) < background_k:
         return floor
     for lo in range(0, len(query_fp), FLOOR_CHUNK):
         sims = query_fp[lo : lo + FLOOR_CHUNK] @ background.T
-        kth = -np.partition(-sims, BACKGROUND_K - 1, axis=1)[:, BACKGROUND_K - 1]
+        kth = -np.partition(-sims, background_k - 1, axis=1)[:, background_k - 1]
         kth = np.nan_to_num(kth, nan=1.0)  # a query row that is not finite earns nothing
         floor[lo : lo + FLOOR_CHUNK] = np.maximum(floor[lo : lo + FLOOR_CHUNK], kth)
     return floor
@@ -134,6 +130,7 @@ def match_sequence(
     segments: SegmentMap,
     *,
     k: int = TOP_K,
+    min_coverage: float = MIN_COVERAGE,
     calibration: dict[str, Any] | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     usable: np.ndarray | None = None,
@@ -171,7 +168,7 @@ def match_sequence(
     sims = np.where(valid, sims, 0.0)
     # An alignment that overlaps the track for a small part of the query (a track's last
     # seconds, say) is judged on too little music to be trusted.
-    valid &= (valid.sum(axis=1) >= MIN_COVERAGE * usable.sum())[:, None]
+    valid &= (valid.sum(axis=1) >= min_coverage * usable.sum())[:, None]
     evidence = (np.maximum(sims - floor, 0.0) * valid).sum(axis=1)
     mean_sim = (sims * valid).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
     best = int(np.lexsort((mean_sim, evidence))[-1])

@@ -81,7 +81,7 @@ class LiveMatcher:
     def _add_segments(self, segments: np.ndarray) -> None:
         fp = self.recognizer.fingerprinter.segments(segments)
         scores, ids, floor = self.recognizer.neighbours(fp)
-        loud = is_loud(segments)
+        loud = is_loud(segments, self.recognizer.scoring.silence_rms)
         for i in range(len(fp)):
             self._fps.append(fp[i])
             self._nbrs.append((scores[i], ids[i], floor[i]))

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from test_index import unit_vectors
@@ -5,18 +7,17 @@ from test_index import unit_vectors
 from engine.audio import SAMPLE_RATE
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.index import VectorIndex
-from engine.recognize import (
+from engine.recognize import Recognizer, best_of_shifts, shifted_segments
+from engine.scoring import (
+    BACKGROUND_ROWS,
     LONG_QUERY_S,
     LONG_QUERY_SHIFTS_S,
     QUERY_SHIFTS_S,
-    best_of_shifts,
-    query_shifts_s,
-    shifted_segments,
+    TOP_K,
+    Scoring,
 )
 from engine.search import (
-    BACKGROUND_ROWS,
     CONFIDENCE_THRESHOLD,
-    TOP_K,
     SegmentMap,
     SequenceMatch,
     confidence_from_evidence,
@@ -196,7 +197,38 @@ def test_the_shift_choice_never_raises_on_any_evidence(evidence, scores, winner)
 
 
 def test_long_queries_try_two_shifts_and_short_ones_five():
-    assert query_shifts_s(int(4.9 * SAMPLE_RATE)) == QUERY_SHIFTS_S and len(QUERY_SHIFTS_S) == 5
-    assert query_shifts_s(int(LONG_QUERY_S * SAMPLE_RATE)) == LONG_QUERY_SHIFTS_S == (0.0, 0.25)
+    scoring = Scoring()
+    assert scoring.shifts_s(int(4.9 * SAMPLE_RATE)) == QUERY_SHIFTS_S and len(QUERY_SHIFTS_S) == 5
+    assert scoring.shifts_s(int(LONG_QUERY_S * SAMPLE_RATE)) == LONG_QUERY_SHIFTS_S == (0.0, 0.25)
     starts = [shift for shift, _ in shifted_segments(np.zeros(SAMPLE_RATE, np.float32))]
     assert starts == [0.0]  # a 1 s query has room for no other start
+
+
+def test_a_calibration_scores_with_the_constants_it_was_made_under(tiny_checkpoint) -> None:
+    """Stored scoring constants win over the defaults, so a change of default cannot shift a
+    shipped calibration; none stored means the defaults (what older calibrations used)."""
+    stored = {**Scoring().to_dict(), "top_k": 3, "query_shifts_s": [0.0, 0.2]}
+    assert Scoring.from_calibration({"scoring": stored}) == replace(
+        Scoring(), top_k=3, query_shifts_s=(0.0, 0.2)
+    )
+    assert Scoring.from_calibration({"evidence_threshold": {"1": 0.3}}) == Scoring()
+    calibrated = replace(tiny_checkpoint, evaluation={"calibration": {"scoring": stored}})
+    fps = unit_vectors(np.random.default_rng(3), 40, tiny_checkpoint.d)
+    searched = (VectorIndex.build(fps), SegmentMap.from_lengths([40]), [])
+    recognizer = Recognizer(None, calibrated, searched=searched)
+    scores, ids, _ = recognizer.neighbours(fps[:4])
+    assert scores.shape == ids.shape == (4, 3)
+    assert recognizer.scoring.shifts_s(SAMPLE_RATE * 2) == (0.0, 0.2)
+
+
+def test_a_calibration_made_under_unknown_constants_is_refused(
+    tiny_checkpoint_path, tmp_path
+) -> None:
+    from conftest import make_tiny_checkpoint
+
+    from engine.errors import CheckpointError
+
+    calibration = {"evidence_threshold": {"1": 0.3}, "scoring": {"top_k": 20, "hop_jitter": 2}}
+    path = make_tiny_checkpoint(tmp_path / "odd.pt", evaluation={"calibration": calibration})
+    with pytest.raises(CheckpointError, match="odd.pt.*hop_jitter"):
+        load_checkpoint(path, backend="torch")

@@ -12,10 +12,13 @@ from training.degrade import (
     DegradeParams,
     Sources,
     band_response,
+    clip_at_gain,
     colored_noise,
     degrade,
     draw_noise,
+    lead_in_gate,
     mix_at_snr,
+    mp3_roundtrip,
 )
 
 
@@ -120,3 +123,48 @@ def test_spec_augment_masks_with_the_mean() -> None:
         assert torch.allclose(out[i][changed[i]], means[i])
     none = spec_augment(mel, gen, cutout_prob=0.0, freq_masks=0)
     assert torch.equal(none, mel)
+
+
+@pytest.mark.parametrize("kbps", [32, 64])
+def test_mp3_round_trip_keeps_the_music_in_place(kbps: int, rng: np.random.Generator) -> None:
+    """The codec's delay is taken out: the decoded audio lines up with the input sample for
+    sample, at the input's level, and lower bitrates lose more of it."""
+    t = np.arange(3 * 8000) / 8000
+    tone = np.sin(2 * np.pi * 440 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 1.3 * t))
+    audio = (0.3 * tone + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    out = mp3_roundtrip(audio, kbps)
+    assert out.shape == audio.shape and out.dtype == np.float32
+    lags = {lag: float(np.dot(audio[100:-100], np.roll(out, lag)[100:-100])) for lag in (-1, 0, 1)}
+    assert max(lags, key=lags.get) == 0
+    assert np.corrcoef(audio, out)[0, 1] > 0.98
+    assert abs(power_db(out) - power_db(audio)) < 1.0
+
+
+def test_clipping_and_the_early_start(rng: np.random.Generator) -> None:
+    audio = rng.standard_normal((3, 4000)).astype(np.float32) * 0.1
+    clipped = clip_at_gain(audio, np.array([0.0, 6.0, 12.0]))
+    assert np.abs(clipped).max() <= 1.0
+    np.testing.assert_allclose(np.abs(clipped[0]).max(), 1.0, rtol=1e-5)  # 0 dB: peak at 1
+    assert (np.abs(clipped[1:]) == 1.0).sum(axis=1).min() > 10  # louder rows are clipped
+    gate = lead_in_gate(4, 1000, (0.2, 0.3), rng)
+    silent = (gate == 0).sum(axis=1)
+    assert ((silent >= 200) & (silent <= 300)).all() and (gate[:, 300:] == 1).all()
+
+
+def test_speaker_and_rumble_filter_shape_the_spectrum(rng: np.random.Generator) -> None:
+    """A second device and the high-pass cut the bass more than one device alone."""
+    sources = synthetic_sources(rng)
+    white = rng.standard_normal((64, 8000 + 8000)).astype(np.float32)
+    base = dict(ir_prob=0.0, echo_prob=0.0, band_prob=1.0, snr_db=(80.0, 80.0), eq_db=0.0,
+                low_cut_hz=(300.0, 300.0), high_cut_hz=(3000.0, 3000.0))  # fmt: skip
+    one = degrade(white, 8000, DegradeParams(**base), sources, rng)
+    chain = DegradeParams(**base, speaker_prob=1.0, high_pass_prob=1.0, high_pass_hz=(150.0, 150.0))
+    two = degrade(white, 8000, chain, sources, rng)
+    freqs = np.fft.rfftfreq(8000, 1 / 8000)
+
+    def band_db(x: np.ndarray, lo: float, hi: float) -> float:
+        spectrum = np.abs(np.fft.rfft(x, axis=1)) ** 2
+        return 10 * np.log10(spectrum[:, (freqs >= lo) & (freqs < hi)].mean())
+
+    bass_drop = lambda x: band_db(x, 1000, 2000) - band_db(x, 80, 160)  # noqa: E731
+    assert bass_drop(two) > bass_drop(one) + 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +13,33 @@ import torch
 from audio_files import music_like
 from conftest import TINY_CONFIG, make_tiny_checkpoint
 
-from engine.checkpoint import default_checkpoint_path
-from engine.search import BACKGROUND_ROWS
+from engine.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.recognize import Recognizer
+from engine.scoring import BACKGROUND_ROWS, Scoring
 from engine.torch_backend import load_torch
+from engine.tracks import Track as EngineTrack
 from training.config import TrainConfig, load_config
 from training.data import open_split
-from training.evaluate import EvalConfig, evaluate, format_table
+from training.degrade import Sources
+from training.evaluate import (
+    EvalConfig,
+    accepted,
+    evaluate,
+    format_table,
+    harness_recognizer,
+    load_corpus,
+    make_queries,
+    run_queries,
+)
 from training.trainer import train
 
-SPLITS = {"train": 3, "val": 2, "test": 3}
+SPLITS = {"train": 3, "val": 1, "test": 2, "nonlibrary-a": 1, "nonlibrary-b": 1}
 TRACK_S = 24.0
 
 
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """corpus/ with manifest.json, float16 tracks in three splits, and a degradation bank."""
+    """corpus/ with manifest.json, float16 tracks in every split, and a degradation bank."""
     root = tmp_path_factory.mktemp("corpus")
     (root / "audio").mkdir()
     tracks, seed = [], 0
@@ -72,8 +85,30 @@ def test_tiny_training_run_exports_and_resumes(tiny_corpus: Path, tmp_path: Path
     assert ckpt.training["data_hours"]["train"] == pytest.approx(3 * TRACK_S / 3600, rel=1e-3)
     # Rerunning with a larger budget resumes from step 3 instead of starting over.
     resumed = []
-    train(tiny_config(tiny_corpus, tmp_path / "run", 5), callback=resumed.append)
+    path = train(tiny_config(tiny_corpus, tmp_path / "run", 5), callback=resumed.append)
     assert resumed[0].step == 3 and resumed[-1].step == 5
+    # Each session is on record, with where it ran, for the model card to add up.
+    sessions = load_torch(path).training["sessions"]
+    assert [(x["first_step"], x["last_step"]) for x in sessions] == [(0, 3), (3, 5)]
+    assert all(x["wall_s"] > 0 and "CPUs" in x["hardware"] for x in sessions)
+
+
+def test_a_time_budget_counts_training_time_not_the_calendar(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """A run resumed days later on another machine continues its budget: the state's training
+    time, not the clock, decides; session_minutes ends one session early."""
+    cfg = replace(tiny_config(tiny_corpus, tmp_path / "run", 10_000), max_minutes=60.0,
+                  session_minutes=0.02)  # fmt: skip
+    path = train(cfg)
+    first = load_torch(path).training
+    assert 0 < first["steps"] < 10_000 and not first["complete"]
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    state["run"]["elapsed_s"] = 60 * 60.0  # as if the whole budget had been trained elsewhere
+    torch.save(state, tmp_path / "run" / "state.pt")
+    resumed = []
+    train(replace(cfg, session_minutes=0.0), callback=resumed.append)
+    assert resumed[-1].kind == "done" and resumed[-1].step == first["steps"]
 
 
 def test_resumed_run_matches_an_uninterrupted_one(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -99,7 +134,8 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     checkpoint = make_tiny_checkpoint(tmp_path / "tiny.pt")
     cfg = EvalConfig(checkpoint=str(checkpoint), corpus=str(tiny_corpus),
                      bank=str(tiny_corpus / "degradations.npz"), out_dir=str(tmp_path / "eval"),
-                     queries=6, levels=("low", "high"), lengths_s=(1.0, 3.0))  # fmt: skip
+                     queries=6, nonlibrary_queries=4, levels=("low", "high"),
+                     lengths_s=(1.0, 3.0))  # fmt: skip
     first, background = evaluate(cfg)
     again, background_again = evaluate(EvalConfig(**{**cfg.__dict__, "out_dir": ""}))
     assert first["hit_rates"] == again["hit_rates"]
@@ -114,9 +150,46 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     assert set(first["calibration"]["evidence_threshold"]) == {"1", "5"}
     assert 0.0 <= first["false_positive_rate_all"] <= 1.0
     assert 0.0 <= first["false_positive_rate_swapped"] <= 1.0
+    measured = first["false_positives"]
+    lo, hi = measured["all"]["ci95"]
+    assert measured["measured_on"] == "nonlibrary-b" and lo <= measured["all"]["rate"] <= hi
+    assert measured["all"]["queries"] == 2 * 2 * 4  # levels × lengths × nonlibrary_queries
+    assert first["calibration"]["calibrated_on"] == "nonlibrary-a"
+    assert first["calibration"]["scoring"] == Scoring().to_dict()
     for name in ("results.json", "table.txt", "hit_rate.png", "scores.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     assert "false positive" in format_table(first)
+
+
+def test_the_harness_counts_what_identify_reports(tiny_corpus: Path) -> None:
+    """The harness's confident answers are exactly the queries `nfp identify` would name, with
+    the same track and offset, once its calibration is in the checkpoint."""
+    cfg = EvalConfig(checkpoint=str(default_checkpoint_path()), corpus=str(tiny_corpus),
+                     bank=str(tiny_corpus / "degradations.npz"), distractors="none")  # fmt: skip
+    checkpoint = load_checkpoint(cfg.checkpoint)
+    recognizer, background = harness_recognizer(checkpoint, load_corpus(cfg), seed=0)
+    sources = Sources.load(cfg.bank, "eval")
+    tracks = load_corpus(cfg).held_out
+    queries = make_queries(tracks, "mid", 2.0, 12, sources, np.random.default_rng(1))
+    outcome = run_queries(queries, "library", recognizer)
+    calibration = {"evidence_threshold": {"1": 0.2, "3": float(np.median(outcome.evidence))}}
+    sure = accepted(outcome, calibration)
+    assert 0 < sure.sum() < len(sure)  # the test means something only with both kinds
+    calibrated = replace(checkpoint, evaluation={"calibration": calibration},
+                         background=background)  # fmt: skip
+    listed = [_track(i) for i in range(len(tracks))]
+    app = Recognizer(None, calibrated, searched=(recognizer.index, recognizer.segments, listed))
+    for q, audio in enumerate(queries.audio):
+        match = app.identify(audio)
+        assert (match is not None) == sure[q]
+        if match is not None:
+            assert match.track.id == outcome.found_track[q]
+            assert match.offset_s == pytest.approx(outcome.offset_s[q])
+
+
+def _track(i: int) -> EngineTrack:
+    return EngineTrack(id=i, path=f"/music/{i}.ogg", title=str(i), artist="", album="",
+                       duration_s=24.0, first_segment=0, n_segments=0)  # fmt: skip
 
 
 def test_eval_gives_the_same_hit_rates_on_onnx_runtime_as_on_torch(
@@ -129,7 +202,8 @@ def test_eval_gives_the_same_hit_rates_on_onnx_runtime_as_on_torch(
         monkeypatch.setenv("NFP_BACKEND", backend)
         cfg = EvalConfig(checkpoint=str(default_checkpoint_path()), corpus=str(tiny_corpus),
                          bank=str(tiny_corpus / "degradations.npz"), out_dir="", queries=10,
-                         levels=("low", "high"), lengths_s=(1.0, 3.0))  # fmt: skip
+                         nonlibrary_queries=10, distractors="none", levels=("low", "high"),
+                         lengths_s=(1.0, 3.0))  # fmt: skip
         results[backend] = evaluate(cfg)[0]
     for level, by_length in results["torch"]["hit_rates"].items():
         for length, rates in by_length.items():

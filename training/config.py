@@ -36,6 +36,9 @@ class TrainConfig:
     ir_prob: float = 0.8  # share played through a simulated room
     echo_prob: float = 0.2  # share with one discrete echo
     band_prob: float = 0.7  # share through a band-limited device
+    speaker_prob: float = 0.0  # share also played through a second device (a loudspeaker)
+    high_pass_prob: float = 0.0  # share through a recorder's rumble filter (20-150 Hz)
+    clip_prob: float = 0.0  # share turned up to clipping (0-12 dB over full scale)
     # --- SpecAugment on the replicas' log-mel (after the waveform degradations) ---
     cutout_prob: float = 0.5  # share of replicas with one blanked time-frequency rectangle
     cutout_max_frac: float = 0.5  # largest rectangle side, as a fraction of the image side
@@ -49,7 +52,8 @@ class TrainConfig:
     warmup_steps: int = 50  # linear warm-up
     weight_decay: float = 0.0  # decoupled for lamb; plain L2 for adam
     steps: int = 5000  # schedule length (re-planned from measured speed when max_minutes > 0)
-    max_minutes: float = 0.0  # wall-clock budget; > 0 fits the schedule into it and stops in time
+    max_minutes: float = 0.0  # training-time budget of the whole run; > 0 fits the schedule into it
+    session_minutes: float = 0.0  # > 0: this session stops after so long; rerun to continue
     # --- run bookkeeping ---
     out_dir: str = "runs/scnn-d128"  # state.pt (resumable), model.pt (exported), log.jsonl
     export: str = ""  # also copy the final model here (e.g. engine/checkpoints/nfp-scnn-d128.pt)
@@ -65,7 +69,9 @@ class TrainConfig:
     def degrade_params(self) -> DegradeParams:
         return DegradeParams(snr_db=self.snr_db, noise_probs=self.noise_probs,
                              ir_prob=self.ir_prob, echo_prob=self.echo_prob,
-                             band_prob=self.band_prob)  # fmt: skip
+                             band_prob=self.band_prob, speaker_prob=self.speaker_prob,
+                             high_pass_prob=self.high_pass_prob,
+                             clip_prob=self.clip_prob)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,4 +1,5 @@
-"""Batched degradations: background noise at a chosen SNR, room reverb, echo, device band-limits.
+"""Batched degradations: a loudspeaker, room reverb, echo, a microphone, background noise at a
+chosen SNR, and what a phone does after that (gain and clipping, a low-bitrate MP3).
 
 Everything works on whole batches with numpy FFTs (one forward and one inverse FFT per batch for
 all the filtering), so making a training batch costs little next to the model step.
@@ -10,9 +11,11 @@ degradation bank (noise.py), which shares no recording, voice or room with the "
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 
 from engine.audio import SAMPLE_RATE
@@ -36,20 +39,41 @@ class DegradeParams:
     low_cut_hz: tuple[float, float] = (100.0, 600.0)
     high_cut_hz: tuple[float, float] = (2500.0, 4000.0)
     eq_db: float = 6.0  # ± range of the random EQ gains
+    # A second device in the chain: the music plays through a loudspeaker and is recorded by a
+    # microphone, each with its own band edges and EQ (the same ranges).
+    speaker_prob: float = 0.0
+    # The recorder's rumble filter: a first-order high-pass with its corner in this range.
+    high_pass_prob: float = 0.0
+    high_pass_hz: tuple[float, float] = (20.0, 150.0)
+    # Automatic gain gone wrong: the recording is scaled by a gain in this range (dB, relative to
+    # a peak of 1) and clipped at full scale.
+    clip_prob: float = 0.0
+    clip_gain_db: tuple[float, float] = (0.0, 12.0)
+    # The query starts before the music is heard: this share of it holds only the noise.
+    lead_prob: float = 0.0
+    lead_share: tuple[float, float] = (0.0, 0.3)
+    # The phone sends the recording as a low-bitrate MP3 (kbit/s; MPEG-2.5 at 8 kHz).
+    mp3_prob: float = 0.0
+    mp3_kbps: tuple[int, ...] = (32, 48, 64)
 
 
-# Evaluation levels (one table; the model cards quote it). Every query at a level gets noise,
-# a room and a device; echo where the level says so.
+# Evaluation levels (one table; the model cards quote it). Every query at a level is played
+# through a loudspeaker into a room and recorded by a microphone over real noise, as a phone held
+# up in a room hears it; "high" adds what the phone then does (clipping, MP3, an early start).
 LEVELS: dict[str, DegradeParams] = {
     "low": DegradeParams(snr_db=(10.0, 20.0), ir_prob=1.0, rt60_s=(0.2, 0.4), echo_prob=0.0,
                          band_prob=1.0, low_cut_hz=(100.0, 200.0), high_cut_hz=(3500.0, 4000.0),
                          eq_db=3.0),
-    "mid": DegradeParams(snr_db=(5.0, 10.0), ir_prob=1.0, rt60_s=(0.4, 0.7), echo_prob=0.5,
-                         echo_delay_s=(0.05, 0.15), echo_gain=(0.2, 0.4), band_prob=1.0,
-                         low_cut_hz=(200.0, 400.0), high_cut_hz=(3000.0, 3800.0), eq_db=6.0),
-    "high": DegradeParams(snr_db=(0.0, 5.0), ir_prob=1.0, rt60_s=(0.7, 1.0), echo_prob=1.0,
-                          echo_delay_s=(0.1, 0.3), echo_gain=(0.3, 0.6), band_prob=1.0,
-                          low_cut_hz=(300.0, 600.0), high_cut_hz=(2500.0, 3300.0), eq_db=9.0),
+    "mid": DegradeParams(snr_db=(5.0, 15.0), noise_probs=(0.6, 0.4, 0.0), ir_prob=1.0,
+                         rt60_s=(0.3, 0.9), echo_prob=0.3, echo_delay_s=(0.05, 0.15),
+                         echo_gain=(0.2, 0.4), band_prob=1.0, low_cut_hz=(150.0, 400.0),
+                         high_cut_hz=(2800.0, 3800.0), eq_db=6.0, speaker_prob=1.0,
+                         high_pass_prob=1.0),
+    "high": DegradeParams(snr_db=(0.0, 10.0), noise_probs=(0.6, 0.4, 0.0), ir_prob=1.0,
+                          rt60_s=(0.5, 1.0), echo_prob=0.5, echo_delay_s=(0.1, 0.3),
+                          echo_gain=(0.3, 0.6), band_prob=1.0, low_cut_hz=(200.0, 600.0),
+                          high_cut_hz=(2500.0, 3500.0), eq_db=9.0, speaker_prob=1.0,
+                          high_pass_prob=1.0, clip_prob=0.5, lead_prob=0.5, mp3_prob=1.0),
 }  # fmt: skip
 
 
@@ -94,9 +118,69 @@ def degrade(
     batch, n_ctx = audio.shape
     pre = n_ctx - n_out
     filtered = _filter(audio, params, sources, rng)[:, pre : pre + n_out]
+    use_lead = rng.random(batch) < params.lead_prob
+    if use_lead.any():
+        filtered[use_lead] *= lead_in_gate(int(use_lead.sum()), n_out, params.lead_share, rng)
     noise = draw_noise(batch, n_out, params, sources, rng)
     snr_db = rng.uniform(*params.snr_db, size=batch)
-    return mix_at_snr(filtered, noise, snr_db)
+    out = mix_at_snr(filtered, noise, snr_db)
+    use_clip = rng.random(batch) < params.clip_prob
+    if use_clip.any():
+        out[use_clip] = clip_at_gain(
+            out[use_clip], rng.uniform(*params.clip_gain_db, use_clip.sum())
+        )
+    for row in np.flatnonzero(rng.random(batch) < params.mp3_prob):
+        out[row] = mp3_roundtrip(out[row], int(rng.choice(params.mp3_kbps)))
+    return out
+
+
+def lead_in_gate(
+    count: int, n: int, share: tuple[float, float], rng: np.random.Generator
+) -> np.ndarray:
+    """0/1 gains float32 (count, n): each row silent for a random share of its start."""
+    first = (rng.uniform(*share, size=count) * n).astype(np.int64)
+    return (np.arange(n)[None, :] >= first[:, None]).astype(np.float32)
+
+
+def clip_at_gain(audio: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
+    """Rows of audio float32 (B, n) scaled to a peak of gain_db (B,) dB, clipped at ±1."""
+    peak = np.maximum(np.abs(audio).max(axis=1, keepdims=True), 1e-9)
+    scaled = audio / peak * (10 ** (np.asarray(gain_db)[:, None] / 20))
+    return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+
+
+def mp3_roundtrip(audio: np.ndarray, kbps: int) -> np.ndarray:
+    """audio float32 (n,) at SAMPLE_RATE encoded as MP3 at kbps and decoded again, float32 (n,),
+    realigned (the codec's delay found by cross-correlation) and trimmed or padded to n."""
+    peak = max(float(np.abs(audio).max()), 1e-9)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp3") as out:
+        stream = out.add_stream("libmp3lame", rate=SAMPLE_RATE, layout="mono")
+        stream.bit_rate = kbps * 1000
+        frame = av.AudioFrame.from_ndarray((audio / peak)[None, :].astype(np.float32), "flt",
+                                           "mono")  # fmt: skip
+        frame.sample_rate = SAMPLE_RATE
+        for packet in (*stream.encode(frame), *stream.encode(None)):
+            out.mux(packet)
+    buf.seek(0)
+    with av.open(buf, "r") as src:
+        decoded = np.concatenate([f.to_ndarray().reshape(-1) for f in src.decode(audio=0)])
+    return _realign(decoded.astype(np.float32), audio / peak) * peak
+
+
+MP3_MAX_DELAY = 2400  # samples (0.3 s): more than any MP3 encoder and decoder add together
+
+
+def _realign(decoded: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """decoded float32 (m,) shifted to best match reference float32 (n,), as (n,)."""
+    n = len(reference)
+    decoded = np.concatenate([decoded, np.zeros(n + MP3_MAX_DELAY, np.float32)])
+    probe = reference[: min(n, 4 * SAMPLE_RATE)]
+    n_fft = 1 << int(np.ceil(np.log2(len(probe) + MP3_MAX_DELAY + len(probe))))
+    corr = np.fft.irfft(np.fft.rfft(decoded[: len(probe) + MP3_MAX_DELAY], n_fft)
+                        * np.conj(np.fft.rfft(probe, n_fft)), n_fft)  # fmt: skip
+    lag = int(np.argmax(corr[: MP3_MAX_DELAY + 1]))
+    return decoded[lag : lag + n]
 
 
 def _filter(
@@ -115,9 +199,14 @@ def _filter(
     use_echo = rng.random(batch) < params.echo_prob
     if use_echo.any():
         response[use_echo] *= echo_response(int(use_echo.sum()), freqs, params, rng)
-    use_band = rng.random(batch) < params.band_prob
-    if use_band.any():
-        response[use_band] *= band_response(int(use_band.sum()), freqs, params, rng)
+    for prob in (params.band_prob, params.speaker_prob):
+        use_band = rng.random(batch) < prob
+        if use_band.any():
+            response[use_band] *= band_response(int(use_band.sum()), freqs, params, rng)
+    use_high_pass = rng.random(batch) < params.high_pass_prob
+    if use_high_pass.any():
+        corner = rng.uniform(*params.high_pass_hz, size=(int(use_high_pass.sum()), 1))
+        response[use_high_pass] *= (1j * freqs / (1j * freqs + corner)).astype(np.complex64)
     spectrum = np.fft.rfft(audio, n_fft) * response
     return np.fft.irfft(spectrum, n_fft)[:, :n].astype(np.float32)
 

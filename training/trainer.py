@@ -7,6 +7,11 @@ echo, device, background noise), turns both into log-mel, masks the replicas' sp
 A run lives in cfg.out_dir: state.pt (model, optimiser, step, schedule plan, random states; written
 every checkpoint_every_s and at the end, so rerunning the same command resumes), log.jsonl (one
 line per progress report) and model.pt (the exported engine checkpoint).
+
+A run may span several sessions on different machines: the time budget (max_minutes) counts
+training time, not the calendar, and session_minutes ends one session early, so committing
+state.pt and rerunning the command elsewhere continues the same schedule. Every session's
+hardware, steps and wall time are kept in the state and reported in the exported checkpoint.
 """
 
 from __future__ import annotations
@@ -59,12 +64,13 @@ class RunState:
 
     step: int = 0
     planned_steps: int = 0
-    deadline: float = 0.0  # time.time() at which training must stop; 0: no deadline
+    budget_s: float = 0.0  # training time the whole run may take; 0: a step budget
     elapsed_s: float = 0.0
     s_per_step: float = 0.0
     data_s_per_step: float = 0.0
     loss: float = float("nan")
     data_hours: dict = field(default_factory=dict)  # corpus hours per split when the run began
+    sessions: list = field(default_factory=list)  # one dict per session: where, when, how long
 
 
 def train(
@@ -93,12 +99,12 @@ def train(
     state_path = out_dir / "state.pt"
     if resume and state_path.is_file():
         state = _load_state(state_path, model, optimizer, rng, generator)
-        if state.deadline <= 0:  # a step budget may be raised or lowered on resume
-            state.planned_steps = cfg.steps
     else:
         state.data_hours = _data_hours(cfg)
-        if cfg.max_minutes > 0:
-            state.deadline = time.time() + cfg.max_minutes * 60
+    # Both budgets may be raised or lowered on resume: a longer run continues the same schedule.
+    state.budget_s = cfg.max_minutes * 60
+    if state.budget_s <= 0:
+        state.planned_steps = cfg.steps
     sampler = sampler or make_sampler(cfg)
     _loop(cfg, model, optimizer, sampler, state, rng, generator, state_path, report)
     return _export(cfg, model, state)
@@ -161,7 +167,9 @@ def _loop(
     report(_progress("start", state, cfg))
     last_save = session_start = time.time()
     elapsed_before = state.elapsed_s
-    while not _finished(state):
+    session = _start_session(state)
+    session_end = session_start + cfg.session_minutes * 60 if cfg.session_minutes > 0 else 0.0
+    while not _finished(state) and not (session_end and time.time() >= session_end):
         t0 = time.time()
         clean, replica = sampler.sample(n_pairs, rng)
         t_data = time.time() - t0
@@ -172,6 +180,7 @@ def _loop(
         state.step += 1
         _update_timing(state, time.time() - t0, t_data)
         state.elapsed_s = elapsed_before + time.time() - session_start
+        session.update(last_step=state.step, wall_s=round(time.time() - session_start, 1))
         if state.step % cfg.log_every == 0:
             _replan(state, cfg)
             report(_progress("step", state, cfg, lr=lr))
@@ -187,7 +196,16 @@ def _loop(
 def _finished(state: RunState) -> bool:
     if state.step >= state.planned_steps:
         return True
-    return state.deadline > 0 and time.time() >= state.deadline - EXPORT_MARGIN_S
+    return state.budget_s > 0 and state.elapsed_s >= state.budget_s - EXPORT_MARGIN_S
+
+
+def _start_session(state: RunState) -> dict:
+    """Append this session to the run's history and return its (live) record."""
+    session = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "hardware": _hardware(), "first_step": state.step, "last_step": state.step,
+               "wall_s": 0.0}  # fmt: skip
+    state.sessions.append(session)
+    return session
 
 
 def _update_timing(state: RunState, step_s: float, data_s: float) -> None:
@@ -199,10 +217,10 @@ def _update_timing(state: RunState, step_s: float, data_s: float) -> None:
 
 
 def _replan(state: RunState, cfg: TrainConfig) -> None:
-    """Fit the schedule into the deadline from the measured speed (only with max_minutes)."""
-    if state.deadline <= 0 or state.s_per_step <= 0:
+    """Fit the schedule into the time budget from the measured speed (only with max_minutes)."""
+    if state.budget_s <= 0 or state.s_per_step <= 0:
         return
-    left_s = max(0.0, state.deadline - EXPORT_MARGIN_S - time.time())
+    left_s = max(0.0, state.budget_s - EXPORT_MARGIN_S - state.elapsed_s)
     state.planned_steps = max(state.step + 1, state.step + int(left_s / state.s_per_step))
     state.planned_steps = max(state.planned_steps, cfg.warmup_steps + 1)
 
@@ -258,7 +276,9 @@ def _load_state(
         raise RuntimeError(f"{path}: cannot resume this run ({str(e)[:200]})") from e
     rng.bit_generator.state = json.loads(payload["numpy_rng"])
     generator.set_state(payload["torch_rng"])
-    return RunState(**payload["run"])
+    run = dict(payload["run"])
+    run.pop("deadline", None)  # states written before budgets counted training time
+    return RunState(**run)
 
 
 def _export(cfg: TrainConfig, model: torch.nn.Module, state: RunState) -> Path:
@@ -276,6 +296,8 @@ def _export(cfg: TrainConfig, model: torch.nn.Module, state: RunState) -> Path:
         "hardware": _hardware(),
         "parameters": count_parameters(model),
         "data_hours": state.data_hours,
+        "sessions": state.sessions,
+        "complete": state.step >= state.planned_steps,
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     path = Path(cfg.out_dir) / "model.pt"
@@ -287,8 +309,18 @@ def _export(cfg: TrainConfig, model: torch.nn.Module, state: RunState) -> Path:
 
 
 def _hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name where Linux tells it (platform.processor() is often empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _data_hours(cfg: TrainConfig) -> dict[str, float]:
