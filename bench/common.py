@@ -37,20 +37,10 @@ def machine() -> dict:
     """Where a figure was measured: CPU model, usable cores, library versions."""
     import onnxruntime
 
-    from engine.threads import usable_cores
+    from engine.threads import cpu_model, usable_cores
 
     return {"cpu": cpu_model(), "cores": usable_cores(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__}  # fmt: skip
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def report(name: str, rows: list[dict], extra: dict | None = None) -> Path:

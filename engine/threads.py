@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
+from pathlib import Path
 
 import faiss
 from threadpoolctl import threadpool_limits
@@ -39,6 +41,17 @@ def usable_cores() -> int:
 
 
 @functools.cache
+def cpu_model() -> str:
+    """The CPU's marketing name where Linux tells it (platform.processor() is often empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def apply_thread_policy() -> dict[str, int]:
     """Set the policy (once per process; later calls return what was set)."""
     cores = usable_cores()

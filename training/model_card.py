@@ -16,6 +16,7 @@ from pathlib import Path
 from engine.encoders import count_parameters
 from engine.scoring import BACKGROUND_K, TOP_K
 from engine.torch_backend import load_torch
+from training.evaluate import RATE_KINDS
 
 # Targets of issue 16 (d = 128 unless stated); (level, length, kind, minimum).
 TARGETS = (
@@ -27,7 +28,6 @@ TARGETS = (
 MAX_FPR = 0.005
 MAX_HIGH_GAP = 0.10  # high level within 10 points of mid (song_confident, every length)
 MAX_D64_GAP = 0.05  # d = 64 within 5 points of d = 128 at >= 3 s
-RATE_KINDS = ("exact", "exact_or_repeat", "near", "song", "confident", "song_confident")
 
 
 def markdown_table(result: dict) -> list[str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ import torch
 
 from engine.encoders import build_encoder, count_parameters
 from engine.features import log_mel
+from engine.threads import cpu_model
 from engine.torch_backend import save_checkpoint
 from training.augment import spec_augment
 from training.config import TrainConfig
@@ -310,17 +310,6 @@ def _export(cfg: TrainConfig, model: torch.nn.Module, state: RunState) -> Path:
 
 def _hardware() -> str:
     return f"{cpu_model()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name where Linux tells it (platform.processor() is often empty)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _data_hours(cfg: TrainConfig) -> dict[str, float]:
