@@ -12,8 +12,11 @@ ln -sf nfp-desktop "$APP/nfp"
 "$PYTHON" packaging/stub_codecs.py "$APP"
 # Drop debug information only, where a library carries it (PyAV's modules: 31 -> 5 MB; a pyenv
 # libpython: 23 -> 6 MB). Symbols stay: stripping them broke numpy's and faiss's (DESIGN.md §7).
+# readelf's listing is read whole: `readelf | grep -q` under pipefail failed whenever grep quit
+# before readelf had written everything (SIGPIPE), which left some libraries unstripped (+35 MB).
 find "$APP/_internal" -name "*.so*" -type f -print0 | while IFS= read -r -d '' lib; do
-  if readelf -S "$lib" 2>/dev/null | grep -q '\.debug_info'; then strip --strip-debug "$lib"; fi
+  sections=$(readelf -S "$lib" 2>/dev/null || true)
+  if [[ $sections == *.debug_info* ]]; then strip --strip-debug "$lib"; fi
 done
 tar -C dist -czf dist/nfp-desktop-linux-x86_64.tar.gz nfp-desktop
 bash scripts/build_deb.sh

@@ -78,6 +78,18 @@ def test_bundle_size_is_within_budget(bundle: Path):
     assert size < SIZE_BUDGET_MB
 
 
+def test_no_library_in_the_bundle_keeps_its_debug_information(bundle: Path):
+    """The build strips debug sections wherever they are (PyAV's modules, libpython): a library
+    left unstripped once cost the bundle 35 MB and its size budget, on some runs only."""
+    unstripped = []
+    for lib in sorted(bundle.rglob("*.so*")):
+        if lib.is_file() and not lib.is_symlink():
+            sections = subprocess.run(["readelf", "-S", str(lib)], capture_output=True, text=True)
+            if ".debug_info" in sections.stdout:
+                unstripped.append(lib.name)
+    assert not unstripped, unstripped
+
+
 def test_bundled_command_line_indexes_and_identifies(bundle: Path, tmp_path: Path):
     """Every common format decodes with the bundle's FFmpeg (whose video codecs are stubs)."""
     music = tmp_path / "music"
