@@ -31,7 +31,7 @@ from training.evaluate import (
     make_queries,
     run_queries,
 )
-from training.trainer import train
+from training.trainer import EXPORT_MARGIN_S, train
 
 SPLITS = {"train": 3, "val": 1, "test": 2, "nonlibrary-a": 1, "nonlibrary-b": 1}
 TRACK_S = 24.0
@@ -109,6 +109,23 @@ def test_a_time_budget_counts_training_time_not_the_calendar(
     resumed = []
     train(replace(cfg, session_minutes=0.0), callback=resumed.append)
     assert resumed[-1].kind == "done" and resumed[-1].step == first["steps"]
+
+
+def test_a_finished_run_given_a_larger_budget_goes_on(tiny_corpus: Path, tmp_path: Path) -> None:
+    """Raising max_minutes of a run that has used its whole budget continues it (a warm
+    restart); resuming it under the same budget takes no further step."""
+    done = load_torch(train(tiny_config(tiny_corpus, tmp_path / "run", 3))).training
+    assert done["complete"] and done["steps"] == 3
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    # As if it had been a 1-minute run that used its budget up to the export margin.
+    state["run"].update(budget_s=60.0, elapsed_s=60.0 - EXPORT_MARGIN_S)
+    torch.save(state, tmp_path / "run" / "state.pt")
+    cfg = replace(tiny_config(tiny_corpus, tmp_path / "run", 3), max_minutes=1.0)
+    same = []
+    train(cfg, callback=same.append)
+    assert same[-1].kind == "done" and same[-1].step == 3
+    longer = load_torch(train(replace(cfg, max_minutes=1.05))).training  # 3 s more
+    assert longer["steps"] > 3
 
 
 def test_resumed_run_matches_an_uninterrupted_one(tiny_corpus: Path, tmp_path: Path) -> None:

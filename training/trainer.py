@@ -102,9 +102,12 @@ def train(
     else:
         state.data_hours = _data_hours(cfg)
     # Both budgets may be raised or lowered on resume: a longer run continues the same schedule.
+    raised = cfg.max_minutes * 60 > state.budget_s > 0
     state.budget_s = cfg.max_minutes * 60
     if state.budget_s <= 0:
         state.planned_steps = cfg.steps
+    elif raised and state.step >= state.planned_steps:
+        _replan(state, cfg)  # a finished run given a larger budget goes on (a warm restart)
     sampler = sampler or make_sampler(cfg)
     _loop(cfg, model, optimizer, sampler, state, rng, generator, state_path, report)
     return _export(cfg, model, state)
