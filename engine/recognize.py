@@ -129,10 +129,22 @@ class Recognizer:
         evidence wins: one shift lies close to the stored segment grid (within 50 ms for a short
         query's five shifts, 125 ms for a long query's two, whose evidence accumulates over more
         segments), where a true match is near-perfect, so a similar-sounding repeat elsewhere in
-        the track cannot outscore it.
+        the track cannot outscore it. Where a long query's two shifts disagree, a repeat may lie
+        nearer the grid than the true place in one of them, so the short query's shifts are
+        tried too (Scoring.escalate_shifts).
         """
         audio = audio[: int(MAX_QUERY_S * SAMPLE_RATE)]
-        shifts = shifted_segments(audio, self.shifts_s or self.scoring.shifts_s(len(audio)))
+        tried = self.shifts_s or self.scoring.shifts_s(len(audio))
+        found = self._shift_matches(shifted_segments(audio, tried))
+        more = tuple(s for s in self.scoring.query_shifts_s if s not in tried)
+        if self.scoring.escalate_shifts and more and _disagree(found):
+            found += self._shift_matches(shifted_segments(audio, more))
+        return best_of_shifts(found, self.scoring.evidence_tie)
+
+    def _shift_matches(self, shifts: list[tuple[float, np.ndarray]]) -> list[SequenceMatch | None]:
+        """Each shift's best alignment, its offset measured from the query's own start."""
+        if not shifts:
+            return []
         # One encoder call and one search for every shift: a batch of 5 × 9 segments costs
         # less than five of 9 (pool wake-ups, per-call overhead).
         segments = np.concatenate([segs for _, segs in shifts])
@@ -145,7 +157,7 @@ class Recognizer:
             first += len(segs)
             match = self.best(fp[rows], (scores[rows], ids[rows], floor[rows]), loud[rows])
             found.append(match and replace(match, offset_s=max(0.0, match.offset_s - shift_s)))
-        return best_of_shifts(found, self.scoring.evidence_tie)
+        return found
 
     def tracklist(self, audio: np.ndarray) -> list[TracklistEntry]:
         """A long recording float32 (n,) → which tracks play when, in order (tracklist_steps
@@ -232,6 +244,13 @@ def best_of_shifts(
     most = max(f.evidence for f in finite)
     tie = most - (1.0 - evidence_tie) * abs(most)  # the best itself always ties, whatever its sign
     return max((f for f in finite if f.evidence >= tie), key=lambda f: f.score)
+
+
+def _disagree(found: list[SequenceMatch | None]) -> bool:
+    """Whether the shifts' alignments name other tracks or starts over half a hop apart."""
+    matches = [f for f in found if f is not None]
+    return any(m.track != matches[0].track or abs(m.offset_s - matches[0].offset_s) > HOP_S / 2
+               for m in matches[1:])  # fmt: skip
 
 
 def _confident(found: SequenceMatch | None) -> bool:

@@ -31,6 +31,13 @@ LONG_QUERY_SHIFTS_S = (0.0, 0.25)
 # (mean similarity): a repeated phrase elsewhere in a track can gather as much evidence.
 EVIDENCE_TIE = 0.9
 SILENCE_RMS = 1e-3  # ≈ -60 dBFS: quieter segments are left out of a query
+# A long query whose two shifts disagree (another track, or starts over half a hop apart) is
+# ambiguous: a repeated phrase that lies nearer the stored grid in one shift can outscore the
+# true place seen off the grid in the other. Such a query also tries the short query's shifts.
+ESCALATE_SHIFTS = True
+# Constants added after calibrations began storing their scoring, with the value every earlier
+# calibration was made under: a calibration that does not name one was not made with today's.
+INTRODUCED_LATER = {"escalate_shifts": False}
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class Scoring:
     long_query_shifts_s: tuple[float, ...] = LONG_QUERY_SHIFTS_S
     evidence_tie: float = EVIDENCE_TIE
     silence_rms: float = SILENCE_RMS
+    escalate_shifts: bool = ESCALATE_SHIFTS
 
     def shifts_s(self, n_samples: int) -> tuple[float, ...]:
         """The sub-hop starts to try for a query of n_samples at SAMPLE_RATE."""
@@ -56,16 +64,18 @@ class Scoring:
 
     @classmethod
     def from_calibration(cls, calibration: dict[str, Any] | None) -> Scoring:
-        """The scoring a calibration was made under; today's defaults where it stores none
-        (every calibration made before they were stored used these values).
+        """The scoring a calibration was made under. Where it stores none, today's defaults
+        but for the constants introduced later (every calibration made before scoring was
+        stored used those values); where it names a constant, the named value.
 
         Raises ValueError naming the problem for unknown constants or values of a wrong type.
         """
         stored = (calibration or {}).get("scoring")
         if stored is None:
-            return cls()
+            return cls(**INTRODUCED_LATER)
         if not isinstance(stored, dict):
             raise ValueError(f"scoring is a {type(stored).__name__}, not a dict")
+        stored = {**INTRODUCED_LATER, **stored}
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(stored) - set(known))
         if unknown:
@@ -75,8 +85,16 @@ class Scoring:
         for name, value in stored.items():
             default = getattr(cls, name)
             try:
-                values[name] = (tuple(float(v) for v in value) if isinstance(default, tuple)
-                                else type(default)(value))  # fmt: skip
+                values[name] = _typed(default, value)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"scoring {name} = {value!r}: {e}") from e
         return cls(**values)
+
+
+def _typed(default: object, value: object) -> object:
+    """value as the type of the constant's default; TypeError or ValueError if it is not one."""
+    if isinstance(default, tuple):
+        return tuple(float(v) for v in value)
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise TypeError(f"{value!r} is not true or false")
+    return type(default)(value)

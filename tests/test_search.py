@@ -211,7 +211,12 @@ def test_a_calibration_scores_with_the_constants_it_was_made_under(tiny_checkpoi
     assert Scoring.from_calibration({"scoring": stored}) == replace(
         Scoring(), top_k=3, query_shifts_s=(0.0, 0.2)
     )
-    assert Scoring.from_calibration({"evidence_threshold": {"1": 0.3}}) == Scoring()
+    legacy = replace(Scoring(), escalate_shifts=False)  # what calibrations before it used
+    assert Scoring.from_calibration({"evidence_threshold": {"1": 0.3}}) == legacy
+    assert Scoring.from_calibration({"scoring": {"top_k": 20}}) == legacy
+    assert Scoring.from_calibration({"scoring": Scoring().to_dict()}) == Scoring()
+    with pytest.raises(ValueError, match="escalate_shifts"):
+        Scoring.from_calibration({"scoring": {"escalate_shifts": "yes"}})
     calibrated = replace(tiny_checkpoint, evaluation={"calibration": {"scoring": stored}})
     fps = unit_vectors(np.random.default_rng(3), 40, tiny_checkpoint.d)
     searched = (VectorIndex.build(fps), SegmentMap.from_lengths([40]), [])
@@ -232,3 +237,41 @@ def test_a_calibration_made_under_unknown_constants_is_refused(
     path = make_tiny_checkpoint(tmp_path / "odd.pt", evaluation={"calibration": calibration})
     with pytest.raises(CheckpointError, match="odd.pt.*hop_jitter"):
         load_checkpoint(path, backend="torch")
+
+
+def _fake_match(track: int, offset_s: float, evidence: float, score: float) -> SequenceMatch:
+    return SequenceMatch(
+        track=track, start_segment=round(offset_s / 0.5), offset_s=offset_s, score=score,
+        evidence=evidence, confidence=0.9, n_query_segments=9,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "first, second, escalates",
+    [((0, 6.3), (0, 6.4), False), ((0, 6.3), (0, 0.7), True), ((0, 6.3), (1, 6.3), True)],
+)
+def test_a_long_query_whose_shifts_disagree_tries_the_short_shifts(
+    tiny_checkpoint, first, second, escalates
+):
+    """Two shifts of a 5 s query on other tracks or places (a repeat nearer the grid in one of
+    them) try the short query's shifts too, and the best of all of them wins."""
+    fps = unit_vectors(np.random.default_rng(3), 40, tiny_checkpoint.d)
+    searched = (VectorIndex.build(fps), SegmentMap.from_lengths([20, 20]), [])
+    tried = []
+
+    class Spy(Recognizer):
+        def _shift_matches(self, shifts):
+            tried.extend(shift for shift, _ in shifts)
+            if len(tried) == 2:
+                return [_fake_match(*first, 2.9, 0.90), _fake_match(*second, 2.6, 0.90)]
+            return [_fake_match(*first, 3.2, 0.95)] * len(shifts)
+
+    calibrated = replace(
+        tiny_checkpoint, evaluation={"calibration": {"scoring": Scoring().to_dict()}}
+    )
+    found = Spy(None, calibrated, searched=searched).best_match(
+        np.zeros(5 * SAMPLE_RATE, np.float32)
+    )
+    short = [s for s in QUERY_SHIFTS_S if s not in LONG_QUERY_SHIFTS_S]
+    assert tried == [*LONG_QUERY_SHIFTS_S, *(short if escalates else [])]
+    assert found.evidence == (3.2 if escalates else 2.9)

@@ -122,8 +122,9 @@ def test_a_finished_run_given_a_larger_budget_goes_on(tiny_corpus: Path, tmp_pat
     torch.save(state, tmp_path / "run" / "state.pt")
     cfg = replace(tiny_config(tiny_corpus, tmp_path / "run", 3), max_minutes=1.0)
     same = []
-    train(cfg, callback=same.append)
+    again = load_torch(train(cfg, callback=same.append)).training
     assert same[-1].kind == "done" and same[-1].step == 3
+    assert again["sessions"] == done["sessions"]  # a session that trained nothing is no session
     longer = load_torch(train(replace(cfg, max_minutes=1.05))).training  # 3 s more
     assert longer["steps"] > 3
 

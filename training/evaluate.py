@@ -48,7 +48,7 @@ from engine.checkpoint import Checkpoint, load_checkpoint
 from engine.fingerprint import Fingerprinter
 from engine.index import VectorIndex
 from engine.recognize import Recognizer
-from engine.scoring import BACKGROUND_ROWS
+from engine.scoring import BACKGROUND_ROWS, Scoring
 from engine.search import CONFIDENCE_THRESHOLD, SegmentMap, confidence_from_evidence
 from engine.torch_backend import load_torch, save_checkpoint
 from training.corpus import Track, load_manifest
@@ -207,7 +207,7 @@ def harness_recognizer(
     checkpoint: Checkpoint, corpus: Corpus, seed: int
 ) -> tuple[Recognizer, np.ndarray]:
     """A Recognizer over the fingerprinted database, with a background drawn (seed) from the
-    train tracks in place of the checkpoint's, and no calibration (the harness makes one);
+    train tracks in place of the checkpoint's, and no thresholds (the harness makes them);
     also returns that background float32 (B, d)."""
     fingerprinter = Fingerprinter(checkpoint)
     held_out, train, copies = (
@@ -220,8 +220,10 @@ def harness_recognizer(
     pool = np.concatenate([f for f, ok in zip(train, corpus.in_background, strict=True) if ok])
     rng = np.random.default_rng([seed, len(pool)])
     background = pool[rng.choice(len(pool), min(BACKGROUND_ROWS, len(pool)), replace=False)]
-    uncalibrated = replace(checkpoint, evaluation={}, background=background)
-    return Recognizer(None, uncalibrated, searched=searched), background
+    # Today's scoring constants and no thresholds yet: the harness makes them under those.
+    uncalibrated = {"calibration": {"scoring": Scoring().to_dict()}}
+    checkpoint = replace(checkpoint, evaluation=uncalibrated, background=background)
+    return Recognizer(None, checkpoint, searched=searched), background
 
 
 def make_queries(

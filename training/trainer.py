@@ -192,6 +192,8 @@ def _loop(
             _save_state(state_path, model, optimizer, state, rng, generator, cfg)
             last_save = time.time()
             report(_progress("checkpoint", state, cfg, lr=lr))
+    if session["last_step"] == session["first_step"]:
+        state.sessions.remove(session)  # rerunning a finished run trains nothing: no session
     _save_state(state_path, model, optimizer, state, rng, generator, cfg)
     report(_progress("done", state, cfg))
 
