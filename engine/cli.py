@@ -34,26 +34,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+    def command(name: str, func, help: str, *, shards: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
-        p.add_argument(
-            "--db", type=Path, default=None, help="library directory (default: per-user)"
-        )
+        if not shards:
+            p.add_argument(
+                "--db", type=Path, default=None, help="library directory (default: per-user)"
+            )
+            return p
+        p.add_argument("--db", type=Path, action="append", help="library directory (default: "
+                       "per-user); several are searched as one catalogue")  # fmt: skip
+        p.add_argument("--catalogue", type=Path, help="a file listing library directories, one "
+                       "per line, searched as one")  # fmt: skip
+        p.add_argument("--scheduler", help="hold each library on a worker of this Dask cluster "
+                       "(tcp://HOST:8786; needs nfp[cluster])")  # fmt: skip
         return p
 
     p = command("index", cmd_index, "index or update a music folder")
     p.add_argument("folder", type=Path)
     p.add_argument("--checkpoint", type=Path, help="encoder checkpoint (default: the shipped one)")
     p.add_argument("--rebuild", action="store_true", help="drop the existing index and start over")
-    p = command("identify", cmd_identify, "identify audio files against the library")
+    p = command("identify", cmd_identify, "identify audio files against the library", shards=True)
     p.add_argument("files", type=Path, nargs="+")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
-    p = command("tracklist", cmd_tracklist, "list which tracks play when in a long recording")
+    p = command(
+        "tracklist", cmd_tracklist, "list which tracks play when in a long recording", shards=True
+    )
     p.add_argument("file", type=Path)
     p.add_argument("--json", action="store_true")
-    p = command("listen", cmd_listen, "identify what the microphone (or a monitor source) hears")
+    p = command(
+        "listen",
+        cmd_listen,
+        "identify what the microphone (or a monitor source) hears",
+        shards=True,
+    )
     p.add_argument("--device", help="input device name or part of it (default: system default)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
@@ -125,10 +140,40 @@ def _open_library(args: argparse.Namespace) -> Library:
 
 
 def _recognizer(args: argparse.Namespace):
+    """The recognizer over the library, or over the catalogue of --db … / --catalogue."""
     from engine.recognize import Recognizer
 
-    library = _open_library(args)
-    return Recognizer(library, checkpoint_for_library(library, getattr(args, "checkpoint", None)))
+    dirs = _shard_dirs(args)
+    first = Library(dirs[0].expanduser(), writable=False)
+    checkpoint = checkpoint_for_library(first, getattr(args, "checkpoint", None))
+    if len(dirs) == 1 and not args.scheduler:
+        return Recognizer(first, checkpoint)
+    first.close()
+    from engine.shards import Catalogue
+
+    client = _dask_client(args.scheduler) if args.scheduler else None
+    return Recognizer(Catalogue.open(dirs, checkpoint, client=client), checkpoint)
+
+
+def _shard_dirs(args: argparse.Namespace) -> list[Path]:
+    if args.catalogue and args.db:
+        raise NfpError("give the libraries with --db or with --catalogue, not both")
+    if args.catalogue:
+        from engine.shards import read_catalogue
+
+        return read_catalogue(args.catalogue)
+    return args.db or [default_db_dir()]
+
+
+def _dask_client(address: str):
+    try:
+        from distributed import Client
+    except ImportError as e:
+        raise NfpError(f"--scheduler needs Dask: pip install 'nfp[cluster]' ({e})") from e
+    try:
+        return Client(address, timeout=10)
+    except (OSError, TimeoutError) as e:
+        raise NfpError(f"{address}: cannot reach the Dask scheduler ({e})") from e
 
 
 def _format_time(seconds: float) -> str:

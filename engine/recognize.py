@@ -10,17 +10,10 @@ import numpy as np
 from engine.audio import HOP_S, SAMPLE_RATE, SEGMENT_S, frame_segments
 from engine.checkpoint import Checkpoint
 from engine.fingerprint import Fingerprinter
-from engine.index import VectorIndex
 from engine.library import Library
 from engine.scoring import EVIDENCE_TIE, QUERY_SHIFTS_S, SILENCE_RMS, Scoring
-from engine.search import (
-    CONFIDENCE_THRESHOLD,
-    Match,
-    SegmentMap,
-    SequenceMatch,
-    match_sequence,
-    noise_floor,
-)
+from engine.search import CONFIDENCE_THRESHOLD, Match, SequenceMatch, noise_floor
+from engine.shards import Alignment, Catalogue, Searched
 from engine.tracks import Track
 
 MAX_QUERY_S = 60.0  # a longer file is identified from its first minute; use a track list for mixes
@@ -57,36 +50,38 @@ class TracklistEntry:
 Neighbours = tuple[np.ndarray, np.ndarray, np.ndarray]  # scores (L, k), ids (L, k), floor (L,)
 
 
-Searched = tuple[VectorIndex, SegmentMap, list[Track]]  # what Library.search_index returns
-
-
 class Recognizer:
-    """A library opened for search with the checkpoint that built it."""
+    """A library, or a catalogue of them, opened for search with the checkpoint that built it."""
 
     def __init__(
         self,
-        library: Library | None,
+        library: Library | Catalogue | None,
         checkpoint: Checkpoint,
         *,
         precision: str | None = None,
         shifts_s: tuple[float, ...] | None = None,
         searched: Searched | None = None,
     ) -> None:
-        """`searched`: an index made elsewhere (a benchmark's), in place of the library's."""
-        if library is not None:
+        """`searched`: an index made elsewhere (a benchmark's), in place of the library's; a
+        Catalogue's libraries were checked against the checkpoint when it was opened."""
+        if isinstance(library, Library):
             library.check_checkpoint(checkpoint)
-        self.library = library
         self.shifts_s = shifts_s  # sub-hop starts for file queries; None: by length
         self.fingerprinter = Fingerprinter(checkpoint, precision=precision)
         self.calibration = checkpoint.evaluation.get("calibration")
         self.scoring = Scoring.from_calibration(self.calibration)  # checked at load
         self.background = checkpoint.background
-        self.index, self.segments, self.tracks = searched or library.search_index()
+        if isinstance(library, Catalogue):
+            self.catalogue = library
+        else:
+            self.catalogue = Catalogue.of_searched(searched or library.search_index())
+        self.tracks = self.catalogue.tracks
+        self.alignment = Alignment(self.scoring.top_k, self.scoring.min_coverage, self.calibration)
 
     def neighbours(self, query_fp: np.ndarray) -> Neighbours:
         """Top-k (scores, ids), each (L, k), and each segment's noise floor (L,), for
         fingerprints (L, d)."""
-        scores, ids = self.index.search(query_fp, min(self.scoring.top_k, len(self.index)))
+        scores, ids = self.catalogue.search(query_fp, self.scoring.top_k)
         floor = noise_floor(query_fp, scores, self.background, self.scoring.background_k)
         return scores, ids, floor
 
@@ -97,18 +92,10 @@ class Recognizer:
         usable: np.ndarray | None = None,
     ) -> SequenceMatch | None:
         """The best alignment of fingerprints (L, d), confident or not; `usable` bool (L,)."""
-        scores, ids, floor = self.neighbours(query_fp) if neighbours is None else neighbours
-        return match_sequence(
-            query_fp,
-            self.index,
-            self.segments,
-            k=self.scoring.top_k,
-            min_coverage=self.scoring.min_coverage,
-            calibration=self.calibration,
-            neighbours=(scores, ids),
-            usable=usable,
-            floor=floor,
-        )
+        query_fp = np.asarray(query_fp, np.float32)
+        _, ids, floor = self.neighbours(query_fp) if neighbours is None else neighbours
+        usable = np.ones(len(query_fp), bool) if usable is None else np.asarray(usable, bool)
+        return self.catalogue.best(query_fp, ids, floor, usable, self.alignment)
 
     def as_match(self, found: SequenceMatch | None) -> Match | None:
         """The identification a user sees, or None below the confidence threshold."""
@@ -205,10 +192,8 @@ class Recognizer:
         """Trim a play to the recording segments whose aligned stored segment beats their floor."""
         track = self.tracks[play.match.track]
         segs = np.arange(play.first, play.end)
-        rows = track.first_segment + play.match.start_segment + (segs - play.first)
-        inside = rows < track.first_segment + track.n_segments
-        segs, rows = segs[inside], rows[inside]
-        sims = np.einsum("ld,ld->l", fp[segs], self.index.vectors[rows])
+        positions = play.match.start_segment + (segs - play.first)
+        sims = self.catalogue.similarity(fp[segs], play.match.track, positions)
         on = segs[sims > floor[segs]]
         first, last = (on[0], on[-1]) if on.size else (play.first, play.end - 1)
         return TracklistEntry(

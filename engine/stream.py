@@ -94,11 +94,11 @@ class LiveMatcher:
 
     def _check_held(self, fp: np.ndarray, floor: float) -> None:
         """Does the newest segment still sit where the held match says it should?"""
-        match, row, seg = self._held
-        expected = row + (self._n_segments - 1 - seg)
-        track = match.track
-        inside = track.first_segment <= expected < track.first_segment + track.n_segments
-        if inside and float(self.recognizer.index.vectors[expected] @ fp) > floor:
+        held = self._held
+        expected = held.position + (self._n_segments - 1 - held.first_segment)
+        inside = 0 <= expected < held.match.track.n_segments
+        sim = self.recognizer.catalogue.similarity(fp[None], held.track, np.array([expected]))
+        if inside and float(sim[0]) > floor:
             self._misses = 0
             return
         better = self._window_match()
@@ -121,11 +121,12 @@ class LiveMatcher:
         fp = np.stack(self._fps)
         scores, ids, floor = zip(*self._nbrs, strict=True)
         nbrs = (np.stack(scores), np.stack(ids), np.array(floor, np.float32))
-        match = self.recognizer.as_match(self.recognizer.best(fp, nbrs, np.array(self._loud)))
+        found = self.recognizer.best(fp, nbrs, np.array(self._loud))
+        match = self.recognizer.as_match(found)
         if match is None:
             return None
-        row = match.track.first_segment + round(match.offset_s / HOP_S)
-        return _Placed(match, row, self._n_segments - len(fp))
+        position = round(match.offset_s / HOP_S)
+        return _Placed(match, found.track, position, self._n_segments - len(fp))
 
     def _search(self) -> None:
         """Hold a match once two searches in a row agree on the track and its alignment.
@@ -141,7 +142,7 @@ class LiveMatcher:
     def _update_state(self, level: float) -> LiveState:
         heard_s = self._heard / SAMPLE_RATE
         if self._held is not None:
-            match, _, seg = self._held
+            match, seg = self._held.match, self._held.first_segment
             # Where in the track the newest sample is: the match's start plus what was heard since.
             elapsed = heard_s - seg * HOP_S
             live = Match(match.track, match.offset_s + elapsed, match.score, match.confidence)
@@ -151,17 +152,19 @@ class LiveMatcher:
 
 
 class _Placed(NamedTuple):
-    """A match placed on the stored rows: the row aligned with the window's first segment."""
+    """A match placed on the stored segments: which of the track's segments is aligned with
+    the window's first segment."""
 
     match: Match
-    row: int
+    track: int  # the recognizer's track number (its catalogue's)
+    position: int  # segment of the track aligned with the window's first segment
     first_segment: int  # segment number (since the start) of the window's first segment
 
 
 def _agree(a: _Placed, b: _Placed) -> bool:
-    """Same track, and the same alignment of heard segments to stored rows (±1 segment)."""
-    expected = a.row + (b.first_segment - a.first_segment)
-    return a.match.track.id == b.match.track.id and abs(b.row - expected) <= 1
+    """Same track, and the same alignment of heard segments to stored ones (±1 segment)."""
+    expected = a.position + (b.first_segment - a.first_segment)
+    return a.track == b.track and abs(b.position - expected) <= 1
 
 
 def _level_db(samples: np.ndarray) -> float:

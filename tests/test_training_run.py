@@ -196,7 +196,8 @@ def test_the_harness_counts_what_identify_reports(tiny_corpus: Path) -> None:
     calibrated = replace(checkpoint, evaluation={"calibration": calibration},
                          background=background)  # fmt: skip
     listed = [_track(i) for i in range(len(tracks))]
-    app = Recognizer(None, calibrated, searched=(recognizer.index, recognizer.segments, listed))
+    shard = recognizer.catalogue.shards[0]
+    app = Recognizer(None, calibrated, searched=(shard.index, shard.segments, listed))
     for q, audio in enumerate(queries.audio):
         match = app.identify(audio)
         assert (match is not None) == sure[q]
