@@ -127,9 +127,10 @@ def index_bytes(index: VectorIndex) -> int:
         return sum(f.stat().st_size for f in Path(tmp).iterdir())
 
 
-def compressed(vectors: np.ndarray) -> DecodedRows:
-    """The rows as a large library stores them: PQ codes, decoded on access."""
-    codec = train_codec(vectors)
+def compressed(vectors: np.ndarray, codec: faiss.Index | None = None) -> DecodedRows:
+    """The rows as a large library stores them: PQ codes (of `codec`, by default one trained on
+    them), decoded on access."""
+    codec = codec or train_codec(vectors)
     codes = [codec.sa_encode(vectors[i : i + ADD_CHUNK]) for i in range(0, len(vectors), ADD_CHUNK)]
     return DecodedRows(np.concatenate(codes), codec)
 
