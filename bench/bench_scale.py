@@ -10,7 +10,8 @@ filler as `bench_query.py --filler music` makes it), stored as a large library s
 codes, an IVF fast-scan index chosen by engine.index.choose_spec), split into --shards shards,
 against one library holding the same rows. Queries are noisy excerpts of the real tracks, timed
 end to end (decode, fingerprint, search, align: what `nfp identify` does per file): p50/p95 of
-each, how often the two answer alike, and each shard's memory (index + codes).
+each, how often the two answer alike, and each shard's memory (index + codes). Remote: two real
+libraries searched here and held by two Dask worker processes (what asking workers adds).
 Usage: python bench/bench_scale.py [--rows 10000000] [--shards 4] [--queries 40] [--tracks 20]
        [--skip-indexing]
 """
@@ -173,6 +174,37 @@ def search_rows(fingerprinter, checkpoint, tracks, args, rng) -> tuple[list[dict
     return rows, facts
 
 
+def remote_rows(checkpoint: Checkpoint, tracks: list[Path], n_queries: int, rng) -> list[dict]:
+    """Two real libraries searched as a catalogue here and held by two Dask worker processes:
+    what asking the workers adds to a query."""
+    from distributed import Client, LocalCluster
+
+    root = Path(tempfile.mkdtemp(prefix="nfp-bench-scale-remote-"))
+    halves = [tracks[: len(tracks) // 2], tracks[len(tracks) // 2 :]]
+    for n, half in enumerate(halves):
+        (root / f"music{n}").mkdir()
+        for t in half:
+            shutil.copy(t, root / f"music{n}" / t.name)
+        subprocess.run([sys.executable, "-m", "engine.cli", "index", str(root / f"music{n}"),
+                        "--db", str(root / f"db{n}")], check=True, capture_output=True)  # fmt: skip
+    dbs = [root / "db0", root / "db1"]
+    queries = make_queries(Fingerprinter(checkpoint), tracks, n_queries, rng, root)
+    rows = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:  # fmt: skip
+        for where, client_or_none in (("this process", None), ("2 Dask workers", client)):
+            catalogue = Catalogue.open(dbs, checkpoint, client=client_or_none)
+            recognizer = Recognizer(catalogue, checkpoint)
+            for length in (1, 5, 10):
+                times = [timed(lambda p=q.path, r=recognizer: identify_file(r, p))[1]
+                         for q in queries if q.length_s == length]  # fmt: skip
+                rows.append({"part": "remote", "shards_in": where, "query_s": length,
+                             **percentiles_ms(times)})  # fmt: skip
+            catalogue.close()
+    shutil.rmtree(root)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -187,6 +219,7 @@ def main() -> None:
     fingerprinter = Fingerprinter(checkpoint)
     tracks = real_tracks(args.tracks)
     rows = [] if args.skip_indexing else indexing_rows(tracks[:10], checkpoint)
+    rows += remote_rows(checkpoint, tracks[:10], args.queries // 2, rng)
     search, facts = search_rows(fingerprinter, checkpoint, tracks, args, rng)
     report("scale", rows + search, facts)
     print(facts)
