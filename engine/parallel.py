@@ -132,6 +132,9 @@ def dask_source(
         raise NfpError(
             f"fingerprinting on Dask workers needs distributed: pip install 'nfp[cluster]' ({e})"
         ) from e
+    # Importing distributed sets its loggers to INFO: its lines about workers starting and
+    # stopping would bury the progress bar, so they follow this process's level (-v shows them).
+    logging.getLogger("distributed").setLevel(logging.getLogger().getEffectiveLevel())
     with contextlib.ExitStack() as stack:
         if address is None:
             address = stack.enter_context(_local_cluster(distributed, workers or 1))
@@ -190,7 +193,9 @@ class DaskSource:
         if not files:
             return
         window = FUTURES_PER_WORKER * max(1, len(self.client.nthreads()))
-        digests = self.client.scatter(stored_digests, broadcast=True)  # sent once, not per file
+        # Sent to the workers once, not with every file (a list: a bare set would be scattered
+        # element by element).
+        [digests] = self.client.scatter([stored_digests], broadcast=True, hash=False)
         ahead = iter(files)
         pending: dict[str, tuple[ScannedFile, distributed.Future]] = {}  # by task key
         jobs = distributed.as_completed()
@@ -221,9 +226,15 @@ def _dask_outcome(job: distributed.Future) -> FileFingerprints | Exception:
 
 def fingerprint_on_worker(
     path: str, spec: _WorkerSpec, stored_digests: frozenset[str]
-) -> FileFingerprints:
-    """A Dask task: `fingerprint_file` with this worker process's Fingerprinter."""
-    return fingerprint_file(Path(path), _worker_fingerprinter(spec), stored_digests)
+) -> FileFingerprints | Exception:
+    """A Dask task: `fingerprint_file` with this worker process's Fingerprinter. A file's
+    failure comes back as a value (NfpErrors pickle whole), not as a failed task: that is
+    Dask's word for a worker problem, logged on the worker, and the file's reason is the writer's
+    to report."""
+    try:
+        return fingerprint_file(Path(path), _worker_fingerprinter(spec), stored_digests)
+    except Exception as e:
+        return e
 
 
 @functools.cache
