@@ -137,6 +137,17 @@ def test_an_update_on_workers_is_incremental_and_moves_keep_their_fingerprints(
 
 
 @pytest.mark.slow
+def test_a_rebuild_runs_on_workers_too(six_tracks, tmp_path, scheduler, capsys):
+    db = tmp_path / "db"
+    assert nfp("index", six_tracks, "--db", db) == 0
+    (six_tracks / "t0.wav").unlink()
+    assert nfp("index", six_tracks, "--db", db, "--rebuild", "--scheduler", scheduler) == 0
+    assert "indexed 5" in capsys.readouterr().out
+    assert [Path(p).name for p in tracks_of(db)] == [f"t{i}.wav" for i in range(1, 6)]
+    assert_consistent(db)
+
+
+@pytest.mark.slow
 def test_a_bad_file_is_a_skip_reason_on_workers(six_tracks, tmp_path, scheduler, capsys):
     (six_tracks / "x.mp3").write_text("not audio at all")
     db = tmp_path / "db"
