@@ -15,8 +15,8 @@ import contextlib
 import functools
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOCAL_IN_FLIGHT = 2  # this file is encoded while the next one decodes (PyAV frees the GIL)
 FUTURES_PER_WORKER = 4  # keeps workers busy; a million files never become a million futures
 CONNECT_TIMEOUT_S = 10  # a scheduler that does not answer in this time is reported unreachable
 WORKER_DIED = "the worker fingerprinting it died"
@@ -63,21 +62,42 @@ class FingerprintSource(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class DecodedFile:
+    """A file read and decoded, before its encoder runs."""
+
+    digest: str
+    tags: dict
+    audio: np.ndarray | None  # float32 (n,) at SAMPLE_RATE; None: its content is stored already
+
+
 def fingerprint_file(
     path: Path, fingerprinter: Fingerprinter, stored_digests: frozenset[str]
 ) -> FileFingerprints:
     """A file's content hash, tags and fingerprints float32 (n_segments, d); a file whose hash
     is among `stored_digests` (a track that moved) is not decoded at all. NfpError names the
     file and the cause."""
+    return encode_file(decode_file(path, stored_digests), fingerprinter)
+
+
+def decode_file(path: Path, stored_digests: frozenset[str]) -> DecodedFile:
+    """The first half of `fingerprint_file`: hash, decode, tags."""
     try:
         digest = content_hash(path)
     except OSError as e:
         raise NfpError(f"{path}: cannot read ({e.strerror or e})") from e
     if digest in stored_digests:
-        return FileFingerprints(digest, {}, None, 0.0)
+        return DecodedFile(digest, {}, None)
     audio = load_audio(path)
-    audio_s = len(audio) / SAMPLE_RATE
-    return FileFingerprints(digest, read_tags(path, audio_s), fingerprinter.audio(audio), audio_s)
+    return DecodedFile(digest, read_tags(path, len(audio) / SAMPLE_RATE), audio)
+
+
+def encode_file(decoded: DecodedFile, fingerprinter: Fingerprinter) -> FileFingerprints:
+    """The second half of `fingerprint_file`: the encoder."""
+    if decoded.audio is None:
+        return FileFingerprints(decoded.digest, {}, None, 0.0)
+    fp = fingerprinter.audio(decoded.audio)
+    return FileFingerprints(decoded.digest, decoded.tags, fp, len(decoded.audio) / SAMPLE_RATE)
 
 
 def as_source(fingerprinter: Fingerprinter | FingerprintSource) -> FingerprintSource:
@@ -86,7 +106,9 @@ def as_source(fingerprinter: Fingerprinter | FingerprintSource) -> FingerprintSo
 
 
 class LocalSource:
-    """Fingerprints in this process, in file order, one file decoding ahead."""
+    """Fingerprints in this process, in file order: `fingerprint_file`'s two halves overlap, the
+    next file decoding in a thread (PyAV frees the GIL) while this one's encoder runs here (one
+    encoder call at a time gets every core, engine.threads)."""
 
     def __init__(self, fingerprinter: Fingerprinter) -> None:
         self.fingerprinter = fingerprinter
@@ -95,26 +117,27 @@ class LocalSource:
     def fingerprints(
         self, files: Sequence[ScannedFile], stored_digests: frozenset[str]
     ) -> Iterator[tuple[ScannedFile, FileFingerprints | Exception]]:
-        pool = ThreadPoolExecutor(LOCAL_IN_FLIGHT, thread_name_prefix="nfp-fingerprint")
-        ahead = iter(files)
-        pending: list[tuple[ScannedFile, Future]] = []
+        pool = ThreadPoolExecutor(1, thread_name_prefix="nfp-decode")
+        jobs = ((f, pool.submit(decode_file, f.path, stored_digests)) for f in files)
         try:
-            while True:
-                for f in itertools.islice(ahead, LOCAL_IN_FLIGHT - len(pending)):
-                    job = pool.submit(fingerprint_file, f.path, self.fingerprinter, stored_digests)
-                    pending.append((f, job))
-                if not pending:
-                    return
-                f, job = pending.pop(0)
-                yield f, _outcome(job)
+            for f, job in _one_ahead(jobs):
+                yield f, _attempt(lambda job=job: encode_file(job.result(), self.fingerprinter))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _outcome(job: Future | distributed.Future) -> FileFingerprints | Exception:
-    """The job's result, or the exception it raised (KeyboardInterrupt still propagates)."""
+def _one_ahead(items: Iterator) -> Iterator:
+    """The items of an iterator, each taken from it one step before it is handed on."""
+    ahead = next(items, None)
+    while ahead is not None:
+        current, ahead = ahead, next(items, None)
+        yield current
+
+
+def _attempt(work: Callable[[], FileFingerprints]) -> FileFingerprints | Exception:
+    """The work's result, or the exception it raised (KeyboardInterrupt still propagates)."""
     try:
-        return job.result()
+        return work()
     except Exception as e:
         return e
 
@@ -220,7 +243,7 @@ def _dask_outcome(job: distributed.Future) -> FileFingerprints | Exception:
     """The task's result or exception; a file that kept killing its workers is skipped."""
     from distributed import KilledWorker
 
-    outcome = _outcome(job)
+    outcome = _attempt(job.result)
     return NfpError(WORKER_DIED) if isinstance(outcome, KilledWorker) else outcome
 
 
