@@ -33,8 +33,6 @@ from engine.threads import THREADS_ENV
 if TYPE_CHECKING:
     import distributed
 
-log = logging.getLogger(__name__)
-
 FUTURES_PER_WORKER = 4  # keeps workers busy; a million files never become a million futures
 CONNECT_TIMEOUT_S = 10  # a scheduler that does not answer in this time is reported unreachable
 WORKER_DIED = "the worker fingerprinting it died"
@@ -160,7 +158,8 @@ def dask_source(
     logging.getLogger("distributed").setLevel(logging.getLogger().getEffectiveLevel())
     with contextlib.ExitStack() as stack:
         if address is None:
-            address = stack.enter_context(_local_cluster(distributed, workers or 1))
+            cluster = stack.enter_context(_local_cluster(distributed, workers or 1))
+            address = cluster.scheduler_address
         client = stack.enter_context(_connect(distributed, address))
         yield DaskSource(checkpoint, client)
 
@@ -250,10 +249,9 @@ def _dask_outcome(job: distributed.Future) -> FileFingerprints | Exception:
 def fingerprint_on_worker(
     path: str, spec: _WorkerSpec, stored_digests: frozenset[str]
 ) -> FileFingerprints | Exception:
-    """A Dask task: `fingerprint_file` with this worker process's Fingerprinter. A file's
-    failure comes back as a value (NfpErrors pickle whole), not as a failed task: that is
-    Dask's word for a worker problem, logged on the worker, and the file's reason is the writer's
-    to report."""
+    """A Dask task: `fingerprint_file` with this worker process's Fingerprinter. A bad file's
+    exception is returned, not raised (NfpErrors pickle whole): a failed task would log a
+    traceback on the worker for what is only that file's skip reason, which the writer reports."""
     try:
         return fingerprint_file(Path(path), _worker_fingerprinter(spec), stored_digests)
     except Exception as e:
