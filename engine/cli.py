@@ -5,15 +5,18 @@ The command of DESIGN.md section 5. User errors become one message and exit stat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.audio import load_audio
+from engine.checkpoint import Checkpoint
 from engine.errors import EmptyLibraryError, NfpError
 from engine.library import (
     IndexSummary,
@@ -25,6 +28,10 @@ from engine.rebuild import rebuild_library
 from engine.scan import display_path
 from engine.threads import apply_thread_policy
 from engine.tracks import DB_FILE
+
+if TYPE_CHECKING:
+    from engine.fingerprint import Fingerprinter
+    from engine.parallel import FingerprintSource
 
 PLUGIN_GROUP = "nfp.commands"  # other packages (training) add subcommands through this group
 
@@ -54,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path)
     p.add_argument("--checkpoint", type=Path, help="encoder checkpoint (default: the shipped one)")
     p.add_argument("--rebuild", action="store_true", help="drop the existing index and start over")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="fingerprint in N worker processes (Dask; pip install 'nfp[cluster]')",
+    )
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="fingerprint on the Dask cluster at ADDRESS (tcp://HOST:8786), whose "
+                            "workers read the same paths")  # fmt: skip
     p = command("identify", cmd_identify, "identify audio files against the library", shards=True)
     p.add_argument("files", type=Path, nargs="+")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -97,6 +114,12 @@ def _register_plugin(ep, sub) -> None:
         print(f"nfp: warning: command {ep.name!r} unavailable ({e})", file=sys.stderr)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of workers, 1 or more, not {text!r}")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     apply_thread_policy()
@@ -114,7 +137,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader left (`nfp identify … | head -1`). As the signal module docs advise: point
         # stdout at devnull so the interpreter's final flush cannot fail again, and exit 1.
-        import contextlib
         import os
 
         with contextlib.suppress(AttributeError, OSError, ValueError):  # stdout has no fd
@@ -149,9 +171,10 @@ def _recognizer(args: argparse.Namespace):
     if len(dirs) == 1 and not args.scheduler:
         return Recognizer(first, checkpoint)
     first.close()
+    from engine.parallel import connect
     from engine.shards import Catalogue
 
-    client = _dask_client(args.scheduler) if args.scheduler else None
+    client = connect(args.scheduler) if args.scheduler else None
     return Recognizer(Catalogue.open(dirs, checkpoint, client=client), checkpoint)
 
 
@@ -165,17 +188,6 @@ def _shard_dirs(args: argparse.Namespace) -> list[Path]:
     return args.db or [default_db_dir()]
 
 
-def _dask_client(address: str):
-    try:
-        from distributed import Client
-    except ImportError as e:
-        raise NfpError(f"--scheduler needs Dask: pip install 'nfp[cluster]' ({e})") from e
-    try:
-        return Client(address, timeout=10)
-    except (OSError, TimeoutError) as e:
-        raise NfpError(f"{address}: cannot reach the Dask scheduler ({e})") from e
-
-
 def _format_time(seconds: float) -> str:
     seconds = max(0, round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}"
@@ -183,20 +195,37 @@ def _format_time(seconds: float) -> str:
 
 # ---- commands --------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
-    from engine.fingerprint import Fingerprinter
-
     db = _db_dir(args)
     if args.rebuild:
         checkpoint = _checkpoint_for_rebuild(db, args.checkpoint)
-        run = rebuild_library(db, args.folder, Fingerprinter(checkpoint))
+        with _fingerprint_source(args, checkpoint) as source:
+            summary = _run_with_progress(rebuild_library(db, args.folder, source))
     else:
         library = Library(db)
         checkpoint = checkpoint_for_library(library, args.checkpoint)
         library.check_checkpoint(checkpoint)
         library.remember_checkpoint_path(checkpoint.path)
-        run = library.update(args.folder, Fingerprinter(checkpoint))
-    _print_summary(_run_with_progress(run))
+        with _fingerprint_source(args, checkpoint) as source:
+            summary = _run_with_progress(library.update(args.folder, source))
+    _print_summary(summary)
     return 0
+
+
+@contextlib.contextmanager
+def _fingerprint_source(
+    args: argparse.Namespace, checkpoint: Checkpoint
+) -> Iterator[Fingerprinter | FingerprintSource]:
+    """This process's Fingerprinter, or Dask workers with --workers / --scheduler (started
+    only after the library and checkpoint checks passed, and closed when indexing ends)."""
+    if args.workers is None and args.scheduler is None:
+        from engine.fingerprint import Fingerprinter
+
+        yield Fingerprinter(checkpoint)
+        return
+    from engine.parallel import dask_source
+
+    with dask_source(checkpoint, workers=args.workers, address=args.scheduler) as source:
+        yield source
 
 
 def _run_with_progress(run) -> IndexSummary:

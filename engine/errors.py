@@ -8,6 +8,11 @@ from pathlib import Path
 class NfpError(Exception):
     """Base class: a user-facing failure with a message that stands on its own."""
 
+    def __reduce__(self) -> tuple:
+        # Subclasses take (path, cause) but hand Exception one message, so the default pickle
+        # could not rebuild them; a Dask worker's error must reach the writer whole.
+        return _restore, (type(self), self.args, self.__dict__)
+
 
 class AudioDecodeError(NfpError):
     def __init__(self, path: str | Path, cause: str) -> None:
@@ -65,3 +70,10 @@ class NoInputDeviceError(NfpError):
     def __init__(self, cause: str) -> None:
         super().__init__(f"no audio input device ({cause})")
         self.cause = cause
+
+
+def _restore(cls: type[NfpError], args: tuple, state: dict) -> NfpError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error

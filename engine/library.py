@@ -10,21 +10,18 @@ library beside the live one. docs/reliability.md lists the promises and their te
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import shlex
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from platformdirs import user_data_dir
 
-from engine.audio import SAMPLE_RATE, load_audio
 from engine.checkpoint import (
     Checkpoint,
     default_checkpoint_path,
@@ -40,7 +37,8 @@ from engine.errors import (
 )
 from engine.fingerprint import Fingerprinter
 from engine.index import FLAT_MAX_VECTORS, INDEX_META, VectorIndex
-from engine.scan import FolderScan, ScannedFile, content_hash, read_tags, scan_folder
+from engine.parallel import FileFingerprints, FingerprintSource, as_source
+from engine.scan import FolderScan, ScannedFile, scan_folder
 from engine.search import SegmentMap
 from engine.store import (
     REBUILD_DB,
@@ -403,7 +401,7 @@ class Library:
     def update(
         self,
         folder: str | Path,
-        fingerprinter: Fingerprinter,
+        fingerprinter: Fingerprinter | FingerprintSource,
         *,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Generator[IndexProgress, None, IndexSummary]:
@@ -413,16 +411,17 @@ class Library:
         A generator: yields an IndexProgress after each file and returns the IndexSummary. One bad
         file is reported and skipped, never fatal. `should_stop` is polled between files; stopping
         keeps everything indexed so far. Tracks are removed only from folders that were read: a
-        missing, empty or unreadable folder keeps its tracks, and the summary says so.
+        missing, empty or unreadable folder keeps its tracks, and the summary says so. A
+        Fingerprinter runs in this process; a source (engine.parallel) may run elsewhere.
         """
         folder = music_folder(folder)
         with self.files.writing():
-            return (yield from self._update(folder, fingerprinter, should_stop))
+            return (yield from self._update(folder, as_source(fingerprinter), should_stop))
 
     def _update(
-        self, folder: Path, fingerprinter: Fingerprinter, should_stop: Callable[[], bool]
+        self, folder: Path, source: FingerprintSource, should_stop: Callable[[], bool]
     ) -> Generator[IndexProgress, None, IndexSummary]:
-        self._bind(fingerprinter.checkpoint, self.staged_from or 0)
+        self._bind(source.checkpoint, self.staged_from or 0)
         self._remember_folder(folder)
         started = time.perf_counter()
         summary = IndexSummary()
@@ -437,7 +436,7 @@ class Library:
             if known.get(str(f.path), ())[:2] != (f.size, f.mtime_ns) or str(f.path) in damaged
         ]
         summary.unchanged = len(scan.files) - len(todo)
-        yield from self._index_files(todo, gone, fingerprinter, summary, should_stop)
+        yield from self._index_files(todo, gone, source, summary, should_stop)
         summary.repaired = len(damaged & {str(f.path) for f in todo})
         # A whole scan replaces the folder's skips; a cancelled one only adds what it met.
         self.db.set_skipped([] if summary.cancelled else [str(folder)], summary.skipped)
@@ -467,46 +466,55 @@ class Library:
         self,
         todo: list[ScannedFile],
         gone: dict[str, str],
-        fingerprinter: Fingerprinter,
+        source: FingerprintSource,
         summary: IndexSummary,
         should_stop: Callable[[], bool],
     ) -> Iterator[IndexProgress]:
         moved_from = {h: p for p, h in gone.items()}
-        for done, (f, loaded) in enumerate(_prefetch(todo), start=1):
-            if should_stop():
-                summary.cancelled = True
-                return
-            progress = self._index_one(f, loaded, moved_from, gone, fingerprinter, summary)
-            yield IndexProgress(done=done, total=len(todo), path=str(f.path), **progress)
+        done, batch = 0, todo
+        while batch:
+            again = []  # copies of one moved file: the first takes the move, the rest are new
+            with contextlib.closing(source.fingerprints(batch, frozenset(moved_from))) as results:
+                for f, outcome in results:
+                    if should_stop():
+                        summary.cancelled = True
+                        return
+                    if _copy_of_a_moved_file(outcome, moved_from):
+                        again.append(f)
+                        continue
+                    done += 1
+                    progress = self._index_one(f, outcome, moved_from, gone, summary)
+                    yield IndexProgress(done=done, total=len(todo), path=str(f.path), **progress)
+            batch = again
 
     def _index_one(
         self,
         f: ScannedFile,
-        loaded: Future,
+        outcome: FileFingerprints | Exception,
         moved_from: dict[str, str],
         gone: dict[str, str],
-        fingerprinter: Fingerprinter,
         summary: IndexSummary,
     ) -> dict:
+        """Store one file's outcome: its track, its move, or its skip reason."""
         try:
-            digest, audio, tags = loaded.result()
-            if digest in moved_from:  # a renamed or moved file: keep its fingerprints
-                old = moved_from.pop(digest)
+            if isinstance(outcome, Exception):
+                raise outcome
+            if outcome.fp is None:  # a renamed or moved file: keep its fingerprints
+                old = moved_from.pop(outcome.digest)
                 gone.pop(old)
                 self._move(old, f)
                 summary.moved += 1
                 return {"outcome": "indexed", "audio_s": 0.0}
-            fp = fingerprinter.audio(audio)
-            track = NewTrack(str(f.path), f.size, f.mtime_ns, digest, tags, "")
-            stored = self._add_track(track, fp)
+            track = NewTrack(str(f.path), f.size, f.mtime_ns, outcome.digest, outcome.tags, "")
+            stored = self._add_track(track, outcome.fp)
         except NfpError as e:
             return _skip(summary, f, _reason(e))
         except Exception as e:  # one file's surprise is its skip reason, never the scan's end
-            log.warning("skipped %s", f.path, exc_info=True)
+            log.warning("skipped %s", f.path, exc_info=e)
             return _skip(summary, f, f"unexpected {type(e).__name__}: {e}")
         summary.indexed += 1
-        summary.audio_s += len(audio) / SAMPLE_RATE
-        return {"outcome": "indexed", "audio_s": len(audio) / SAMPLE_RATE, "track": stored}
+        summary.audio_s += outcome.audio_s
+        return {"outcome": "indexed", "audio_s": outcome.audio_s, "track": stored}
 
 
 def music_folder(folder: str | Path) -> Path:
@@ -542,23 +550,14 @@ def checkpoint_for_library(library: Library, explicit: Path | None = None) -> Ch
     return load_checkpoint(default_checkpoint_path())
 
 
-def _load_file(path: Path) -> tuple[str, np.ndarray, dict]:
-    try:
-        digest = content_hash(path)
-    except OSError as e:
-        raise NfpError(f"{path}: cannot read ({e.strerror or e})") from e
-    audio = load_audio(path)
-    return digest, audio, read_tags(path, len(audio) / SAMPLE_RATE)
-
-
-def _prefetch(files: list[ScannedFile]) -> Iterator[tuple[ScannedFile, Future]]:
-    """Decode the next file in a thread while this one is fingerprinted (PyAV frees the GIL)."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nfp-decode") as pool:
-        ahead = iter(files)
-        pending = [(f, pool.submit(_load_file, f.path)) for f in itertools.islice(ahead, 1)]
-        while pending:
-            pending.extend((f, pool.submit(_load_file, f.path)) for f in itertools.islice(ahead, 1))
-            yield pending.pop(0)
+def _copy_of_a_moved_file(outcome: FileFingerprints | Exception, moved_from: dict) -> bool:
+    """Whether a file came back unfingerprinted as a moved track's content, but another copy of
+    that content already took the move: it needs fingerprints of its own."""
+    return (
+        isinstance(outcome, FileFingerprints)
+        and outcome.fp is None
+        and outcome.digest not in moved_from
+    )
 
 
 def _skip(summary: IndexSummary, f: ScannedFile, reason: str) -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 from engine.errors import NfpError
 from engine.fingerprint import Fingerprinter
 from engine.library import IndexProgress, IndexSummary, Library, music_folder
+from engine.parallel import FingerprintSource
 from engine.store import REBUILD_DB, LibraryFiles
 from engine.tracks import DB_FILE, TrackDB
 
@@ -61,7 +62,7 @@ def rebuilding(db_dir: str | Path) -> Iterator[StagedRebuild]:
 def rebuild_library(
     db_dir: str | Path,
     folder: str | Path,
-    fingerprinter: Fingerprinter,
+    fingerprinter: Fingerprinter | FingerprintSource,
     *,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Generator[IndexProgress, None, IndexSummary]:

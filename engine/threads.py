@@ -31,9 +31,20 @@ from pathlib import Path
 import faiss
 from threadpoolctl import threadpool_limits
 
+from engine.errors import NfpError
+
+# Cores one process may use, when set: each of N Dask workers on one machine gets 1
+THREADS_ENV = "NFP_THREADS"
+
 
 def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    """Cores this process may run on: $NFP_THREADS if set, else its CPU affinity (which
+    containers and taskset narrow)."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise NfpError(f"{THREADS_ENV}={value!r}: expected a number of threads, 1 or more")
+        return int(value)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # no sched_getaffinity (macOS)

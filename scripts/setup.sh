@@ -29,5 +29,5 @@ fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # The constraints file pins the CPU build of torch: without it pip pulls gigabytes of CUDA.
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[gui,train,dev,build]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[gui,train,dev,build,cluster]"
 echo "nfp is set up: .venv/bin/nfp, .venv/bin/nfp-desktop"

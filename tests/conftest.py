@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from audio_files import music_like, write_audio
 
+from engine.audio import SAMPLE_RATE
 from engine.checkpoint import load_checkpoint
 from engine.encoders import EncoderConfig, build_encoder
 from engine.torch_backend import save_checkpoint
@@ -83,3 +84,12 @@ def music_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     (root / "notes.txt").write_text("not audio")
     return root
+
+
+@pytest.fixture
+def eight_tracks(tmp_path: Path) -> Path:
+    music = tmp_path / "eight"
+    music.mkdir()
+    for i in range(8):
+        write_audio(music / f"t{i}.wav", music_like(20.0, SAMPLE_RATE, 100 + i), SAMPLE_RATE)
+    return music

@@ -11,16 +11,15 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from audio_files import music_like, write_audio
+from library_helpers import nfp, one_line_error, rows_file, run_frozen, tracks_of
 
 from engine.audio import SAMPLE_RATE, load_audio
-from engine.cli import main
 from engine.fingerprint import Fingerprinter
 from engine.library import Library
 from engine.scan import display_path
@@ -49,28 +48,6 @@ def db(music: Path, tmp_path: Path, capsys) -> Path:
     assert nfp("index", music, "--db", db) == 0
     capsys.readouterr()
     return db
-
-
-def nfp(*args: object) -> int:
-    return main([str(a) for a in args])
-
-
-def tracks_of(db: Path) -> list[str]:
-    with Library(db, writable=False) as library:
-        return sorted(t.path for t in library.tracks())
-
-
-def one_line_error(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err.strip().rsplit("\r", 1)[-1]  # after any progress bar
-    assert len(err.splitlines()) == 1 and err.startswith("nfp: error:"), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
-
-
-def rows_file(db: Path) -> Path:
-    return next(db.glob("vectors-*.f32"))
 
 
 # ---- damaged libraries -----------------------------------------------------------------------
@@ -349,41 +326,6 @@ def test_a_rebuild_replaces_the_library_in_one_step(db, music, tmp_path, capsys)
 
 
 # ---- kill -9 at chosen moments ---------------------------------------------------------------
-def run_frozen(tmp_path: Path, args: list[str], moment: str, after: int) -> None:
-    """Run `nfp ARGS` until it reaches `moment` for the `after`-th time, then kill -9 it."""
-    hook = tmp_path / "hook"
-    hook.mkdir(exist_ok=True)
-    shutil.copy(Path(__file__).with_name("freeze_hook.py"), hook / "sitecustomize.py")
-    flag = tmp_path / "frozen"
-    flag.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{Path(__file__).parents[1]}",
-           "NFP_TEST_FREEZE_AT": moment, "NFP_TEST_FREEZE_AFTER": str(after),
-           "NFP_TEST_FREEZE_FLAG": str(flag)}  # fmt: skip
-    cmd = [sys.executable, "-m", "engine.cli", *args]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        for _ in range(1200):  # a generous bound (120 s) for a slow machine; never a budget
-            if flag.exists() or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert flag.exists(), (
-            f"never reached {moment!r}: {proc.stderr.read() if proc.poll() else ''}"
-        )
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()
-
-
-@pytest.fixture
-def eight_tracks(tmp_path: Path) -> Path:
-    music = tmp_path / "eight"
-    music.mkdir()
-    for i in range(8):
-        write_audio(music / f"t{i}.wav", music_like(20.0, SAMPLE_RATE, 100 + i), SAMPLE_RATE)
-    return music
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("moment", "survives"), [("rows appended", 2), ("mid-commit", 2), ("track committed", 3)]
