@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dask
+import distributed  # the cluster extra: scripts/setup.sh installs it, so the suite runs this
 import numpy as np
 import pytest
 from audio_files import music_like, write_audio
@@ -22,9 +24,6 @@ from engine.audio import SAMPLE_RATE, load_audio
 from engine.errors import AudioDecodeError
 from engine.library import Library
 from engine.parallel import WORKER_DIED
-
-distributed = pytest.importorskip("distributed")
-import dask  # noqa: E402  (after the skip: the cluster extra is optional)
 
 REPO = Path(__file__).parents[1]
 
