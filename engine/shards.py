@@ -20,7 +20,7 @@ import concurrent.futures
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -99,18 +99,10 @@ class LibraryShard(Shard):
             super().__init__(*library.search_index())
 
 
-class ShardLike(Protocol):
-    def __len__(self) -> int: ...
-    def track_list(self) -> list[Track]: ...
-    def search(self, fp: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
-    def best(self, fp, ids, floor, usable, alignment: Alignment) -> SequenceMatch | None: ...
-    def similarity(self, fp: np.ndarray, track: int, positions: np.ndarray) -> np.ndarray: ...
-
-
 class Catalogue:
     """Shards searched as one library; track numbers run through the shards in order."""
 
-    def __init__(self, shards: Sequence[ShardLike], names: Sequence[str] = ()) -> None:
+    def __init__(self, shards: Sequence[Shard | RemoteShard], names: Sequence[str] = ()) -> None:
         if not shards:
             raise NfpError("a catalogue needs at least one library")
         self.shards = list(shards)
@@ -151,7 +143,7 @@ class Catalogue:
         if self._pool is not None:
             self._pool.shutdown()
 
-    def _each(self, call: Callable[[ShardLike], Any]) -> list[Any]:
+    def _each(self, call: Callable[[Shard | RemoteShard], Any]) -> list[Any]:
         if self._pool is None:
             return [call(s) for s in self.shards]
         return list(self._pool.map(call, self.shards))
@@ -196,7 +188,9 @@ class Catalogue:
 
 
 class RemoteShard:
-    """A shard held by a Dask worker (a Dask actor): the same calls, answered there."""
+    """A shard held by a Dask worker (a Dask actor): a Shard's calls, answered there."""
+
+    CALLS = ("track_list", "search", "best", "similarity")
 
     def __init__(self, client: Any, db_dir: Path) -> None:
         self.actor = client.submit(LibraryShard, str(db_dir), actor=True).result()
@@ -205,17 +199,11 @@ class RemoteShard:
     def __len__(self) -> int:
         return self.n_rows
 
-    def track_list(self) -> list[Track]:
-        return self.actor.track_list().result()
-
-    def search(self, fp: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.actor.search(fp, k).result()
-
-    def best(self, fp, ids, floor, usable, alignment: Alignment) -> SequenceMatch | None:
-        return self.actor.best(fp, ids, floor, usable, alignment).result()
-
-    def similarity(self, fp: np.ndarray, track: int, positions: np.ndarray) -> np.ndarray:
-        return self.actor.similarity(fp, track, positions).result()
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name not in self.CALLS:
+            raise AttributeError(name)
+        call = getattr(self.actor, name)
+        return lambda *args: call(*args).result()
 
 
 def merge_top_k(
