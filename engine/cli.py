@@ -51,10 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
             return p
         p.add_argument("--db", type=Path, action="append", help="library directory (default: "
                        "per-user); several are searched as one catalogue")  # fmt: skip
-        p.add_argument("--catalogue", type=Path, help="a file listing library directories, one "
-                       "per line, searched as one")  # fmt: skip
-        p.add_argument("--scheduler", help="hold each library on a worker of this Dask cluster "
-                       "(tcp://HOST:8786; needs nfp[cluster])")  # fmt: skip
+        p.add_argument("--catalogue", type=Path, metavar="FILE", help="a file listing library "
+                       "directories, one per line, searched as one")  # fmt: skip
+        p.add_argument("--scheduler", metavar="ADDRESS",
+                       help="hold each library on a worker of the Dask cluster at ADDRESS "
+                            "(tcp://HOST:8786; nfp[cluster])")  # fmt: skip
         return p
 
     p = command("index", cmd_index, "index or update a music folder")
