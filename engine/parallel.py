@@ -260,10 +260,9 @@ def fingerprint_on_worker(
     """A Dask task: `fingerprint_file` with this worker process's Fingerprinter. A bad file's
     exception is returned, not raised (NfpErrors pickle whole): a failed task would log a
     traceback on the worker for what is only that file's skip reason, which the writer reports."""
-    try:
-        return fingerprint_file(Path(path), _worker_fingerprinter(spec), stored_digests)
-    except Exception as e:
-        return e
+    return _attempt(
+        lambda: fingerprint_file(Path(path), _worker_fingerprinter(spec), stored_digests)
+    )
 
 
 @functools.cache
