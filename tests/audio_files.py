@@ -7,6 +7,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from engine.audio import SAMPLE_RATE
+
 # suffix → (container format, codec, codec options)
 FORMATS = {
     ".wav": ("wav", "pcm_s16le", {}),
@@ -57,3 +59,13 @@ def music_like(seconds: float, rate: int, seed: int) -> np.ndarray:
         notes.append(sum(np.sin(2 * np.pi * f * t) for f in freqs) * envelope / 3)
     audio = np.concatenate(notes)[: int(seconds * rate)]
     return (0.5 * audio + 0.01 * rng.standard_normal(len(audio))).astype(np.float32)
+
+
+def music_folder(folder: Path, count: int, seconds: float, first_seed: int) -> Path:
+    """A folder of `count` generated tracks t0.wav, t1.wav, … at SAMPLE_RATE (seeds from
+    first_seed on)."""
+    folder.mkdir()
+    for i in range(count):
+        write_audio(folder / f"t{i}.wav", music_like(seconds, SAMPLE_RATE, first_seed + i),
+                    SAMPLE_RATE)  # fmt: skip
+    return folder

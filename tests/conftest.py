@@ -11,9 +11,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from audio_files import music_like, write_audio
+from audio_files import music_folder, music_like, write_audio
 
-from engine.audio import SAMPLE_RATE
 from engine.checkpoint import load_checkpoint
 from engine.encoders import EncoderConfig, build_encoder
 from engine.torch_backend import save_checkpoint
@@ -88,8 +87,4 @@ def music_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def eight_tracks(tmp_path: Path) -> Path:
-    music = tmp_path / "eight"
-    music.mkdir()
-    for i in range(8):
-        write_audio(music / f"t{i}.wav", music_like(20.0, SAMPLE_RATE, 100 + i), SAMPLE_RATE)
-    return music
+    return music_folder(tmp_path / "eight", 8, 20.0, first_seed=100)

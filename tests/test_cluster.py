@@ -17,7 +17,7 @@ import dask
 import distributed  # the cluster extra: scripts/setup.sh installs it, so the suite runs this
 import numpy as np
 import pytest
-from audio_files import music_like, write_audio
+from audio_files import music_folder, music_like, write_audio
 from library_helpers import nfp, one_line_error, rows_file, run_frozen, tracks_of
 
 from engine.audio import SAMPLE_RATE, load_audio
@@ -61,11 +61,7 @@ def scheduler(tmp_path_factory, kill_control: Path) -> str:
 
 @pytest.fixture
 def six_tracks(tmp_path: Path) -> Path:
-    music = tmp_path / "six"
-    music.mkdir()
-    for i in range(6):
-        write_audio(music / f"t{i}.wav", music_like(12.0, SAMPLE_RATE, 200 + i), SAMPLE_RATE)
-    return music
+    return music_folder(tmp_path / "six", 6, 12.0, first_seed=200)
 
 
 def fingerprints_of(db: Path) -> dict[str, tuple[int, np.ndarray]]:
