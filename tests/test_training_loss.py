@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from training.loss import nt_xent
+from training.loss import nt_xent, semi_hard_triplet
 from training.schedule import get_lr
 
 
@@ -50,6 +50,26 @@ def test_nt_xent_prefers_matching_pairs() -> None:
     )
     shuffled = z[torch.roll(torch.arange(8), 1)]
     assert nt_xent(z, z.clone()).item() < nt_xent(z, shuffled).item()
+
+
+def test_semi_hard_triplet_by_hand() -> None:
+    # a = [e1, e2], b = [u, e2] with u = (0.6, 0.8); cosine distances d = 1 - similarity.
+    # Row 0 (e1): positive u at 0.4; negatives e2, e2 at 1.0, both farther → semi-hard 1.0.
+    # Row 1 (e2): positive e2 at 0; negatives e1 at 1.0, u at 0.2 → semi-hard u at 0.2.
+    # Row 2 (u):  positive e1 at 0.4; negatives e2, e2 at 0.2, none farther → farthest, 0.2.
+    # Row 3 (e2): positive e2 at 0; negatives e1 at 1.0, u at 0.2 → semi-hard 0.2.
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    margin = 0.5
+    rows = [max(0.0, d_pos - d_neg + margin)
+            for d_pos, d_neg in [(0.4, 1.0), (0.0, 0.2), (0.4, 0.2), (0.0, 0.2)]]  # fmt: skip
+    assert semi_hard_triplet(a, b, margin).item() == pytest.approx(sum(rows) / 4, rel=1e-5)
+
+
+def test_semi_hard_triplet_is_zero_once_pairs_are_apart_by_the_margin() -> None:
+    eye = torch.eye(4)
+    assert semi_hard_triplet(eye[:2], eye[:2].clone(), margin=0.9).item() == 0.0
+    assert semi_hard_triplet(eye[:2], eye[:2].clone(), margin=1.1).item() == pytest.approx(0.1)
 
 
 def test_lr_schedule_by_hand() -> None:

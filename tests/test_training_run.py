@@ -129,6 +129,19 @@ def test_a_finished_run_given_a_larger_budget_goes_on(tiny_corpus: Path, tmp_pat
     assert longer["steps"] > 3
 
 
+def test_the_triplet_loss_trains_and_an_unknown_loss_is_refused(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    reports = []
+    cfg = replace(tiny_config(tiny_corpus, tmp_path / "run", 2), loss="triplet", margin=0.4)
+    path = train(cfg, callback=reports.append)
+    losses = [r.loss for r in reports if r.kind == "step"]
+    assert len(losses) == 2 and all(np.isfinite(x) and x >= 0.0 for x in losses)
+    assert load_torch(path).training["config"]["loss"] == "triplet"
+    with pytest.raises(ValueError, match="unknown loss 'arcface'"):
+        train(replace(cfg, loss="arcface", out_dir=str(tmp_path / "other")))
+
+
 def test_resumed_run_matches_an_uninterrupted_one(tiny_corpus: Path, tmp_path: Path) -> None:
     straight = train(tiny_config(tiny_corpus, tmp_path / "a", 4))
     train(tiny_config(tiny_corpus, tmp_path / "b", 2))

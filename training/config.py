@@ -45,7 +45,9 @@ class TrainConfig:
     freq_masks: int = 2  # frequency bands blanked per replica
     freq_mask_max: int = 24  # widest band, in mel bins (of 256)
     # --- loss and optimisation ---
+    loss: str = "ntxent"  # "ntxent" (Chang et al.) or "triplet" (semi-hard, FaceNet)
     tau: float = 0.05  # NT-Xent temperature (Chang et al.)
+    margin: float = 0.4  # triplet margin, in cosine distance (1 - similarity)
     optimizer: str = "adam"  # "adam" for small batches, "lamb" (pytorch_optimizer) for large ones
     lr: float = 1e-3  # peak learning rate
     min_lr: float = 1e-5  # floor reached at the end of the cosine decay

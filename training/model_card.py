@@ -93,6 +93,13 @@ def fpr_table(result: dict) -> list[str]:
     return lines
 
 
+def _loss_words(cfg: dict) -> str:
+    """The loss a run trained with, in words (older runs knew only NT-Xent)."""
+    if cfg.get("loss", "ntxent") == "triplet":
+        return f"semi-hard triplet loss, margin {cfg.get('margin')} (cosine distance)"
+    return f"NT-Xent tau {cfg.get('tau')}"
+
+
 def training_lines(t: dict) -> list[str]:
     """Wall time and hardware: every session of a run that spanned several, added up."""
     sessions = t.get("sessions") or []
@@ -170,7 +177,7 @@ def build_card(
         f"- {t.get('steps')} steps of {t.get('pairs_per_batch')} pairs "
         f"(batch {t.get('batch_size')}), {cfg.get('optimizer')} lr {cfg.get('lr')} "
         f"(warm-up {cfg.get('warmup_steps')}, cosine to {cfg.get('min_lr')}), "
-        f"NT-Xent tau {cfg.get('tau')}; final loss {t.get('final_loss', float('nan')):.3f}",
+        f"{_loss_words(cfg)}; final loss {t.get('final_loss', float('nan')):.3f}",
         f"- replicas: offset ±{cfg.get('offset_s')} s with {cfg.get('context_s')} s of context, "
         f"background / babble / coloured noise at {cfg.get('snr_db')} dB SNR, room IR p = "
         f"{cfg.get('ir_prob')}, echo p = {cfg.get('echo_prob')}, device band-limit p = "

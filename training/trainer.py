@@ -2,7 +2,8 @@
 
 Each step draws N/2 clean 1 s segments and N/2 degraded replicas (offset up to ±offset_s, room,
 echo, device, background noise), turns both into log-mel, masks the replicas' spectrograms
-(SpecAugment), encodes all N and minimises NT-Xent.
+(SpecAugment), encodes all N and minimises the configured loss
+(NT-Xent, or a semi-hard triplet loss).
 
 A run lives in cfg.out_dir: state.pt (model, optimiser, step, schedule plan, random states; written
 every checkpoint_every_s and at the end, so rerunning the same command resumes), log.jsonl (one
@@ -36,7 +37,7 @@ from training.config import TrainConfig
 from training.corpus import hours_per_split, load_manifest
 from training.data import PairSampler, open_split
 from training.degrade import Sources
-from training.loss import nt_xent
+from training.loss import nt_xent, semi_hard_triplet
 from training.schedule import get_lr
 
 EXPORT_MARGIN_S = 30.0  # time kept free before a deadline for the last state and the export
@@ -131,6 +132,15 @@ def make_sampler(cfg: TrainConfig) -> PairSampler:
     )  # fmt: skip
 
 
+def batch_loss(z_a: torch.Tensor, z_b: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The configured loss of paired embeddings z_a, z_b float (N, d); a scalar tensor."""
+    if cfg.loss == "ntxent":
+        return nt_xent(z_a, z_b, cfg.tau)
+    if cfg.loss == "triplet":
+        return semi_hard_triplet(z_a, z_b, cfg.margin)
+    raise ValueError(f"unknown loss {cfg.loss!r}; choose ntxent or triplet")
+
+
 def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -147,7 +157,7 @@ def train_step(
         freq_masks=cfg.freq_masks, freq_mask_max=cfg.freq_mask_max,
     )  # fmt: skip
     z = model(torch.cat([mel[:n], augmented]))
-    loss = nt_xent(z[:n], z[n:], cfg.tau)
+    loss = batch_loss(z[:n], z[n:], cfg)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
