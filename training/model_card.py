@@ -93,6 +93,15 @@ def fpr_table(result: dict) -> list[str]:
     return lines
 
 
+def _nonlibrary_words(t: dict) -> str:
+    """Where the non-library music stands to this model: a corpus without the non-library splits
+    predates them, and its training music may have held those packages."""
+    if any(split.startswith("nonlibrary") for split in t.get("data_hours", {})):
+        return "in neither the training data nor the database"
+    return ("not in the database (this model's training corpus predates the non-library split "
+            "and may have held them)")  # fmt: skip
+
+
 def _loss_words(cfg: dict) -> str:
     """The loss a run trained with, in words (older runs knew only NT-Xent)."""
     if cfg.get("loss", "ntxent") == "triplet":
@@ -193,7 +202,7 @@ def build_card(
         f"`Recognizer.best_match`, the path of `nfp identify`. Database: test and val "
         f"tracks{_distractors(proto)} ({proto['database_hours']:.2f} h); {proto['queries']} "
         "queries per level and length from the test and val tracks; non-library queries from "
-        "whole packages in neither the training data nor the database, "
+        f"whole packages {_nonlibrary_words(t)}, "
         f"{proto['nonlibrary_queries']} per level and length in each of two parts that share no "
         "package (one calibrates, the other measures). Top-1 hit rates in %:",
         "",
