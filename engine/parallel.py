@@ -223,9 +223,10 @@ class DaskSource:
         if not files:
             return
         window = FUTURES_PER_WORKER * max(1, len(self.client.nthreads()))
-        # Sent to the workers once, not with every file (a list: a bare set would be scattered
-        # element by element).
-        [digests] = self.client.scatter([stored_digests], broadcast=True, hash=False)
+        # Sent to the workers once, not with every file, as the result of a task rather than
+        # scattered: the scheduler recomputes a task's result that dies with its worker, while
+        # scattered data dies for good and cancels every task that needs it.
+        digests = self.client.submit(_same, stored_digests, pure=False)
         ahead = iter(files)
         pending: dict[str, tuple[ScannedFile, distributed.Future]] = {}  # by task key
         jobs = distributed.as_completed()
@@ -247,11 +248,22 @@ class DaskSource:
 
 
 def _dask_outcome(job: distributed.Future) -> FileFingerprints | Exception:
-    """The task's result or exception; a file that kept killing its workers is skipped."""
+    """The task's result or exception; a file that kept killing its workers is skipped, and so
+    is one whose task the cluster cancelled (its scheduler restarted, say)."""
     from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
 
     outcome = _attempt(job.result)
-    return NfpError(WORKER_DIED) if isinstance(outcome, KilledWorker) else outcome
+    if isinstance(outcome, KilledWorker):
+        return NfpError(WORKER_DIED)
+    if isinstance(outcome, FutureCancelledError):
+        return NfpError(f"the Dask cluster cancelled its task ({outcome})")
+    return outcome
+
+
+def _same(value: frozenset[str]) -> frozenset[str]:
+    """A task whose result is its argument: data the scheduler can make again if it is lost."""
+    return value
 
 
 def fingerprint_on_worker(
