@@ -12,18 +12,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import dask
 import distributed  # the cluster extra: scripts/setup.sh installs it, so the suite runs this
 import numpy as np
 import pytest
 from audio_files import music_folder, music_like, write_audio
+from distributed.client import FutureCancelledError
 from library_helpers import nfp, one_line_error, rows_file, run_frozen, tracks_of
 
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.errors import AudioDecodeError
 from engine.library import Library
-from engine.parallel import WORKER_DIED
+from engine.parallel import WORKER_DIED, _dask_outcome
 
 REPO = Path(__file__).parents[1]
 
@@ -243,3 +245,21 @@ def test_indexing_without_workers_never_imports_dask(music_dir, tmp_path):
                           cwd=REPO, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_task_the_cluster_cancelled_or_killed_is_that_files_skip_reason():
+    """What a finished Dask future can hold besides a result: each becomes a one-line reason."""
+
+    def job(error: Exception) -> SimpleNamespace:
+        def result():
+            raise error
+
+        return SimpleNamespace(result=result)
+
+    died = _dask_outcome(job(distributed.KilledWorker("task-1", None, 3)))
+    assert str(died) == WORKER_DIED
+    cancelled = _dask_outcome(job(FutureCancelledError("task-2", reason="already forgotten")))
+    assert str(cancelled).startswith("the Dask cluster cancelled its task")
+    assert "already forgotten" in str(cancelled)
+    bad = AudioDecodeError(Path("x.ogg"), "not audio")
+    assert _dask_outcome(job(bad)) is bad
