@@ -193,7 +193,7 @@ def _loop(
         state.step += 1
         _update_timing(state, time.time() - t0, t_data)
         state.elapsed_s = elapsed_before + time.time() - session_start
-        session.update(last_step=state.step, wall_s=round(time.time() - session_start, 1))
+        session.update(last_step=state.step, wall_s=round(time.time() - session_start, 3))
         if state.step % cfg.log_every == 0:
             _replan(state, cfg)
             report(_progress("step", state, cfg, lr=lr))
