@@ -18,15 +18,13 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import onnxruntime as ort
 import torch
-from common import real_tracks, report
+from common import onnx_encoder, real_tracks, report
 
 from engine.audio import frame_segments, load_audio
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.features import log_mel
 from engine.fingerprint import BATCH_SEGMENTS
-from engine.onnx_backend import OnnxEncoder
 
 
 def variants(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
@@ -61,11 +59,8 @@ def onnx_runtime() -> Callable[[torch.Tensor], torch.Tensor]:
     def run(x: torch.Tensor) -> torch.Tensor:
         threads = torch.get_num_threads()
         if threads not in sessions:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            export = str(default_checkpoint_path().with_suffix(".onnx"))
-            sessions[threads] = OnnxEncoder(ort.InferenceSession(export, options), "float32")
+            export = default_checkpoint_path().with_suffix(".onnx")
+            sessions[threads] = onnx_encoder(export, threads)
         return torch.from_numpy(sessions[threads](x.numpy()))
 
     return run

@@ -16,16 +16,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
-from common import report
+from common import onnx_encoder, report
 
 from engine.audio import HOP_S, SAMPLE_RATE, count_segments
 from engine.encoders import EncoderConfig, build_encoder, count_parameters
 from engine.export import export_onnx
 from engine.features import log_mel
 from engine.fingerprint import BATCH_SEGMENTS
-from engine.onnx_backend import OnnxEncoder
 from engine.torch_backend import save_checkpoint
 
 FIVE_S_QUERY_SEGMENTS = 2 * count_segments(5 * SAMPLE_RATE)  # two sub-hop shifts from 5 s on
@@ -33,10 +31,7 @@ BATCHES = 8
 
 
 def segments_per_s(onnx_path: Path, mels: np.ndarray, threads: int, repeats: int) -> float:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    encoder = OnnxEncoder(ort.InferenceSession(str(onnx_path), options), "float32")
+    encoder = onnx_encoder(onnx_path, threads)
     encoder(mels[:BATCH_SEGMENTS])  # warm-up
     best = np.inf
     for _ in range(repeats):

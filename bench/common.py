@@ -59,3 +59,15 @@ def report(name: str, rows: list[dict], extra: dict | None = None) -> Path:
 
 def _fmt(value: object) -> str:
     return f"{value:,.2f}" if isinstance(value, float) else str(value)
+
+
+def onnx_encoder(export: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The engine's ONNX Runtime inference of an export, with its session options but a set
+    number of threads: log-mel float32 (n, 1, 256, 32) → fingerprints float32 (n, d)."""
+    import onnxruntime
+
+    from engine.onnx_backend import OnnxEncoder, session_options
+
+    session = onnxruntime.InferenceSession(str(export), session_options(threads),
+                                           providers=["CPUExecutionProvider"])  # fmt: skip
+    return OnnxEncoder(session, "float32")

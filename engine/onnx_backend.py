@@ -58,7 +58,7 @@ def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(path, "file not found")
     try:
-        session = ort.InferenceSession(str(path), _session_options(),
+        session = ort.InferenceSession(str(path), session_options(),
                                        providers=["CPUExecutionProvider"])  # fmt: skip
     except Exception as e:  # ONNX Runtime raises its own types for damaged or foreign files
         raise CheckpointError(path, f"unreadable ONNX model: {first_line(e)}") from e
@@ -97,11 +97,12 @@ class OnnxEncoder:
         return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(mel, np.float32)})[0]
 
 
-def _session_options() -> ort.SessionOptions:
-    """Every core for one call (engine.threads), and no spinning after it: a spinning pool
-    would take the cores from faiss's search, which runs right after each encoder call."""
+def session_options(threads: int = 0) -> ort.SessionOptions:
+    """Every core for one call (engine.threads; `threads` > 0 sets the count, for benchmarks),
+    and no spinning after it: a spinning pool would take the cores from faiss's search, which
+    runs right after each encoder call."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = usable_cores()
+    options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: its warnings are about graph optimisation
