@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -10,13 +11,16 @@ import pytest
 from audio_files import music_like
 
 from training.corpus import (
+    UNSEEN_PACKAGES,
     assign_split,
+    extract_music,
     group_same_music,
     is_music_path,
     music_signature,
     music_similarity,
     package_files,
     track_key,
+    track_splits,
 )
 
 
@@ -41,6 +45,31 @@ def test_music_paths() -> None:
     assert is_music_path(Path("/usr/share/games/supertux2/music/forest/forest.ogg"))
     assert is_music_path(Path("/usr/share/games/frozen-bubble/snd/introzik.ogg"))
     assert not is_music_path(Path("/usr/share/games/supertuxkart/data/sfx/river_loop.ogg"))
+    # Packages that keep their music elsewhere say where, and only for themselves.
+    level_tune = Path("/usr/share/pushover/themes/aztec.ogg")
+    assert is_music_path(level_tune, "pushover-data") and not is_music_path(level_tune)
+    assert is_music_path(Path("/usr/share/games/openclonk/Music.ocg/Cavern.ogg"), "openclonk-data")
+    assert is_music_path(Path("/x/data/music.pk3/sound/cdtracks/brokenlight.ogg"))
+
+
+def test_music_inside_an_archive_is_unpacked_once(tmp_path: Path) -> None:
+    archive = tmp_path / "music.pk3"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("sound/cdtracks/theme.ogg", b"OggS music")
+        zf.writestr("sound/weapons/laser.ogg", b"OggS effect")
+        zf.writestr("sound/cdtracks/readme.txt", b"not audio")
+    out = tmp_path / "extracted"
+    assert extract_music(archive, "nexuiz-music", out) == [out / "nexuiz-music" / "theme.ogg"]
+    assert (out / "nexuiz-music" / "theme.ogg").read_bytes() == b"OggS music"
+    assert extract_music(archive, "nexuiz-music", out) == [out / "nexuiz-music" / "theme.ogg"]
+
+
+def test_held_out_packages_take_their_music_with_them() -> None:
+    unseen = sorted(UNSEEN_PACKAGES)[0]
+    splits = track_splits(groups=["a", "b", "c"], music=["m1", "m1", "m2"],
+                          packages=[unseen, "widelands-data", "supertux-data"])  # fmt: skip
+    # The same music in a training package goes with the unseen package's copy.
+    assert splits == ["unseen", "unseen", "nonlibrary-a"]
 
 
 def test_another_mix_of_the_same_music_is_grouped(rng: np.random.Generator) -> None:

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from training.augment import spec_augment
+from training.data import PairSampler, gather_at_speed
 from training.degrade import (
     LEVELS,
     DegradeParams,
     Sources,
+    at_tempo,
     band_response,
     clip_at_gain,
     colored_noise,
@@ -168,3 +170,50 @@ def test_speaker_and_rumble_filter_shape_the_spectrum(rng: np.random.Generator) 
 
     bass_drop = lambda x: band_db(x, 1000, 2000) - band_db(x, 80, 160)  # noqa: E731
     assert bass_drop(two) > bass_drop(one) + 10
+
+
+def test_a_tempo_change_keeps_the_pitch_and_the_start() -> None:
+    t = np.arange(10 * 8000) / 8000
+    clicks = (np.sin(2 * np.pi * 440 * t) * (t % 1 < 0.1)).astype(np.float32)  # a beep a second
+    for tempo in (0.95, 1.05):
+        out = at_tempo(clicks, tempo)
+        assert len(out) == pytest.approx(len(clicks) / tempo, abs=200)
+        spectrum = np.abs(np.fft.rfft(out[:16000]))
+        # Hz: the pitch is kept (a speed change would move it 22 Hz)
+        assert np.argmax(spectrum) / 2 == pytest.approx(440, abs=5)
+        # The beeps now come every 1 / tempo seconds, the first still at the start.
+        frames = np.abs(out[: len(out) // 80 * 80]).reshape(-1, 80).max(axis=1) > 0.5  # 10 ms
+        onsets = np.flatnonzero(np.diff(frames.astype(int)) == 1) * 0.01
+        assert frames[0] and onsets[4] == pytest.approx(5 / tempo, abs=0.03)
+
+
+def test_gather_at_speed_plays_faster_and_slower() -> None:
+    t = np.arange(4 * 8000) / 8000
+    tone = np.sin(2 * np.pi * 500 * t).astype(np.float16)
+    rows = gather_at_speed(tone, np.array([0, 100, 200]), np.array([1.0, 0.95, 1.05]), 8000)
+    np.testing.assert_allclose(rows[0], tone[:8000].astype(np.float32), atol=1e-6)
+    peaks = [np.argmax(np.abs(np.fft.rfft(row))) for row in rows]  # 1 Hz bins
+    assert peaks == [500, 475, 525]
+
+
+def test_sampled_replicas_at_another_speed_start_with_their_clean_segment(
+    rng: np.random.Generator,
+) -> None:
+    # Noise below 100 Hz: it decorrelates over ~40 samples, so only an aligned start matches.
+    spectrum = np.fft.rfft(rng.standard_normal(30 * 8000))
+    spectrum[100 * 30 :] = 0
+    audio = np.fft.irfft(spectrum).astype(np.float32)
+    audio = (audio / np.abs(audio).max()).astype(np.float16)
+    plain = DegradeParams(snr_db=(60.0, 60.0), noise_probs=(1.0, 0.0, 0.0), ir_prob=0.0,
+                          echo_prob=0.0, band_prob=0.0)  # fmt: skip
+    sampler = PairSampler(audio, np.array([0, len(audio)]), synthetic_sources(rng), plain,
+                          offset_s=0.0, speed_prob=1.0, speed_max=0.05)  # fmt: skip
+    clean, replica = sampler.sample(16, rng)
+    head = slice(0, 200)  # 25 ms: a 5 % speed change drifts at most 10 samples
+    a, b = clean[:, head], replica[:, head]
+    corr = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert np.median(corr) > 0.9
+    # … and they do differ in speed: over the whole second they drift apart.
+    whole = np.sum(clean * replica, axis=1) / (
+        np.linalg.norm(clean, axis=1) * np.linalg.norm(replica, axis=1))  # fmt: skip
+    assert np.median(whole) < np.median(corr)

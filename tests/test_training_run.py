@@ -33,7 +33,7 @@ from training.evaluate import (
 )
 from training.trainer import EXPORT_MARGIN_S, train
 
-SPLITS = {"train": 3, "val": 1, "test": 2, "nonlibrary-a": 1, "nonlibrary-b": 1}
+SPLITS = {"train": 3, "val": 1, "test": 2, "unseen": 2, "nonlibrary-a": 1, "nonlibrary-b": 1}
 TRACK_S = 24.0
 
 
@@ -166,7 +166,8 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     cfg = EvalConfig(checkpoint=str(checkpoint), corpus=str(tiny_corpus),
                      bank=str(tiny_corpus / "degradations.npz"), out_dir=str(tmp_path / "eval"),
                      queries=6, nonlibrary_queries=4, levels=("low", "high"),
-                     lengths_s=(1.0, 3.0))  # fmt: skip
+                     lengths_s=(1.0, 3.0), stretch_tempos=(0.95, 1.05),
+                     stretch_lengths_s=(3.0,))  # fmt: skip
     first, background = evaluate(cfg)
     again, background_again = evaluate(EvalConfig(**{**cfg.__dict__, "out_dir": ""}))
     assert first["hit_rates"] == again["hit_rates"]
@@ -175,8 +176,13 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     np.testing.assert_allclose(np.linalg.norm(background, axis=1), 1.0, atol=1e-3)
     assert set(first["hit_rates"]) == {"low", "high"}
     assert set(first["hit_rates"]["low"]) == {"1", "3"}
-    rates = first["hit_rates"]["high"]["3"]
-    assert 0.0 <= rates["exact"] <= rates["near"] <= rates["song"] <= 1.0
+    assert set(first["hit_rates_in_domain"]) == {"low", "high"}
+    for rates in (first["hit_rates"]["high"]["3"], first["hit_rates_in_domain"]["high"]["3"]):
+        assert 0.0 <= rates["exact"] <= rates["near"] <= rates["song"] <= 1.0
+        assert rates["queries"] == 6
+    stretch = first["hit_rates_stretch"]
+    assert stretch["level"] == "mid" and set(stretch["by_tempo"]) == {"0.95", "1.05"}
+    assert 0.0 <= stretch["by_tempo"]["1.05"]["3"]["song"] <= 1.0
     # Thresholds keyed by query segments, as engine.search reads them: 1 s → 1, 3 s → 5.
     assert set(first["calibration"]["evidence_threshold"]) == {"1", "5"}
     assert 0.0 <= first["false_positive_rate_all"] <= 1.0
@@ -189,7 +195,8 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     assert first["calibration"]["scoring"] == Scoring().to_dict()
     for name in ("results.json", "table.txt", "hit_rate.png", "scores.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
-    assert "false positive" in format_table(first)
+    table = format_table(first)
+    assert "false positive" in table and "unseen/in-dom" in table and "x1.05" in table
 
 
 def test_the_harness_counts_what_identify_reports(tiny_corpus: Path) -> None:
@@ -202,7 +209,7 @@ def test_the_harness_counts_what_identify_reports(tiny_corpus: Path) -> None:
     sources = Sources.load(cfg.bank, "eval")
     tracks = load_corpus(cfg).held_out
     queries = make_queries(tracks, "mid", 2.0, 12, sources, np.random.default_rng(1))
-    outcome = run_queries(queries, "library", recognizer)
+    outcome = run_queries(queries, "unseen", recognizer)
     calibration = {"evidence_threshold": {"1": 0.2, "3": float(np.median(outcome.evidence))}}
     sure = accepted(outcome, calibration)
     assert 0 < sure.sum() < len(sure)  # the test means something only with both kinds
@@ -235,7 +242,7 @@ def test_eval_gives_the_same_hit_rates_on_onnx_runtime_as_on_torch(
         cfg = EvalConfig(checkpoint=str(default_checkpoint_path()), corpus=str(tiny_corpus),
                          bank=str(tiny_corpus / "degradations.npz"), out_dir="", queries=10,
                          nonlibrary_queries=10, distractors="none", levels=("low", "high"),
-                         lengths_s=(1.0, 3.0))  # fmt: skip
+                         lengths_s=(1.0, 3.0), stretch_tempos=())  # fmt: skip
         results[backend] = evaluate(cfg)[0]
     for level, by_length in results["torch"]["hit_rates"].items():
         for length, rates in by_length.items():

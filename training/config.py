@@ -30,6 +30,7 @@ class TrainConfig:
     offset_s: float = 0.2  # replicas are cut up to ± this far from the clean segment
     context_s: float = 0.5  # audio before a replica that feeds its reverb / echo tail
     min_rms: float = 1e-3  # clean segments quieter than this (silence) are drawn again
+    init: str = ""  # start from this .pt checkpoint's weights (optimiser and schedule afresh)
     # --- degradations of the replicas (ranges drawn per example) ---
     snr_db: tuple[float, float] = (0.0, 10.0)  # background noise level
     noise_probs: tuple[float, float, float] = (0.5, 0.25, 0.25)  # background, babble, synthetic
@@ -39,6 +40,8 @@ class TrainConfig:
     speaker_prob: float = 0.0  # share also played through a second device (a loudspeaker)
     high_pass_prob: float = 0.0  # share through a recorder's rumble filter (20-150 Hz)
     clip_prob: float = 0.0  # share turned up to clipping (0-12 dB over full scale)
+    speed_prob: float = 0.0  # share played faster or slower (tempo and pitch together)
+    speed_max: float = 0.05  # largest speed change: ±5 %, a broadcast's or a DJ's edit
     # --- SpecAugment on the replicas' log-mel (after the waveform degradations) ---
     cutout_prob: float = 0.5  # share of replicas with one blanked time-frequency rectangle
     cutout_max_frac: float = 0.5  # largest rectangle side, as a fraction of the image side

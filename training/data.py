@@ -64,11 +64,23 @@ def _join_split(
     bounds_path.write_text(json.dumps({"manifest_sha256": manifest_sha, "bounds": bounds}))
 
 
+def gather_at_speed(audio: np.ndarray, first: np.ndarray, rate: np.ndarray, n: int) -> np.ndarray:
+    """Rows of n samples read from audio (n_audio,) starting at first int64 (B,), each played at
+    its rate float64 (B,) (1.05: 5 % faster, tempo and pitch together, as a DJ's pitch fader or
+    a sped-up broadcast), by linear interpolation; float32 (B, n)."""
+    pos = first[:, None] + rate[:, None] * np.arange(n)
+    lo = np.floor(pos).astype(np.int64)
+    frac = (pos - lo).astype(np.float32)
+    left = audio[lo].astype(np.float32)
+    return left + frac * (audio[lo + 1].astype(np.float32) - left)
+
+
 class PairSampler:
     """Draws batches of (clean, replica) 1 s segment pairs from one corpus split.
 
     Positions are uniform over all usable audio (long tracks are drawn more often); near-silent
-    clean segments are drawn again, since silence matches silence in every track.
+    clean segments are drawn again, since silence matches silence in every track. A share
+    (speed_prob) of the replicas is played up to speed_max faster or slower.
     """
 
     def __init__(
@@ -81,14 +93,18 @@ class PairSampler:
         offset_s: float = 0.2,
         context_s: float = 0.5,
         min_rms: float = 1e-3,
+        speed_prob: float = 0.0,
+        speed_max: float = 0.05,
     ) -> None:
         self.audio, self.sources, self.params = audio, sources, params
         self.max_offset = int(offset_s * SAMPLE_RATE)
         self.context = int(context_s * SAMPLE_RATE)
         self.min_rms = min_rms
-        # Valid clean starts leave room for the offset and the context before, the offset after.
-        lo = bounds[:-1] + self.max_offset + self.context
-        hi = bounds[1:] - SEGMENT_SAMPLES - self.max_offset
+        self.speed_prob, self.speed_max = speed_prob, speed_max
+        # Valid clean starts leave room for the offset and the (faster) context before, the
+        # offset and a faster replica after.
+        lo = bounds[:-1] + self.max_offset + int(np.ceil(self.context * (1 + speed_max)))
+        hi = bounds[1:] - int(np.ceil(SEGMENT_SAMPLES * (1 + speed_max))) - self.max_offset - 1
         keep = hi > lo
         self._lo, self._cum = lo[keep], np.concatenate([[0], np.cumsum((hi - lo)[keep])])
         if self._cum[-1] <= 0:
@@ -99,11 +115,19 @@ class PairSampler:
         starts = self._clean_starts(n_pairs, rng)
         clean = self.audio[starts[:, None] + np.arange(SEGMENT_SAMPLES)].astype(np.float32)
         shift = rng.integers(-self.max_offset, self.max_offset + 1, size=n_pairs)
-        first = starts + shift - self.context
-        window = np.arange(self.context + SEGMENT_SAMPLES)
-        raw = self.audio[first[:, None] + window].astype(np.float32)
+        rate = self._rates(n_pairs, rng)
+        # The replica's segment starts where the clean one does (give or take the shift); its
+        # context before it is read at its own speed.
+        first = starts + shift - rate * self.context
+        raw = gather_at_speed(self.audio, first, rate, self.context + SEGMENT_SAMPLES)
         replica = degrade(raw, SEGMENT_SAMPLES, self.params, self.sources, rng)
         return clean, replica
+
+    def _rates(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Playback rate of each replica, float64 (n,): 1 or uniform in 1 ± speed_max."""
+        changed = rng.random(n) < self.speed_prob
+        drawn = 1 + rng.uniform(-self.speed_max, self.speed_max, size=n)
+        return np.where(changed, drawn, 1.0)
 
     def _clean_starts(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n start samples of non-silent clean segments, int64 (n,)."""

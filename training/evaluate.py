@@ -4,13 +4,16 @@ It measures what a user gets: every query goes through `Recognizer.best_match`, 
 `nfp identify` and the app (sub-hop shifts, the silence mask, tie-breaking), and an answer counts
 as confident exactly when the engine would report it.
 
-Library: the corpus's test and val tracks, which queries are cut from, plus the train tracks and
-copies of them played 5 % slower and faster as distractors (music the encoder never paired with
-the originals, so the search runs over ~18 h, not a handful of tracks). Queries of 1, 2, 3, 5,
-6 and 10 s are cut at random offsets and degraded at the levels of degrade.LEVELS (a loudspeaker,
-a room, a microphone, real noise; at "high" also clipping, an early start and MP3), with the
-"eval" half of the degradation bank (noise, voices and rooms the model never heard). Top-1 hit
-rates:
+Library: the tracks queries are cut from, in two domains reported side by side: *unseen*, whole
+packages the model never trained on (corpus.UNSEEN_PACKAGES: other composers and styles, what a
+user's library is to the model; the headline figures), and *in-domain*, the test and val tracks
+of the packages it trained on; plus the train tracks and copies of them played 5 % slower and
+faster as distractors (music the encoder never paired with the originals, so the search runs
+over tens of hours, not a handful of tracks). Queries of 1, 2, 3, 5, 6 and 10 s are cut at random
+offsets and degraded at the levels of degrade.LEVELS (a loudspeaker, a room, a microphone, real
+noise; at "high" also clipping, an early start and MP3), with the "eval" half of the degradation
+bank (noise, voices and rooms the model never heard). A stretch cell plays unseen-package
+queries 2 and 5 % faster and slower (tempo only, the pitch kept) at mid level. Top-1 hit rates:
 
 - exact: right track, and the reported start lies in the segment nearest the true start;
 - near: right track, start within ±1 segment (±0.5 s);
@@ -52,7 +55,7 @@ from engine.scoring import BACKGROUND_ROWS, Scoring
 from engine.search import CONFIDENCE_THRESHOLD, SegmentMap, confidence_from_evidence
 from engine.torch_backend import load_torch, save_checkpoint
 from training.corpus import Track, load_manifest
-from training.degrade import LEVELS, Sources, degrade
+from training.degrade import LEVELS, Sources, at_tempo, degrade
 
 QUERY_LENGTHS_S = (1.0, 2.0, 3.0, 5.0, 6.0, 10.0)
 # Calibrated false-positive rate on non-library music: below the app's target of 0.5 % measured
@@ -65,6 +68,11 @@ QUERY_CHUNK = 64  # queries degraded together (bounds the FFT memory)
 # played too fast or too slow): other music to a fingerprint, with real music's statistics.
 DISTRACTOR_SPEEDS = ((20, 19), (20, 21))  # resample_poly up / down: 0.95× and 1.05×
 NONLIBRARY = ("nonlibrary-a", "nonlibrary-b")  # calibrate on the first, measure on the second
+DOMAINS = ("unseen", "in-domain")  # library queries: never-trained packages, held-out tracks
+# The stretch cell: tempo changes (pitch kept) of unseen-package queries at one level.
+STRETCH_TEMPOS = (0.95, 0.98, 1.02, 1.05)
+STRETCH_LENGTHS_S = (2.0, 5.0, 10.0)
+STRETCH_LEVEL = "mid"
 WILSON_Z = 1.96  # 95 % interval
 
 
@@ -81,6 +89,8 @@ class EvalConfig:
     distractors: str = "resampled"  # "resampled": train + its copies; "train"; "none"
     levels: tuple[str, ...] = ("low", "mid", "high")
     lengths_s: tuple[float, ...] = QUERY_LENGTHS_S
+    stretch_tempos: tuple[float, ...] = STRETCH_TEMPOS  # () leaves the stretch cell out
+    stretch_lengths_s: tuple[float, ...] = STRETCH_LENGTHS_S
     # The end-to-end tests and benchmarks play Wesnoth tracks as music a user does or does not
     # own; a background that knew them would make the "not in my library" checks easy.
     background_excludes: tuple[str, ...] = ("wesnoth-1.16-music",)
@@ -92,6 +102,7 @@ class QuerySet:
 
     level: str
     length_s: float
+    tempo: float  # 1.0, or the tempo the queries were played at (pitch kept)
     track: np.ndarray  # int64 (Q,): index into the list of tracks the queries were cut from
     start_s: np.ndarray  # float64 (Q,): true start of the query inside that track
     audio: np.ndarray  # float32 (Q, n)
@@ -104,7 +115,8 @@ class Outcome:
     level: str
     length_s: float
     n_segments: int  # of the query at its first start
-    kind: str  # "library", "nonlibrary-a" or "nonlibrary-b"
+    kind: str  # "unseen", "in-domain" (library queries), "nonlibrary-a" or "nonlibrary-b"
+    tempo: float  # 1.0, or the stretch cell's tempo
     found_track: np.ndarray  # int64, -1 where no match
     true_track: np.ndarray  # int64, database track index (-1 for non-library)
     true_segment: np.ndarray  # int64, segment nearest the true start
@@ -119,20 +131,35 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Corpus:
-    """The harness's music, float32 (n,) each. The database is held_out + distractors, so
-    database track i is query track i."""
+    """The harness's music, float32 (n,) each. The database is the library domains' tracks
+    (unseen, then in-domain) followed by the distractors, so database track i is query track
+    i of the domains joined in that order."""
 
-    held_out: list[np.ndarray]  # test and val tracks: in the library, never trained on
+    library: dict[str, list[np.ndarray]]  # by domain: in the library, never trained on
     train: list[np.ndarray]
     in_background: list[bool]  # per train track: may the background be drawn from it
-    copies: list[np.ndarray]  # train tracks at other speeds
     nonlibrary: dict[str, list[np.ndarray]]  # by part
     distractors: str  # EvalConfig.distractors
 
     @property
-    def database(self) -> list[np.ndarray]:
+    def held_out(self) -> list[np.ndarray]:
+        """The library domains' tracks joined: the database's first tracks."""
+        return [track for domain in DOMAINS for track in self.library[domain]]
+
+    def first_track(self, domain: str) -> int:
+        """Database index of the domain's first track."""
+        return sum(len(self.library[d]) for d in DOMAINS[: DOMAINS.index(domain)])
+
+    @property
+    def copy_speeds(self) -> tuple[tuple[int, int], ...]:
+        return DISTRACTOR_SPEEDS if self.distractors == "resampled" else ()
+
+    def database_hours(self) -> float:
+        """Hours of audio in the database (the copies by their resampled length)."""
         train = self.train if self.distractors != "none" else []
-        return self.held_out + train + self.copies
+        copies = sum(len(t) * up / down for up, down in self.copy_speeds for t in self.train)
+        samples = sum(map(len, self.held_out + train)) + copies
+        return samples / SAMPLE_RATE / 3600
 
 
 def evaluate(
@@ -144,29 +171,62 @@ def evaluate(
     started = time.time()
     checkpoint = load_checkpoint(cfg.checkpoint)
     corpus = load_corpus(cfg)
-    hours = sum(map(len, corpus.database)) / SAMPLE_RATE / 3600
-    say(f"database: {len(corpus.database)} tracks, {hours:.2f} h")
+    hours = corpus.database_hours()
+    say(f"database: {hours:.2f} h")
     recognizer, background = harness_recognizer(checkpoint, corpus, cfg.seed)
     sources = Sources.load(cfg.bank, "eval")
-    queries = corpus.held_out[: cfg.tracks] if cfg.tracks > 0 else corpus.held_out
     outcomes = []
-    for li, level in enumerate(cfg.levels):
-        for qi, length_s in enumerate(cfg.lengths_s):
-            say(f"queries: {level}, {length_s:g} s")
-            sets = [("library", queries, cfg.queries)]
-            sets += [(part, corpus.nonlibrary[part], cfg.nonlibrary_queries) for part in NONLIBRARY]
-            for ki, (kind, tracks, count) in enumerate(sets):
-                rng = np.random.default_rng([cfg.seed, li, qi, ki])
-                out = run_queries(
-                    make_queries(tracks, level, length_s, count, sources, rng), kind, recognizer
-                )
-                if kind == "library":
-                    out.repeat = find_repeats(out, tracks)
-                outcomes.append(out)
+    for cell in query_cells(cfg):
+        say(f"queries: {cell.kind}, {cell.level}, {cell.length_s:g} s, tempo {cell.tempo:g}")
+        rng = np.random.default_rng(cell.seed)
+        tracks = cell_tracks(corpus, cell.kind, cfg.tracks)
+        queries = make_queries(tracks, cell.level, cell.length_s, cell.count, sources, rng,
+                               tempo=cell.tempo)  # fmt: skip
+        if cell.kind in DOMAINS:
+            queries.track += corpus.first_track(cell.kind)
+        out = run_queries(queries, cell.kind, recognizer)
+        if cell.kind in DOMAINS:
+            out.repeat = find_repeats(out, corpus.held_out)
+        outcomes.append(out)
     result = summarize(outcomes, cfg, checkpoint, recognizer, hours, time.time() - started)
     if cfg.out_dir:
         write_outputs(result, outcomes, Path(cfg.out_dir))
     return result, background
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One set of queries: what they are cut from, how, and the seed they are drawn with."""
+
+    kind: str  # a domain or a non-library part
+    level: str
+    length_s: float
+    tempo: float
+    count: int
+    seed: tuple[int, ...]
+
+
+def query_cells(cfg: EvalConfig) -> list[Cell]:
+    """Every query set of the protocol: each level and length in every domain and non-library
+    part, then the stretch cell (unseen domain, STRETCH_LEVEL)."""
+    kinds = [(k, cfg.queries) for k in DOMAINS] + [(p, cfg.nonlibrary_queries) for p in NONLIBRARY]
+    cells = [Cell(kind, level, length_s, 1.0, count, (cfg.seed, li, qi, ki))
+             for li, level in enumerate(cfg.levels)
+             for qi, length_s in enumerate(cfg.lengths_s)
+             for ki, (kind, count) in enumerate(kinds)]  # fmt: skip
+    cells += [Cell("unseen", STRETCH_LEVEL, length_s, tempo, cfg.queries,
+                   (cfg.seed, 100, qi, round(1000 * tempo)))
+              for qi, length_s in enumerate(cfg.stretch_lengths_s)
+              for tempo in cfg.stretch_tempos]  # fmt: skip
+    return cells
+
+
+def cell_tracks(corpus: Corpus, kind: str, limit: int) -> list[np.ndarray]:
+    """The tracks a cell's queries are cut from (a library domain's first limit, if > 0)."""
+    if kind in NONLIBRARY:
+        return corpus.nonlibrary[kind]
+    tracks = corpus.library[kind]
+    return tracks[:limit] if limit > 0 else tracks
 
 
 def load_corpus(cfg: EvalConfig) -> Corpus:
@@ -178,22 +238,20 @@ def load_corpus(cfg: EvalConfig) -> Corpus:
     def audio(tracks: Sequence[Track]) -> list[np.ndarray]:
         return [np.load(root / t.path).astype(np.float32) for t in tracks]
 
-    held_out = audio([t for t in manifest if t.split in ("test", "val")])
-    if not held_out:
-        raise ValueError(f"{root}/manifest.json: no test or val tracks")
-    train_tracks = [t for t in manifest if t.split == "train"]
-    train = audio(train_tracks)
-    copies = []
-    if cfg.distractors == "resampled":
-        copies = [resampled(a, up, down) for up, down in DISTRACTOR_SPEEDS for a in train]
-    nonlibrary = {part: audio([t for t in manifest if t.split == part]) for part in NONLIBRARY}
-    for part, tracks in nonlibrary.items():
+    splits = {"unseen": ("unseen",), "in-domain": ("test", "val"),
+              **{part: (part,) for part in NONLIBRARY}}  # fmt: skip
+    music = {name: audio([t for t in manifest if t.split in wanted])
+             for name, wanted in splits.items()}  # fmt: skip
+    for name, tracks in music.items():
         if not tracks:
-            raise ValueError(f"{root}/manifest.json: no {part} tracks (rebuild the corpus)")
+            raise ValueError(f"{root}/manifest.json: no {name} tracks (rebuild the corpus)")
+    train_tracks = [t for t in manifest if t.split == "train"]
     in_background = [t.package not in cfg.background_excludes for t in train_tracks]
     if not any(in_background):
         raise ValueError(f"{root}/manifest.json: no train tracks for the background")
-    return Corpus(held_out, train, in_background, copies, nonlibrary, cfg.distractors)
+    library = {domain: music[domain] for domain in DOMAINS}
+    nonlibrary = {part: music[part] for part in NONLIBRARY}
+    return Corpus(library, audio(train_tracks), in_background, nonlibrary, cfg.distractors)
 
 
 def resampled(audio: np.ndarray, up: int, down: int) -> np.ndarray:
@@ -210,10 +268,11 @@ def harness_recognizer(
     train tracks in place of the checkpoint's, and no thresholds (the harness makes them);
     also returns that background float32 (B, d)."""
     fingerprinter = Fingerprinter(checkpoint)
-    held_out, train, copies = (
-        [fingerprinter.audio(t) for t in tracks]
-        for tracks in (corpus.held_out, corpus.train, corpus.copies)
-    )
+    held_out, train = ([fingerprinter.audio(t) for t in tracks]
+                       for tracks in (corpus.held_out, corpus.train))  # fmt: skip
+    # Copies are made one at a time: all of them at once would take gigabytes.
+    copies = [fingerprinter.audio(resampled(t, up, down))
+              for up, down in corpus.copy_speeds for t in corpus.train]  # fmt: skip
     fps = held_out + (train if corpus.distractors != "none" else []) + copies
     index = VectorIndex.build(np.concatenate(fps))
     searched = (index, SegmentMap.from_lengths([len(f) for f in fps]), [])
@@ -233,11 +292,16 @@ def make_queries(
     n_queries: int,
     sources: Sources,
     rng: np.random.Generator,
+    *,
+    tempo: float = 1.0,
 ) -> QuerySet:
-    """n_queries degraded queries at random places of tracks (uniform over usable audio)."""
+    """n_queries degraded queries at random places of tracks (uniform over usable audio),
+    played at tempo (pitch kept) when it is not 1."""
     n = round(length_s * SAMPLE_RATE)
     context = int(CONTEXT_S * SAMPLE_RATE)
-    usable = np.array([max(0, len(t) - context - n) for t in tracks], np.float64)
+    # Source samples a query and its context take; a little more for the stretcher's edges.
+    span = context + n if tempo == 1.0 else int(np.ceil((context + n) * tempo)) + HOP_SAMPLES
+    usable = np.array([max(0, len(t) - span) for t in tracks], np.float64)
     if usable.sum() <= 0:
         raise ValueError(f"no track is longer than a {length_s:g} s query")
     track = rng.choice(len(tracks), size=n_queries, p=usable / usable.sum())
@@ -245,10 +309,11 @@ def make_queries(
     audio = np.empty((n_queries, n), np.float32)
     for lo in range(0, n_queries, QUERY_CHUNK):
         rows = range(lo, min(lo + QUERY_CHUNK, n_queries))
-        raw = np.stack([tracks[track[i]][first[i] : first[i] + context + n] for i in rows])
+        raw = np.stack([at_tempo(tracks[track[i]][first[i] : first[i] + span], tempo)[: context + n]
+                        for i in rows])  # fmt: skip
         audio[lo : lo + len(raw)] = degrade(raw, n, LEVELS[level], sources, rng)
-    start_s = (first + context) / SAMPLE_RATE
-    return QuerySet(level, length_s, track.astype(np.int64), start_s, audio)
+    start_s = (first + context * tempo) / SAMPLE_RATE
+    return QuerySet(level, length_s, tempo, track.astype(np.int64), start_s, audio)
 
 
 def run_queries(queries: QuerySet, kind: str, recognizer: Recognizer) -> Outcome:
@@ -262,12 +327,13 @@ def run_queries(queries: QuerySet, kind: str, recognizer: Recognizer) -> Outcome
             found[q], offset_s[q], used[q] = match.track, match.offset_s, match.n_query_segments
             evidence[q], score[q] = match.evidence, match.score
             found_segment[q] = round(match.offset_s / HOP_S)
-    library = kind == "library"
+    library = kind in DOMAINS
     return Outcome(
         level=queries.level,
         length_s=queries.length_s,
         n_segments=count_segments(n),
         kind=kind,
+        tempo=queries.tempo,
         found_track=found,
         true_track=queries.track if library else np.full(n_queries, -1, np.int64),
         true_segment=np.round(queries.start_s / HOP_S).astype(np.int64),
@@ -292,6 +358,8 @@ def find_repeats(outcome: Outcome, tracks: Sequence[np.ndarray]) -> np.ndarray:
     from scipy.signal import correlate  # in the train extra, like everything here
 
     repeat = np.zeros(len(outcome.evidence), bool)
+    if outcome.tempo != 1.0:
+        return repeat  # a stretched query's audio is not sample-identical to any place
     shift_s = (outcome.found_segment - outcome.true_segment) * HOP_S
     right_track = outcome.found_track == outcome.true_track
     n = round(min(outcome.length_s, 3.0) * SAMPLE_RATE)
@@ -347,6 +415,7 @@ def hit_rates(outcome: Outcome, calibration: dict) -> dict[str, float]:
         "offset_error_s": float(np.median(np.abs(outcome.offset_s - outcome.true_start_s)[song]))
         if song.any()
         else None,
+        "queries": len(song),
     }
 
 
@@ -372,8 +441,12 @@ def false_positives(outcomes: Sequence[Outcome], part: str, calibration: dict) -
 
     measured = [o for o in outcomes if o.kind == part]
     levels = dict.fromkeys(o.level for o in measured)
+    lengths = dict.fromkeys(o.length_s for o in measured)
     by_level = {lv: rate([o for o in measured if o.level == lv]) for lv in levels}
-    return {"measured_on": part, "all": rate(measured), "by_level": by_level}
+    by_length = {f"{s:g}": rate([o for o in measured if o.length_s == s]) for s in lengths}
+    long = [o for o in measured if o.length_s >= 3]
+    return {"measured_on": part, "all": rate(measured), "by_level": by_level,
+            "by_length": by_length, "3s_and_longer": rate(long) if long else None}  # fmt: skip
 
 
 def summarize(
@@ -388,19 +461,24 @@ def summarize(
     calibrate_on, measure_on = NONLIBRARY
     calibration = calibrate(outcomes, calibrate_on)
     calibration["scoring"] = recognizer.scoring.to_dict()
-    rates: dict[str, dict[str, dict[str, float]]] = {}
+    rates: dict[str, dict[str, dict[str, dict]]] = {domain: {} for domain in DOMAINS}
+    stretch: dict[str, dict[str, dict]] = {}
     fpr: dict[str, dict[str, float]] = {}
     for o in outcomes:
         key = f"{o.length_s:g}"
-        if o.kind == "library":
-            rates.setdefault(o.level, {})[key] = hit_rates(o, calibration)
+        if o.kind in DOMAINS and o.tempo != 1.0:
+            stretch.setdefault(f"{o.tempo:g}", {})[key] = hit_rates(o, calibration)
+        elif o.kind in DOMAINS:
+            rates[o.kind].setdefault(o.level, {})[key] = hit_rates(o, calibration)
         elif o.kind == measure_on:
             fpr.setdefault(o.level, {})[key] = float(np.mean(accepted(o, calibration)))
     measured = false_positives(outcomes, measure_on, calibration)
     swapped = false_positives(outcomes, calibrate_on, calibrate(outcomes, measure_on))
     return {
         "calibration": calibration,
-        "hit_rates": rates,
+        "hit_rates": rates["unseen"],  # the headline: packages the model never trained on
+        "hit_rates_in_domain": rates["in-domain"],
+        "hit_rates_stretch": {"level": STRETCH_LEVEL, "domain": "unseen", "by_tempo": stretch},
         "false_positive_rate": fpr,
         "false_positive_rate_all": measured["all"]["rate"],
         "false_positive_rate_swapped": swapped["all"]["rate"],
@@ -419,24 +497,51 @@ def summarize(
 
 
 def format_table(result: dict) -> str:
-    """Hit rates (%) by level and match kind against query length, then false positives."""
+    """Hit rates (%) by level and match kind against query length, unseen packages and
+    in-domain side by side, then the stretch cell and the false positives."""
     lengths = list(next(iter(result["hit_rates"].values())))
-    head = f"{'level':6s} {'kind':15s}" + "".join(f"{s + ' s':>8s}" for s in lengths)
-    lines = [head, "-" * len(head)]
+    head = f"{'level':6s} {'kind':15s}" + "".join(f"{s + ' s':>14s}" for s in lengths)
+    lines = [head, f"{'':22s}" + f"{'unseen/in-dom':>14s}" * len(lengths), "-" * len(head)]
     for level, by_length in result["hit_rates"].items():
+        in_domain = result.get("hit_rates_in_domain", {}).get(level, {})
         for kind in RATE_KINDS:
-            cells = "".join(f"{100 * by_length[s][kind]:8.1f}" for s in lengths)
+            cells = "".join(f"{100 * by_length[s][kind]:7.1f}" + (
+                f"/{100 * in_domain[s][kind]:<6.1f}" if s in in_domain else " " * 7)
+                for s in lengths)  # fmt: skip
             lines.append(f"{level:6s} {kind:15s}{cells}")
+    lines += stretch_lines(result.get("hit_rates_stretch"))
     for level, by_length in result["false_positive_rate"].items():
         cells = "".join(f"{100 * by_length[s]:8.1f}" for s in lengths)
         lines.append(f"{level:6s} {'false positive':15s}{cells}")
     thresholds = result["calibration"]["evidence_threshold"]
     lines.append(f"{'':6s} {'threshold':15s}" + "".join(f"{v:8.2f}" for v in thresholds.values()))
     lines += [fpr_line(result["false_positives"]), fpr_line(result["false_positives_swapped"])]
+    long = result["false_positives"].get("3s_and_longer")
+    if long:
+        lo, hi = (100 * x for x in long["ci95"])
+        counts = f"{long['false']} of {long['queries']}"
+        lines.append(f"  of which 3-10 s queries: {100 * long['rate']:.2f} % "
+                     f"(95 % CI {lo:.2f}-{hi:.2f} %, {counts})")  # fmt: skip
     return "\n".join(lines)
 
 
 RATE_KINDS = ("exact", "exact_or_repeat", "near", "song", "confident", "song_confident")
+STRETCH_KINDS = ("near", "song", "song_confident")
+
+
+def stretch_lines(stretch: dict | None) -> list[str]:
+    """The stretch cell's rates (%) by tempo against query length; none without the cell."""
+    if not stretch or not stretch["by_tempo"]:
+        return []
+    by_tempo = stretch["by_tempo"]
+    lengths = list(next(iter(by_tempo.values())))
+    lines = [f"stretch ({stretch['level']}, {stretch['domain']}, tempo; pitch kept)"
+             + "".join(f"{s + ' s':>8s}" for s in lengths)]  # fmt: skip
+    for tempo, by_length in by_tempo.items():
+        for kind in STRETCH_KINDS:
+            cells = "".join(f"{100 * by_length[s][kind]:8.1f}" for s in lengths)
+            lines.append(f"  x{tempo:6s} {kind:15s}{'':18s}{cells}")
+    return lines
 
 
 def fpr_line(measured: dict) -> str:
@@ -454,7 +559,7 @@ def write_outputs(result: dict, outcomes: Sequence[Outcome], out_dir: Path) -> N
     for name in ("found_track", "true_track", "true_segment", "found_segment", "offset_s",
                  "true_start_s", "evidence", "score", "used_segments"):  # fmt: skip
         columns[name] = np.concatenate([getattr(o, name) for o in outcomes])
-    for name in ("level", "kind", "length_s", "n_segments"):
+    for name in ("level", "kind", "length_s", "n_segments", "tempo"):
         columns[name] = np.concatenate([[getattr(o, name)] * len(o.evidence) for o in outcomes])
     np.savez_compressed(out_dir / "queries.npz", **columns)
     (out_dir / "results.json").write_text(json.dumps(result, indent=1))
@@ -498,10 +603,10 @@ def plot_scores(outcomes: Sequence[Outcome], calibration: dict, path: Path) -> N
     lengths = sorted({(o.n_segments, o.length_s) for o in outcomes})
     fig, axes = plt.subplots(2, (len(lengths) + 1) // 2, figsize=(11, 5.5), squeeze=False)
     for ax, (n_seg, length_s) in zip(axes.flat, lengths, strict=False):
-        lib = np.concatenate([o.evidence for o in outcomes
-                              if o.kind == "library" and o.n_segments == n_seg])  # fmt: skip
+        lib = np.concatenate([o.evidence for o in outcomes if o.kind in DOMAINS
+                              and o.tempo == 1.0 and o.n_segments == n_seg])  # fmt: skip
         non = np.concatenate([o.evidence for o in outcomes
-                              if o.kind != "library" and o.n_segments == n_seg])  # fmt: skip
+                              if o.kind in NONLIBRARY and o.n_segments == n_seg])  # fmt: skip
         bins = np.linspace(0, max(lib.max(), non.max(), 1e-3) * 1.02, 40)
         ax.hist(lib, bins, alpha=0.6, color="tab:blue", label="library")
         ax.hist(non, bins, alpha=0.6, color="tab:gray", label="not in library")

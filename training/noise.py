@@ -25,7 +25,7 @@ import numpy as np
 
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.errors import AudioDecodeError
-from training.corpus import MUSIC_PACKAGES, is_music_path, package_files, probe_duration_s
+from training.corpus import SEED_PACKAGES, is_music_path, package_files, probe_duration_s
 
 BANK_VERSION = 1
 MIN_NOISE_S = 2.0  # shorter effects are clicks and bangs, not a background
@@ -74,8 +74,11 @@ def noise_split(path: Path) -> str:
     return "eval" if u < EVAL_NOISE_SHARE else "train"
 
 
-def find_background_files(packages: Sequence[str] = MUSIC_PACKAGES) -> dict[str, list[Path]]:
-    """Ambience / effect recordings from the allowed packages, split into train and eval."""
+def find_background_files(packages: Sequence[str] = SEED_PACKAGES) -> dict[str, list[Path]]:
+    """Ambience / effect recordings from the allowed packages, split into train and eval.
+
+    Only the first fourteen packages by default: the bank stays the one every shipped model was
+    evaluated with, so figures before and after the corpus grew compare."""
     found: dict[str, list[Path]] = {"train": [], "eval": []}
     for package in packages:
         for path in package_files(package):

@@ -31,7 +31,7 @@ import torch
 from engine.encoders import build_encoder, count_parameters
 from engine.features import log_mel
 from engine.threads import cpu_model
-from engine.torch_backend import save_checkpoint
+from engine.torch_backend import load_torch, save_checkpoint
 from training.augment import spec_augment
 from training.config import TrainConfig
 from training.corpus import hours_per_split, load_manifest
@@ -102,6 +102,8 @@ def train(
         state = _load_state(state_path, model, optimizer, rng, generator)
     else:
         state.data_hours = _data_hours(cfg)
+        if cfg.init:
+            _load_weights(cfg.init, model, cfg)
     # Both budgets may be raised or lowered on resume: a longer run continues the same schedule.
     raised = cfg.max_minutes * 60 > state.budget_s > 0
     state.budget_s = cfg.max_minutes * 60
@@ -129,6 +131,7 @@ def make_sampler(cfg: TrainConfig) -> PairSampler:
     return PairSampler(
         audio, bounds, Sources.load(cfg.bank, "train"), cfg.degrade_params(),
         offset_s=cfg.offset_s, context_s=cfg.context_s, min_rms=cfg.min_rms,
+        speed_prob=cfg.speed_prob, speed_max=cfg.speed_max,
     )  # fmt: skip
 
 
@@ -294,6 +297,15 @@ def _load_state(
     run = dict(payload["run"])
     run.pop("deadline", None)  # states written before budgets counted training time
     return RunState(**run)
+
+
+def _load_weights(path: str, model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Start from the weights of an engine checkpoint of the same encoder configuration."""
+    ckpt = load_torch(path)
+    if ckpt.config != cfg.encoder_config():
+        raise ValueError(f"{path}: its encoder {ckpt.config} is not this run's "
+                         f"{cfg.encoder_config()}")  # fmt: skip
+    model.load_state_dict(ckpt.model.state_dict())
 
 
 def _export(cfg: TrainConfig, model: torch.nn.Module, state: RunState) -> Path:
