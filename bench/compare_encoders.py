@@ -27,7 +27,8 @@ from engine.encoders import ENCODERS, count_parameters
 from engine.torch_backend import load_torch
 from training.cli import print_progress
 from training.config import TrainConfig
-from training.evaluate import EvalConfig, evaluate
+from training.evaluate import evaluate
+from training.protocol import EvalConfig
 from training.trainer import train
 
 SEGMENTS_PER_HOUR = 7200

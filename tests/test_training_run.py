@@ -21,16 +21,12 @@ from engine.tracks import Track as EngineTrack
 from training.config import TrainConfig, load_config
 from training.data import open_split
 from training.degrade import Sources
-from training.evaluate import (
-    EvalConfig,
-    accepted,
-    evaluate,
-    format_table,
-    harness_recognizer,
-    load_corpus,
-    make_queries,
-    run_queries,
-)
+from training.evaluate import evaluate, harness_recognizer, load_corpus
+from training.outcomes import run_queries
+from training.protocol import EvalConfig
+from training.queries import make_queries
+from training.rates import accepted
+from training.report import format_table
 from training.trainer import EXPORT_MARGIN_S, train
 
 SPLITS = {"train": 3, "val": 1, "test": 2, "unseen": 2, "nonlibrary-a": 1, "nonlibrary-b": 1}
