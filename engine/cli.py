@@ -11,7 +11,6 @@ import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,10 +32,10 @@ if TYPE_CHECKING:
     from engine.fingerprint import Fingerprinter
     from engine.parallel import FingerprintSource
 
-PLUGIN_GROUP = "nfp.commands"  # other packages (training) add subcommands through this group
 
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(running: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every built-in command, and of the plugin command `running` names (the
+    other plugins stand in by name, unloaded: engine.plugins)."""
     parser = argparse.ArgumentParser(prog="nfp", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,19 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", type=Path, nargs="+")
     p.add_argument("--out", type=Path, help="output file (one checkpoint; default: beside it)")
     p.set_defaults(func=cmd_export)
-    for ep in entry_points(group=PLUGIN_GROUP):
-        _register_plugin(ep, sub)
+    if running not in sub.choices:  # no built-in command runs: a plugin's might
+        from engine.plugins import add_plugin_commands
+
+        add_plugin_commands(sub, running)
     return parser
 
 
-def _register_plugin(ep, sub) -> None:
-    """Add a plugin's subcommand; a broken plugin costs its command, never the whole tool."""
-    try:
-        ep.load()(sub)
-    except ModuleNotFoundError:  # the plugin's extra (e.g. `train`) is not installed
-        return
-    except Exception as e:
-        print(f"nfp: warning: command {ep.name!r} unavailable ({e})", file=sys.stderr)
+def command_name(argv: Sequence[str]) -> str | None:
+    """The subcommand that argv names: its first word that is not an option (nfp's own
+    options, -v and -h, take no value), or None."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def _positive(text: str) -> int:
@@ -122,7 +119,8 @@ def _positive(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_name(argv)).parse_args(argv)
     apply_thread_policy()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
