@@ -98,6 +98,9 @@ def build_parser(running: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoints", type=Path, nargs="+")
     p.add_argument("--out", type=Path, help="output file (one checkpoint; default: beside it)")
+    p.add_argument("--int8", type=Path, metavar="MUSIC_FOLDER",
+                   help="also write an int8 twin beside each export (NAME.int8.onnx), calibrated "
+                        "on music in this folder; it runs where the probe passes")  # fmt: skip
     p.set_defaults(func=cmd_export)
     if running not in sub.choices:  # no built-in command runs: a plugin's might
         from engine.plugins import add_plugin_commands
@@ -416,10 +419,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise NfpError("--out names one file: export one checkpoint at a time with it")
     try:
         from engine.export import export_onnx
+        from engine.quantize import calibration_mels, quantize_export
     except ImportError as e:
         raise NfpError(f"exporting needs torch and onnx (pip install 'nfp[train]'): {e}") from e
+    mels = calibration_mels(args.int8) if args.int8 else None
     for path in args.checkpoints:
-        print(f"{path}: exported to {export_onnx(path, args.out)}")
+        export = export_onnx(path, args.out)
+        print(f"{path}: exported to {export}")
+        if mels is not None:
+            print(f"{path}: int8 twin {quantize_export(export, mels)} ({len(mels)} calibration "
+                  f"segments from {display_path(args.int8)})")  # fmt: skip
     return 0
 
 

@@ -21,16 +21,16 @@ from engine.features import log_mel
 from engine.probe import MIN_COSINE, min_cosine, probe_mel
 
 BATCH_SEGMENTS = 256  # large enough to amortise per-call overhead, small enough for little RAM
-PRECISION_ENV = "NFP_PRECISION"  # float32 | bfloat16 | auto (the default)
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISION_ENV = "NFP_PRECISION"  # float32 | bfloat16 | int8 | auto (the default)
+PRECISIONS = ("auto", "float32", "bfloat16", "int8")
 
 
 @dataclass(frozen=True)
 class Precision:
     """The numeric path an encoder runs on this machine, and why."""
 
-    requested: str  # auto | float32 | bfloat16
-    chosen: str  # float32 | bfloat16
+    requested: str  # auto | float32 | bfloat16 | int8
+    chosen: str  # float32 | bfloat16 (torch) | int8 (ONNX Runtime)
     reason: str  # one sentence for `nfp info` and the self-test
 
     def to_json(self) -> dict:
@@ -57,9 +57,10 @@ def requested_precision(value: str | None = None) -> str:
 def make_encoder(checkpoint: Checkpoint, requested: str) -> Encoder:
     """The checkpoint's encoder on its backend, at the precision this machine allows."""
     if checkpoint.backend == "onnx":
-        from engine.onnx_backend import OnnxEncoder
+        from engine.onnx_backend import OnnxEncoder, load_int8
 
-        return OnnxEncoder(checkpoint.model, requested)
+        int8 = load_int8(checkpoint) if requested in ("auto", "int8") else None
+        return OnnxEncoder(checkpoint.model, requested, int8=int8, reference=checkpoint.reference)
     from engine.torch_backend import TorchEncoder
 
     return TorchEncoder(checkpoint.model, requested)
