@@ -67,8 +67,7 @@ def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(path, "file not found")
     try:
-        session = ort.InferenceSession(str(path), session_options(),
-                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        session = open_session(path)
     except Exception as e:  # ONNX Runtime raises its own types for damaged or foreign files
         raise CheckpointError(path, f"unreadable ONNX model: {first_line(e)}") from e
     payload = _parse_metadata(path, session.get_modelmeta().custom_metadata_map)
@@ -84,6 +83,20 @@ def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
         model=session,
         onnx_path=path,
     )
+
+
+def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """An ONNX Runtime session of the model at `path` with the engine's options."""
+    return ort.InferenceSession(str(path), session_options(threads),
+                                providers=["CPUExecutionProvider"])  # fmt: skip
+
+
+def onnx_encoder(checkpoint: Checkpoint, requested: str, threads: int = 0) -> OnnxEncoder:
+    """The checkpoint's export (and int8 twin) on ONNX Runtime, each call on every usable core
+    or on `threads` cores (a session of its own)."""
+    session = open_session(checkpoint.onnx_path, threads) if threads else checkpoint.model
+    int8 = load_int8(checkpoint, session, threads) if requested in ("auto", "int8") else None
+    return OnnxEncoder(session, requested, int8=int8, reference=checkpoint.reference)
 
 
 class OnnxEncoder:
@@ -173,27 +186,30 @@ def int8_path(export: Path) -> Path:
     return export.with_name(export.name.removesuffix(".onnx") + INT8_SUFFIX)
 
 
-# The int8 twin of each loaded export, opened once.
+# The int8 twin of each float32 session, opened once with the same thread count.
 _TWINS: weakref.WeakKeyDictionary[ort.InferenceSession, ort.InferenceSession | None] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def load_int8(checkpoint: Checkpoint) -> ort.InferenceSession | None:
-    """The int8 twin of the checkpoint's export, if it has one made from these very weights;
-    None otherwise (a damaged or stale twin is logged and not used)."""
-    if checkpoint.model not in _TWINS:
-        _TWINS[checkpoint.model] = _open_twin(checkpoint)
-    return _TWINS[checkpoint.model]
+def load_int8(
+    checkpoint: Checkpoint, session: ort.InferenceSession | None = None, threads: int = 0
+) -> ort.InferenceSession | None:
+    """The int8 twin of the checkpoint's export, if it has one made from these very weights,
+    for the float32 `session` (default: the checkpoint's) on `threads` cores (0: every usable
+    one); None otherwise (a damaged or stale twin is logged and not used)."""
+    session = checkpoint.model if session is None else session
+    if session not in _TWINS:
+        _TWINS[session] = _open_twin(checkpoint, threads)
+    return _TWINS[session]
 
 
-def _open_twin(checkpoint: Checkpoint) -> ort.InferenceSession | None:
+def _open_twin(checkpoint: Checkpoint, threads: int) -> ort.InferenceSession | None:
     path = int8_path(checkpoint.onnx_path) if checkpoint.onnx_path else None
     if path is None or not path.is_file():
         return None
     try:
-        session = ort.InferenceSession(str(path), session_options(),
-                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        session = open_session(path, threads)
         meta = session.get_modelmeta().custom_metadata_map
         _check_signature(path, session, checkpoint.d)
     except Exception as e:  # ONNX Runtime raises its own types for damaged files

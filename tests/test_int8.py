@@ -67,7 +67,7 @@ def test_an_int8_twin_that_fails_the_probe_is_not_used(with_twin, monkeypatch):
 def test_the_override_forces_either_path(with_twin, monkeypatch):
     checkpoint = load_checkpoint(with_twin)
     assert Fingerprinter(checkpoint, precision="int8").precision.chosen == "int8"
-    monkeypatch.setattr("engine.onnx_backend.load_int8", lambda c: pytest.fail("loaded"))
+    monkeypatch.setattr("engine.onnx_backend.load_int8", lambda *a: pytest.fail("loaded"))
     assert Fingerprinter(checkpoint, precision="float32").precision.chosen == "float32"
 
 
