@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audio_files import music_like
+from conftest import make_tiny_checkpoint
 
 from engine.audio import SAMPLE_RATE
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.cli import main
 from engine.fingerprint import Fingerprinter
 from engine.index import VectorIndex
 from engine.onnx_backend import OnnxEncoder, int8_path, load_int8
@@ -107,3 +109,11 @@ def test_a_twin_made_from_other_weights_is_not_used(with_twin, tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         assert load_int8(load_checkpoint(pt)) is None
     assert "made from other weights" in caplog.text
+
+
+def test_nfp_export_int8_writes_the_twin_the_engine_runs(tmp_path, music_dir, capsys):
+    pt = make_tiny_checkpoint(tmp_path / "tiny.pt", seed=3)
+    assert main(["export", str(pt), "--int8", str(music_dir)]) == 0
+    twin = int8_path(pt.with_suffix(".onnx"))
+    assert f"int8 twin {twin}" in capsys.readouterr().out
+    assert Fingerprinter(load_checkpoint(pt), precision="int8").precision.chosen == "int8"
