@@ -186,6 +186,11 @@ def int8_path(export: Path) -> Path:
     return export.with_name(export.name.removesuffix(".onnx") + INT8_SUFFIX)
 
 
+def has_int8_twin(checkpoint: Path) -> bool:
+    """Whether the checkpoint (a .pt or its export) has an int8 twin beside its export."""
+    return int8_path(Path(checkpoint).with_suffix(".onnx")).is_file()
+
+
 # The int8 twin of each float32 session, opened once with the same thread count.
 _TWINS: weakref.WeakKeyDictionary[ort.InferenceSession, ort.InferenceSession | None] = (
     weakref.WeakKeyDictionary()
