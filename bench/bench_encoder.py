@@ -4,8 +4,8 @@ Each variant runs the default checkpoint's encoder on log-mels of real music in 
 BATCH_SEGMENTS: ONNX Runtime float32 on its export (what the engine runs), its int8 twin where
 there is one (`nfp export --int8`, or --int8 FILE), torch eager float32,
 channels-last memory layout, bfloat16 autocast, and torch.compile. Speed is segments per
-second with 1 and 2 threads, and the milliseconds of one 5 s query's 45 segments (5 shifts
-× 9) on 2 threads; the accuracy cost is the cosine between each variant's
+second with 1 and 2 threads, and the milliseconds of one 5 s query's encoder call (18 segments:
+two sub-hop shifts × 9) on 2 threads; the accuracy cost is the cosine between each variant's
 fingerprints and float32 eager's (1.0 = identical), and how often the nearest stored segment
 changes when the variant's fingerprints are searched against float32 fingerprints of the same
 music.
@@ -24,13 +24,16 @@ import numpy as np
 import torch
 from common import onnx_encoder, real_tracks, report
 
-from engine.audio import frame_segments, load_audio
+from engine.audio import SAMPLE_RATE, count_segments, frame_segments, load_audio
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.features import log_mel
 from engine.fingerprint import BATCH_SEGMENTS
 from engine.onnx_backend import int8_path
+from engine.scoring import LONG_QUERY_S, LONG_QUERY_SHIFTS_S
 
-QUERY_SEGMENTS = 45  # a 5 s file query: 9 segments at each of 5 sub-hop shifts
+# A 5 s file query's one encoder call: 9 segments at each of its sub-hop shifts (more only
+# where the shifts disagree, engine.recognize).
+QUERY_SEGMENTS = len(LONG_QUERY_SHIFTS_S) * count_segments(int(LONG_QUERY_S * SAMPLE_RATE))
 
 
 def variants(
