@@ -159,7 +159,7 @@ def choose_onnx_precision(
             f"bfloat16 is a torch path: {PRECISION_ENV} with NFP_BACKEND=torch")  # fmt: skip
         return Precision(requested, "float32", reason)
     if encoder.int8 is None:
-        return Precision(requested, "float32", "ONNX Runtime runs float32 (no int8 model)")
+        return Precision(requested, "float32", "the export has no int8 twin")
     if requested == "int8":
         return Precision(requested, "int8", f"int8 requested ({PRECISION_ENV})")
     if encoder.int8 not in _DECISIONS:
