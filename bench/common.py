@@ -45,6 +45,8 @@ def machine() -> dict:
 
 def report(name: str, rows: list[dict], extra: dict | None = None) -> Path:
     """Print rows as a table and write them with the machine facts to bench/results/NAME.json."""
+    facts = machine()
+    print(f"measured on {facts['cpu']}, {facts['cores']} usable cores")
     columns = list(dict.fromkeys(k for row in rows for k in row))
     widths = {c: max(len(c), *(len(_fmt(r.get(c, ""))) for r in rows)) for c in columns}
     print("  ".join(c.rjust(widths[c]) for c in columns))
@@ -52,7 +54,7 @@ def report(name: str, rows: list[dict], extra: dict | None = None) -> Path:
         print("  ".join(_fmt(row.get(c, "")).rjust(widths[c]) for c in columns))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{name}.json"
-    out.write_text(json.dumps({"machine": machine(), **(extra or {}), "rows": rows}, indent=1))
+    out.write_text(json.dumps({"machine": facts, **(extra or {}), "rows": rows}, indent=1))
     print(f"wrote {out}")
     return out
 

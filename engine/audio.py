@@ -45,6 +45,10 @@ AUDIO_EXTENSIONS = frozenset(
     }
 )
 MIN_PARTIAL_S = 1.0  # a damaged file still yields its decodable start if at least this long
+# Decoded samples handed to the resampler at once. Frame by frame (576 samples of Vorbis) the
+# resampler's per-call cost was 0.65 of 0.91 CPU s for a 5.3 min track here; in blocks this size
+# it is 0.64 s in all, with the very same output samples.
+RESAMPLE_BLOCK_SAMPLES = 65536
 
 
 class Resampler:
@@ -117,9 +121,46 @@ def _decode_chunks(path: Path) -> Iterator[np.ndarray]:
             raise ValueError(NO_AUDIO_STREAM)
         stream = container.streams.audio[0]
         resampler = Resampler()
-        for frame in container.decode(stream):
-            yield resampler.frames(frame)
+        for run in _frame_runs(container.decode(stream)):
+            yield resampler.frames(_joined(run))
         yield resampler.frames(None)
+
+
+def _frame_runs(frames: Iterator[av.AudioFrame]) -> Iterator[list[av.AudioFrame]]:
+    """Consecutive frames of one sample format, layout and rate, RESAMPLE_BLOCK_SAMPLES or so at
+    a time. Frames decoded before a decoding error come out before the error is raised (a damaged
+    file keeps its decodable start)."""
+    run: list[av.AudioFrame] = []
+    samples = 0
+    try:
+        for frame in frames:
+            if run and (samples >= RESAMPLE_BLOCK_SAMPLES or _kind(frame) != _kind(run[0])):
+                yield run
+                run, samples = [], 0
+            run.append(frame)
+            samples += frame.samples
+    except Exception:
+        if run:
+            yield run
+        raise
+    if run:
+        yield run
+
+
+def _kind(frame: av.AudioFrame) -> tuple[str, str, int]:
+    return frame.format.name, frame.layout.name, frame.sample_rate
+
+
+def _joined(run: list[av.AudioFrame]) -> av.AudioFrame:
+    """One frame of the samples of `run` (frames of one format, layout and rate), in order."""
+    if len(run) == 1:
+        return run[0]
+    first = run[0]
+    # Planar samples are (channels, n) arrays, packed ones (1, n * channels): both join on axis 1.
+    samples = np.concatenate([f.to_ndarray() for f in run], axis=1)
+    joined = av.AudioFrame.from_ndarray(samples, format=first.format.name, layout=first.layout.name)
+    joined.sample_rate = first.sample_rate
+    return joined
 
 
 NO_AUDIO_STREAM = "there is no sound in it: a video or an image without audio?"

@@ -11,7 +11,6 @@ import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,10 +32,10 @@ if TYPE_CHECKING:
     from engine.fingerprint import Fingerprinter
     from engine.parallel import FingerprintSource
 
-PLUGIN_GROUP = "nfp.commands"  # other packages (training) add subcommands through this group
 
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(running: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every built-in command, and of the plugin command `running` names (the
+    other plugins stand in by name, unloaded: engine.plugins)."""
     parser = argparse.ArgumentParser(prog="nfp", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,20 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoints", type=Path, nargs="+")
     p.add_argument("--out", type=Path, help="output file (one checkpoint; default: beside it)")
+    p.add_argument("--int8", type=Path, metavar="MUSIC_FOLDER",
+                   help="also write an int8 twin beside each export (NAME.int8.onnx), calibrated "
+                        "on music in this folder; it runs where the probe passes")  # fmt: skip
     p.set_defaults(func=cmd_export)
-    for ep in entry_points(group=PLUGIN_GROUP):
-        _register_plugin(ep, sub)
+    if running not in sub.choices:  # no built-in command runs: a plugin's might
+        from engine.plugins import add_plugin_commands
+
+        add_plugin_commands(sub, running)
     return parser
 
 
-def _register_plugin(ep, sub) -> None:
-    """Add a plugin's subcommand; a broken plugin costs its command, never the whole tool."""
-    try:
-        ep.load()(sub)
-    except ModuleNotFoundError:  # the plugin's extra (e.g. `train`) is not installed
-        return
-    except Exception as e:
-        print(f"nfp: warning: command {ep.name!r} unavailable ({e})", file=sys.stderr)
+def command_name(argv: Sequence[str]) -> str | None:
+    """The subcommand that argv names: its first word that is not an option (nfp's own
+    options, -v and -h, take no value), or None."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def _positive(text: str) -> int:
@@ -122,7 +122,8 @@ def _positive(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_name(argv)).parse_args(argv)
     apply_thread_policy()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -418,10 +419,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise NfpError("--out names one file: export one checkpoint at a time with it")
     try:
         from engine.export import export_onnx
+        from engine.quantize import calibration_mels, quantize_export
     except ImportError as e:
         raise NfpError(f"exporting needs torch and onnx (pip install 'nfp[train]'): {e}") from e
+    mels = calibration_mels(args.int8) if args.int8 else None
     for path in args.checkpoints:
-        print(f"{path}: exported to {export_onnx(path, args.out)}")
+        export = export_onnx(path, args.out)
+        print(f"{path}: exported to {export}")
+        if mels is not None:
+            print(f"{path}: int8 twin {quantize_export(export, mels)} ({len(mels)} calibration "
+                  f"segments from {display_path(args.int8)})")  # fmt: skip
     return 0
 
 

@@ -4,12 +4,17 @@ checkpoint in the model's metadata, so no torch is needed to index or identify.
 The export (engine.export) stores the .pt's encoder config, training facts, evaluation and
 calibration, background and reference fingerprints, its weights' hash (which libraries are bound
 to) and the .pt's file hash (so an export made before the .pt was re-saved is not used for it).
+
+An export may have an int8 twin beside it (NAME.int8.onnx, engine.quantize), with the same
+metadata; it runs only where the probe passes on this machine, or where it is asked for.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +30,10 @@ from engine.checkpoint import (
 from engine.errors import CheckpointError
 from engine.features import N_FRAMES, N_MELS
 from engine.fingerprint import PRECISION_ENV, Precision
+from engine.probe import MIN_COSINE, min_cosine, probe_mel, same_neighbours
 from engine.threads import usable_cores
+
+log = logging.getLogger(__name__)
 
 INPUT = "mel"  # float32 (n, 1, N_MELS, N_FRAMES)
 OUTPUT = "fingerprints"  # float32 (n, d)
@@ -33,6 +41,7 @@ PREFIX = "nfp."  # the metadata keys the engine owns
 JSON_KEYS = ("encoder_config", "training", "evaluation")
 ARRAY_KEYS = ("background", "reference")
 TEXT_KEYS = ("format_version", "source_sha256", "source_name", "weights_sha256")
+INT8_SUFFIX = ".int8.onnx"  # an export's int8 twin, beside it
 
 
 def metadata(payload: dict) -> dict[str, str]:
@@ -58,8 +67,7 @@ def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(path, "file not found")
     try:
-        session = ort.InferenceSession(str(path), session_options(),
-                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        session = open_session(path)
     except Exception as e:  # ONNX Runtime raises its own types for damaged or foreign files
         raise CheckpointError(path, f"unreadable ONNX model: {first_line(e)}") from e
     payload = _parse_metadata(path, session.get_modelmeta().custom_metadata_map)
@@ -77,24 +85,145 @@ def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
     )
 
 
+def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """An ONNX Runtime session of the model at `path` with the engine's options."""
+    return ort.InferenceSession(str(path), session_options(threads),
+                                providers=["CPUExecutionProvider"])  # fmt: skip
+
+
+def onnx_encoder(checkpoint: Checkpoint, requested: str, threads: int = 0) -> OnnxEncoder:
+    """The checkpoint's export (and int8 twin) on ONNX Runtime, each call on every usable core
+    or on `threads` cores (a session of its own)."""
+    session = open_session(checkpoint.onnx_path, threads) if threads else checkpoint.model
+    int8 = load_int8(checkpoint, session, threads) if requested in ("auto", "int8") else None
+    return OnnxEncoder(session, requested, int8=int8, reference=checkpoint.reference)
+
+
 class OnnxEncoder:
     """An export's inference: log-mel float32 (n, 1, N_MELS, N_FRAMES) → fingerprints float32
-    (n, d). ONNX Runtime's run() is thread-safe. Float32 only: measured here, its output is
-    the torch float32 model's on the probe signal to cosine 0.99999994 (the shipped d = 128;
-    tests/test_onnx.py holds it to 0.999 on real music)."""
+    (n, d). ONNX Runtime's run() is thread-safe; the only state is the one-way switch from int8
+    back to float32. Float32 is the torch float32 model's output on the probe signal to cosine
+    0.99999994 (the shipped d = 128; tests/test_onnx.py holds it to 0.999 on real music); int8
+    (`int8`, the export's twin) runs where chosen by choose_onnx_precision."""
 
-    def __init__(self, session: ort.InferenceSession, requested: str) -> None:
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        requested: str,
+        *,
+        int8: ort.InferenceSession | None = None,
+        reference: np.ndarray | None = None,
+    ) -> None:
+        """`reference`: the checkpoint's float32 fingerprints (15, d) of the probe, if any."""
         self.session = session
+        self.int8 = int8
         self.d = session.get_outputs()[0].shape[1]
-        reason = "ONNX Runtime runs float32"
-        if requested == "bfloat16":
-            reason += f" (bfloat16 is a torch path: {PRECISION_ENV} with NFP_BACKEND=torch)"
-        self.precision = Precision(requested, "float32", reason)
+        self.precision = choose_onnx_precision(self, requested, reference)
 
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         if not len(mel):
             return np.empty((0, self.d), np.float32)
-        return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(mel, np.float32)})[0]
+        mel = np.ascontiguousarray(mel, np.float32)
+        if self.precision.chosen != "int8":
+            return _run(self.session, mel)
+        fp = _run(self.int8, mel)
+        if np.isfinite(fp).all():
+            return fp
+        log.warning("int8 fingerprints were not finite; switching to float32")
+        self.precision = Precision(self.precision.requested, "float32",
+                                   "int8 gave non-finite fingerprints at run time")  # fmt: skip
+        return _run(self.session, mel)
+
+    def probe(self, path: str) -> np.ndarray:
+        """Fingerprints (15, d) of the probe signal on `path` (float32 or int8), no fallback."""
+        return _run(self.session if path == "float32" else self.int8, probe_mel())
+
+
+def _run(session: ort.InferenceSession, mel: np.ndarray) -> np.ndarray:
+    return session.run([OUTPUT], {INPUT: mel})[0]
+
+
+# One probe per loaded int8 model, not one per Fingerprinter made from it.
+_DECISIONS: weakref.WeakKeyDictionary[ort.InferenceSession, Precision] = weakref.WeakKeyDictionary()
+
+
+def choose_onnx_precision(
+    encoder: OnnxEncoder, requested: str, reference: np.ndarray | None
+) -> Precision:
+    """float32 unless int8 is requested, or asked for by auto and proven by the probe: every
+    row finite, within cosine MIN_COSINE of float32 and nearest to its own float32 row. The
+    checkpoint's reference is float32 fingerprints of that very probe, so where there is one
+    it stands in for running float32 here."""
+    if requested in ("float32", "bfloat16"):
+        reason = f"float32 requested ({PRECISION_ENV})" if requested == "float32" else (
+            f"bfloat16 is a torch path: {PRECISION_ENV} with NFP_BACKEND=torch")  # fmt: skip
+        return Precision(requested, "float32", reason)
+    if encoder.int8 is None:
+        return Precision(requested, "float32", "the export has no int8 twin")
+    if requested == "int8":
+        return Precision(requested, "int8", f"int8 requested ({PRECISION_ENV})")
+    if encoder.int8 not in _DECISIONS:
+        target = reference if reference is not None else encoder.probe("float32")
+        _DECISIONS[encoder.int8] = _probe_int8(encoder.probe("int8"), target)
+    return _DECISIONS[encoder.int8]
+
+
+def _probe_int8(fingerprints: np.ndarray, float32: np.ndarray) -> Precision:
+    cosine = min_cosine(fingerprints, float32)
+    if cosine >= MIN_COSINE and same_neighbours(fingerprints, float32):
+        return Precision("auto", "int8", f"int8 passed the probe (cosine {cosine:.4f})")
+    if np.isnan(cosine):
+        found = "non-finite output"
+    elif cosine < MIN_COSINE:
+        found = f"cosine {cosine:.3f} to float32"
+    else:
+        found = "nearest neighbours differ from float32's"
+    return Precision("auto", "float32", f"int8 failed the probe ({found})")
+
+
+def int8_path(export: Path) -> Path:
+    """Where an export's int8 twin is kept (engine.quantize makes it)."""
+    return export.with_name(export.name.removesuffix(".onnx") + INT8_SUFFIX)
+
+
+def has_int8_twin(checkpoint: Path) -> bool:
+    """Whether the checkpoint (a .pt or its export) has an int8 twin beside its export."""
+    return int8_path(Path(checkpoint).with_suffix(".onnx")).is_file()
+
+
+# The int8 twin of each float32 session, opened once with the same thread count.
+_TWINS: weakref.WeakKeyDictionary[ort.InferenceSession, ort.InferenceSession | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def load_int8(
+    checkpoint: Checkpoint, session: ort.InferenceSession | None = None, threads: int = 0
+) -> ort.InferenceSession | None:
+    """The int8 twin of the checkpoint's export, if it has one made from these very weights,
+    for the float32 `session` (default: the checkpoint's) on `threads` cores (0: every usable
+    one); None otherwise (a damaged or stale twin is logged and not used)."""
+    session = checkpoint.model if session is None else session
+    if session not in _TWINS:
+        _TWINS[session] = _open_twin(checkpoint, threads)
+    return _TWINS[session]
+
+
+def _open_twin(checkpoint: Checkpoint, threads: int) -> ort.InferenceSession | None:
+    path = int8_path(checkpoint.onnx_path) if checkpoint.onnx_path else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        session = open_session(path, threads)
+        meta = session.get_modelmeta().custom_metadata_map
+        _check_signature(path, session, checkpoint.d)
+    except Exception as e:  # ONNX Runtime raises its own types for damaged files
+        log.warning("%s: unreadable int8 model, not used (%s)", path, first_line(e))
+        return None
+    if meta.get(PREFIX + "weights_sha256") != checkpoint.weights_sha256:
+        log.warning("%s: made from other weights than %s; not used", path, checkpoint.path.name)
+        return None
+    return session
 
 
 def session_options(threads: int = 0) -> ort.SessionOptions:

@@ -44,3 +44,10 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
         return float("nan")
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return float(np.min(np.einsum("nd,nd->n", a, b) / np.maximum(norms, 1e-12)))
+
+
+def same_neighbours(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether each row of fingerprints a (n, d) is nearest (inner product) to the same row of
+    b (n, d) as that row of b is: a numeric path that moves fingerprints must not move which
+    stored segment answers."""
+    return bool(np.array_equal(np.argmax(a @ b.T, axis=1), np.argmax(b @ b.T, axis=1)))

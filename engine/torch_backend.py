@@ -223,6 +223,8 @@ def choose_precision(encoder: TorchEncoder, requested: str) -> Precision:
         return Precision(requested, "float32", f"float32 requested ({PRECISION_ENV})")
     if requested == "bfloat16":
         return Precision(requested, "bfloat16", f"bfloat16 requested ({PRECISION_ENV})")
+    if requested == "int8":
+        return Precision(requested, "float32", "int8 is an ONNX Runtime path (NFP_BACKEND=onnx)")
     cached = _DECISIONS.get(encoder.model)
     if cached is not None:
         return cached

@@ -7,14 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QApplication
-
 from engine.threads import apply_thread_policy
-from nfp_desktop.context import AppContext
-from nfp_desktop.main_window import MainWindow
-from nfp_desktop.preferences import APPLICATION, ORGANIZATION
-from nfp_desktop.widgets import app_icon
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +21,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from nfp_desktop.selftest import run_self_test
 
         return run_self_test()
+    return _run_app(args)
+
+
+def _run_app(args: argparse.Namespace) -> int:
+    # Qt is imported here, not at the top: once PySide6 is loaded it checks the source of every
+    # module imported after it (its __feature__ hook), 80 ms of the self-test's imports here, so
+    # the self-test loads the engine first and Qt last.
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from nfp_desktop.context import AppContext
+    from nfp_desktop.main_window import MainWindow
+    from nfp_desktop.preferences import APPLICATION, ORGANIZATION
+    from nfp_desktop.widgets import app_icon
+
     qt_app = QApplication.instance() or QApplication([sys.argv[0], *args.qt_args])
     qt_app.setOrganizationName(ORGANIZATION)
     qt_app.setApplicationName(APPLICATION)

@@ -34,7 +34,7 @@ class Preferences:
     data_dir: str = field(default_factory=lambda: str(default_data_dir()))
     folders: list[str] = field(default_factory=list)  # music folders in the library
     continuous: bool = True  # keep listening after a match
-    precision: str = "auto"  # the encoder's numeric path: auto (probed), float32 or bfloat16
+    precision: str = "auto"  # the encoder's numeric path: auto (probed), float32, bfloat16, int8
     close_to_tray: bool = False  # closing the window while listening keeps listening in the tray
     notify: bool = True  # a desktop notification for each new match
 

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from engine.checkpoint import DEFAULT_CHECKPOINT, pt_backend
 from engine.errors import NfpError
 from engine.mic import InputDevice, input_devices
+from engine.onnx_backend import has_int8_twin
 from nfp_desktop.preferences import (
     CheckpointChoice,
     Preferences,
@@ -34,12 +35,14 @@ from nfp_desktop.preferences import (
 )
 
 CHOOSE_FILE = "Choose a file…"
-# Bfloat16 is only ever used where a probe proves it right on this machine (engine.fingerprint).
+# A fast path (bfloat16 on torch, an int8 twin on ONNX Runtime) is only ever chosen where a probe
+# proves it right on this machine (engine.fingerprint); forcing one skips the probe.
 DIALOG_WIDTH = 560
 PRECISION_CHOICES = (
     ("auto", "Automatic (fastest that is right on this computer)"),
     ("float32", "float32 (always right, slower)"),
     ("bfloat16", "bfloat16 (forced, even where the self-test finds it wrong)"),
+    ("int8", "int8 (forced, even where the self-test finds it wrong)"),
 )
 REINDEX_NOTE = (
     "A different model makes different fingerprints: the library must be re-indexed. "
@@ -94,22 +97,14 @@ class SettingsDialog(QDialog):
         browse.clicked.connect(self._browse_data_dir)
         self.checkpoint_error = _note("")
         self.precision_combo = QComboBox()
-        for value, label in PRECISION_CHOICES:
-            self.precision_combo.addItem(label, value)
-        self.precision_combo.setCurrentIndex(
-            max(0, self.precision_combo.findData(self._prefs.precision))
-        )
 
-        form = QFormLayout()
+        form = self._form = QFormLayout()
         form.setSpacing(10)
         form.addRow("Recognition model:", self.checkpoint_combo)
         form.addRow("", self.checkpoint_error)
         form.addRow("Fingerprint size:", self.dimension_combo)
         form.addRow("", self.reindex_label)
         form.addRow("Encoder precision:", self.precision_combo)
-        # Only torch has a faster numeric path; on ONNX Runtime (the default) the choice does
-        # nothing, so it is not offered.
-        form.setRowVisible(self.precision_combo, pt_backend() == "torch")
         form.addRow("Input device:", _row(self.device_combo, self.refresh_button))
         self.tray_box = QCheckBox("Closing the window keeps listening in the system tray")
         self.tray_box.setChecked(self._prefs.close_to_tray)
@@ -157,7 +152,23 @@ class SettingsDialog(QDialog):
         if choice is not None:
             self.dimension_combo.setCurrentIndex(self.dimension_combo.findData(choice.d))
         self.reindex_label.setVisible(choice is not None and choice.path != self._initial)
+        self._sync_precision(choice)
         self.adjustSize()  # the note's lines need room: QFormLayout does not grow the dialog
+
+    def _sync_precision(self, choice: CheckpointChoice | None) -> None:
+        """Offer the fast path the selected checkpoint has here: bfloat16 on torch, int8 where
+        an int8 twin sits beside its export; with neither, the choice does nothing and is
+        hidden. The saved choice stays among them, so a hidden row never changes it."""
+        kept = self.precision_combo.currentData() or self._prefs.precision
+        fast = "bfloat16" if pt_backend() == "torch" else None
+        if fast is None and choice is not None and has_int8_twin(choice.path):
+            fast = "int8"
+        self.precision_combo.clear()
+        for value, label in PRECISION_CHOICES:
+            if value in ("auto", "float32", fast, self._prefs.precision):
+                self.precision_combo.addItem(label, value)
+        self.precision_combo.setCurrentIndex(max(0, self.precision_combo.findData(kept)))
+        self._form.setRowVisible(self.precision_combo, fast is not None)
 
     def _on_checkpoint_activated(self, row: int) -> None:
         if self.checkpoint_combo.itemData(row) is None:

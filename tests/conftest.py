@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from audio_files import music_folder, music_like, write_audio
 
 from engine.checkpoint import load_checkpoint
+from engine.cli import main
 from engine.encoders import EncoderConfig, build_encoder
 from engine.torch_backend import save_checkpoint
 
@@ -88,3 +89,12 @@ def music_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def eight_tracks(tmp_path: Path) -> Path:
     return music_folder(tmp_path / "eight", 8, 20.0, first_seed=100)
+
+
+@pytest.fixture
+def real_db(tmp_path: Path, music_dir: Path, capsys) -> Path:
+    """The generated tracks indexed with the real shipped checkpoint: confident answers."""
+    db = tmp_path / "real-db"
+    assert main(["index", str(music_dir), "--db", str(db)]) == 0
+    capsys.readouterr()
+    return db

@@ -1,9 +1,11 @@
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from audio_files import FORMATS, write_audio
 
+from engine import audio as audio_module
 from engine.audio import (
     HOP_SAMPLES,
     SAMPLE_RATE,
@@ -74,6 +76,30 @@ def test_truncated_file_keeps_its_decodable_start(tmp_path: Path):
     path.write_bytes(data[: len(data) // 2])
     audio = load_audio(path)
     assert 2.0 < len(audio) / SAMPLE_RATE < 4.0
+
+
+@pytest.mark.parametrize("name", ["album/one.flac", "album/two.mp3", "three.ogg"])
+def test_files_resampled_in_blocks_give_the_samples_of_frame_by_frame(music_dir, name):
+    """Libraries indexed before blocks were resampled hold the very same fingerprints."""
+    with av.open(str(music_dir / name)) as container:
+        resampler = Resampler()
+        chunks = [resampler.frames(f) for f in container.decode(container.streams.audio[0])]
+    frame_by_frame = np.concatenate([*chunks, resampler.frames(None)])
+    np.testing.assert_array_equal(load_audio(music_dir / name), frame_by_frame)
+
+
+def test_frames_decoded_before_an_error_still_come_out():
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, 1000), np.float32), format="flt", layout="mono")
+    frame.sample_rate = 44100
+
+    def decode():
+        yield from [frame] * 3
+        raise av.error.InvalidDataError(1094995529, "Invalid data found")
+
+    runs = audio_module._frame_runs(decode())
+    assert len(next(runs)) == 3
+    with pytest.raises(av.error.InvalidDataError):
+        next(runs)
 
 
 def test_resampler_blocks_join_like_one_piece():

@@ -33,15 +33,6 @@ def db(tmp_path: Path, music_dir: Path, shipped: Path, capsys) -> Path:
     return db
 
 
-@pytest.fixture
-def real_db(tmp_path: Path, music_dir: Path, capsys) -> Path:
-    """The generated tracks indexed with the real shipped checkpoint: confident answers."""
-    db = tmp_path / "real-db"
-    assert main(["index", str(music_dir), "--db", str(db)]) == 0
-    capsys.readouterr()
-    return db
-
-
 def test_index_reports_counts(tmp_path, music_dir, shipped, capsys):
     assert main(["index", str(music_dir), "--db", str(tmp_path / "db")]) == 0
     out = capsys.readouterr().out

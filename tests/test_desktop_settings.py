@@ -172,7 +172,8 @@ def test_encoder_precision_is_a_setting_that_survives_a_restart(qtbot, tmp_path,
 
 
 def test_the_precision_choice_is_offered_only_where_it_does_something(qtbot, monkeypatch) -> None:
-    """ONNX Runtime (the default) runs float32 only; torch has the probed bfloat16 path."""
+    """ONNX Runtime (the default) runs float32 only, unless an int8 twin sits beside the export;
+    torch has the probed bfloat16 path."""
     dialog = SettingsDialog(Preferences(), list_devices=lambda: [])
     qtbot.addWidget(dialog)
     dialog.show()
@@ -182,3 +183,17 @@ def test_the_precision_choice_is_offered_only_where_it_does_something(qtbot, mon
     qtbot.addWidget(on_torch)
     on_torch.show()
     assert on_torch.precision_combo.isVisible()
+
+
+def test_an_int8_twin_beside_the_selected_export_offers_int8(qtbot, tmp_path) -> None:
+    pt = spectral_checkpoint_file(tmp_path / "nfp-scnn-d128.pt", d=128)
+    other = spectral_checkpoint_file(tmp_path / "nfp-scnn-d64.pt", d=64)
+    (tmp_path / "nfp-scnn-d128.int8.onnx").write_bytes(b"")  # only its presence counts here
+    dialog = make_dialog(qtbot, Preferences(), [pt, other])
+    dialog.show()
+    combo = dialog.precision_combo
+    assert combo.isVisible()
+    assert [combo.itemData(i) for i in range(combo.count())] == ["auto", "float32", "int8"]
+    dialog.checkpoint_combo.setCurrentIndex(1)
+    dialog.checkpoint_combo.activated.emit(1)
+    assert not combo.isVisible()

@@ -1,5 +1,7 @@
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 from audio_files import music_like, write_audio
 from conftest import TRACK_SECONDS, make_tiny_checkpoint
 
+from engine import parallel
 from engine.audio import load_audio
 from engine.checkpoint import load_checkpoint
 from engine.cli import main as cli_main
@@ -20,6 +23,7 @@ from engine.errors import (
 from engine.fingerprint import Fingerprinter
 from engine.library import Library
 from engine.recognize import Recognizer
+from engine.scan import scan_folder
 from engine.store import VectorStore
 from engine.torch_backend import load_torch, save_checkpoint
 
@@ -225,3 +229,32 @@ def test_skip_reasons_are_kept_with_the_library_until_the_file_is_fixed(
     with Library(tmp_path / "db") as library:
         run_update(library, music, fingerprinter)
         assert library.skipped() == [] and len(library) == 4
+
+
+def test_files_are_fingerprinted_one_per_core_and_stored_in_file_order(
+    music, tiny_checkpoint, monkeypatch
+):
+    """engine.parallel.LocalSource: files run side by side (each encoder call on one core), yet
+    come back in file order, each with its own outcome."""
+    files = sorted(scan_folder(music).files, key=lambda f: f.path)
+    real, running, most = parallel.fingerprint_file, set(), [0]
+
+    def slow_first(path, fingerprinter, stored_digests):
+        running.add(threading.get_ident())
+        most[0] = max(most[0], len(running))
+        time.sleep(0.3 if path == files[0].path else 0.05)  # the first file finishes last
+        try:
+            if path == files[1].path:
+                raise OSError("boom")
+            return real(path, fingerprinter, stored_digests)
+        finally:
+            running.discard(threading.get_ident())
+
+    monkeypatch.setattr(parallel, "fingerprint_file", slow_first)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+    source = parallel.LocalSource(Fingerprinter(tiny_checkpoint))
+    outcomes = list(source.fingerprints(files, frozenset()))
+    assert [f.path for f, _ in outcomes] == [f.path for f in files]
+    assert isinstance(outcomes[1][1], OSError)
+    assert all(not isinstance(o, Exception) for _, o in outcomes[:1] + outcomes[2:])
+    assert most[0] == 2

@@ -1,7 +1,8 @@
 """`nfp train …` and `nfp eval …`: registered into the engine's `nfp` command by entry points.
 
-engine/cli.py finds `register_train` and `register_eval` in the "nfp.commands" entry-point group and
-calls each with its argparse subparsers; each handler returns an exit code. `python -m training.cli`
+engine/plugins.py finds `register_train` and `register_eval` in the "nfp.commands" entry-point group
+and calls the one whose command runs with its argparse subparsers (`nfp --help` lists both without
+loading them); each handler returns an exit code. `python -m training.cli`
 runs the same commands without the engine's front end.
 """
 

@@ -1,0 +1,141 @@
+"""Whole processes, as a user waits for them: `nfp identify` of a 5 s file, `nfp index` of a
+music folder and `nfp-desktop --self-test`, each run several times from a fresh process.
+
+Per command: the median and smallest wall time, the median CPU time (user + system, from the
+kernel's resource usage of the child, as /usr/bin/time reports it) and the peak resident memory;
+for indexing also hours of audio per wall hour of the whole process. One untimed run first
+writes the bytecode caches and fills the file cache, as on a user's second run. The library
+indexes --tracks of Debian's Wesnoth music; the query is 5 s cut from the first of them.
+Usage: python bench/bench_process.py [--runs 5] [--tracks 10] [--precision auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+from common import real_tracks, report
+
+from engine.audio import SAMPLE_RATE, load_audio
+
+QUERY_S = 5.0
+QUERY_START_S = 30.0
+SUMMARY = re.compile(r"\(([\d.]+) h of audio in")  # nfp index's summary line
+
+
+def command(name: str) -> list[str]:
+    """This environment's console script `name` (what a user types), else its module."""
+    script = Path(sys.executable).with_name(name)
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", {"nfp": "engine.cli", "nfp-desktop": "nfp_desktop.app"}[name]]
+
+
+def child_env(precision: str) -> dict[str, str]:
+    """The user's environment: bytecode caches written and read, the chosen precision, Qt
+    offscreen where there is no display."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["NFP_PRECISION"] = precision
+    if not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")):
+        env["QT_QPA_PLATFORM"] = "offscreen"
+    return env
+
+
+def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """(wall s, CPU s, peak RSS MB, stdout) of one whole process; exits if it fails."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
+        wall = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if child.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)}: exit {child.returncode}: {err.read()[-500:]!r}")
+        cpu = usage.ru_utime + usage.ru_stime
+        return wall, cpu, usage.ru_maxrss / 1024, out.read().decode()
+
+
+def timed_runs(
+    name: str, warm_up: list[str], argvs: list[list[str]], env: dict[str, str]
+) -> tuple[dict, list[str]]:
+    """One untimed run of `warm_up`, then one timed run of each of argvs: a row, and each
+    run's stdout."""
+    run_once(warm_up, env)
+    runs = [run_once(argv, env) for argv in argvs]
+    walls = [r[0] for r in runs]
+    row = {
+        "command": name,
+        "runs": len(runs),
+        "wall_s_median": round(statistics.median(walls), 3),
+        "wall_s_min": round(min(walls), 3),
+        "cpu_s_median": round(statistics.median(r[1] for r in runs), 3),
+        "peak_rss_MB": round(max(r[2] for r in runs)),
+    }
+    return row, [r[3] for r in runs]
+
+
+def write_query(track: Path, out: Path) -> Path:
+    """QUERY_S of `track` from QUERY_START_S as a 16-bit mono WAV at SAMPLE_RATE."""
+    audio = load_audio(track)
+    start = min(int(QUERY_START_S * SAMPLE_RATE), max(0, len(audio) - int(QUERY_S * SAMPLE_RATE)))
+    clip = audio[start : start + int(QUERY_S * SAMPLE_RATE)]
+    with wave.open(str(out), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(SAMPLE_RATE)
+        f.writeframes((np.clip(clip, -1, 1) * 32767).astype("<i2").tobytes())
+    return out
+
+
+def index_row(folder: Path, work: Path, runs: int, env: dict[str, str]) -> tuple[dict, Path]:
+    """Index `folder` into a fresh library per run; the row and the last library."""
+    dbs = [work / f"db{i}" for i in range(runs + 1)]
+    argvs = [[*command("nfp"), "index", str(folder), "--db", str(db)] for db in dbs]
+    name = f"nfp index ({len(list(folder.iterdir()))} tracks)"
+    row, outputs = timed_runs(name, argvs[0], argvs[1:], env)
+    hours = float(SUMMARY.search(outputs[-1]).group(1))
+    row["audio_h"] = hours
+    row["x_real_time_whole_process"] = round(hours * 3600 / row["wall_s_median"])
+    return row, dbs[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs of each command")
+    parser.add_argument("--tracks", type=int, default=10, help="Wesnoth tracks to index")
+    parser.add_argument("--precision", default="auto", help="NFP_PRECISION for every run")
+    args = parser.parse_args()
+    env = child_env(args.precision)
+    with tempfile.TemporaryDirectory(prefix="nfp-bench-") as tmp:
+        work = Path(tmp)
+        folder = work / "music"
+        folder.mkdir()
+        tracks = real_tracks(args.tracks)
+        for track in tracks:
+            shutil.copy(track, folder / track.name)
+        index, db = index_row(folder, work, args.runs, env)
+        query = write_query(tracks[0], work / "ONE.wav")
+        identify = [*command("nfp"), "identify", str(query), "--db", str(db)]
+        selftest = [*command("nfp-desktop"), "--self-test"]
+        rows = [
+            timed_runs("nfp identify ONE.wav (5 s)", identify, [identify] * args.runs, env)[0],
+            index,
+            timed_runs("nfp-desktop --self-test", selftest, [selftest] * args.runs, env)[0],
+        ]
+    report("process", rows, {"precision_requested": args.precision})
+
+
+if __name__ == "__main__":
+    main()
