@@ -122,17 +122,19 @@ def onnx_exports(path: Path, sha256: str) -> list[Path]:
 
 
 def _load_export(path: Path, *, fall_back_to_torch: bool) -> Checkpoint:
-    """The .pt's current export on ONNX Runtime, made and cached first if there is none."""
+    """The .pt's current export on ONNX Runtime, made and cached first if there is none (or
+    only refused ones: an export is used only once verified against its .pt)."""
     from engine.onnx_backend import load_onnx
 
     sha256 = file_sha256(path)
-    current = current_export(path, sha256)
+    refused: list[str] = []
+    current = current_export(path, sha256, refused)
     if current is not None:
         return current
     if not _importable("torch"):
-        raise CheckpointError(path, "has no ONNX export made from it, and torch is not "
-                                    f"installed to make one: run `nfp export {path}` where "
-                                    "it is")  # fmt: skip
+        why = f"its ONNX export was refused ({refused[0]})" if refused else "has no ONNX export"
+        raise CheckpointError(path, f"{why}, and torch is not installed to make one: run "
+                                    f"`nfp export {path}` where it is")  # fmt: skip
     from engine.export import export_onnx
 
     target = onnx_exports(path, sha256)[1]
@@ -141,29 +143,35 @@ def _load_export(path: Path, *, fall_back_to_torch: bool) -> Checkpoint:
     except CheckpointError as e:
         if not fall_back_to_torch:
             raise
-        log.warning("%s; running it on torch", e)
         from engine.torch_backend import load_torch
 
-        return load_torch(path)
+        checkpoint = load_torch(path)  # a .pt torch refuses is that error, without the warning
+        log.warning("%s; running it on torch", e)
+        return checkpoint
     return load_onnx(target, source=path)
 
 
-def current_export(path: Path, sha256: str) -> Checkpoint | None:
-    """The .pt's export made from this very file (file hash `sha256`), loaded for inference
-    (opening it is what reads its metadata), or None."""
-    from engine.onnx_backend import load_onnx
+def current_export(path: Path, sha256: str, refused: list[str] | None = None) -> Checkpoint | None:
+    """The .pt's export made from this very file (file hash `sha256`) and verified against it
+    (engine.onnx_backend.verify_export), loaded for inference, or None. Why each export found
+    was refused is logged and added to `refused`."""
+    from engine.onnx_backend import load_onnx, verify_export
 
     for export in onnx_exports(path, sha256):
         if not export.is_file():
             continue
         try:
             checkpoint = load_onnx(export, source=path)
+            if checkpoint.sha256 != sha256:
+                log.info("%s: exported from another version of %s; not used", export, path.name)
+                continue
+            verify_export(checkpoint, path)
         except CheckpointError as e:
-            log.warning("%s", e)
+            log.warning("%s; not used", e)
+            if refused is not None:
+                refused.append(str(e))
             continue
-        if checkpoint.sha256 == sha256:
-            return checkpoint
-        log.info("%s: exported from another version of %s; not used", export, path.name)
+        return checkpoint
     return None
 
 

@@ -25,6 +25,8 @@ from engine.checkpoint import (
 from engine.errors import CheckpointError
 from engine.features import N_FRAMES, N_MELS
 from engine.fingerprint import PRECISION_ENV, Precision
+from engine.probe import min_cosine, probe_mel
+from engine.pt_reader import read_pt_payload, weights_digest
 from engine.threads import usable_cores
 
 INPUT = "mel"  # float32 (n, 1, N_MELS, N_FRAMES)
@@ -33,6 +35,7 @@ PREFIX = "nfp."  # the metadata keys the engine owns
 JSON_KEYS = ("encoder_config", "training", "evaluation")
 ARRAY_KEYS = ("background", "reference")
 TEXT_KEYS = ("format_version", "source_sha256", "source_name", "weights_sha256")
+MIN_EXPORT_COSINE = 0.999  # ONNX Runtime against torch's float32 reference, on the probe
 
 
 def metadata(payload: dict) -> dict[str, str]:
@@ -75,6 +78,58 @@ def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
         model=session,
         onnx_path=path,
     )
+
+
+def verify_export(export: Checkpoint, source: Path) -> None:
+    """Refuse (CheckpointError naming the export) an export that is not its .pt's: metadata
+    that differs from the .pt's (config, weights' hash, training, evaluation and calibration,
+    background, reference), or a network whose fingerprints of the probe are not the .pt's
+    reference. Reads the .pt without torch (engine.pt_reader)."""
+    payload = read_pt_payload(source)
+    config = parse_config(source, payload)
+    stored = checkpoint_from_payload(source, payload, config, sha256="", weights_sha256="",
+                                     backend="", model=None)  # fmt: skip
+    differs = _differing_metadata(export, stored, weights_digest(config, payload["state_dict"]))
+    if differs:
+        raise CheckpointError(export.onnx_path, f"its {differs} differ from {source.name}'s: "
+                              "edited or made from another checkpoint")  # fmt: skip
+    if stored.reference is None:
+        return  # a .pt older than reference fingerprints: its metadata is all there is to check
+    cosine = min_cosine(OnnxEncoder(export.model, "float32")(probe_mel()), stored.reference)
+    if not cosine >= MIN_EXPORT_COSINE:
+        cause = f"cosine {cosine:.4f} < {MIN_EXPORT_COSINE} on the probe"
+        raise CheckpointError(
+            export.onnx_path, f"its network disagrees with {source.name} ({cause})"
+        )
+
+
+def _differing_metadata(export: Checkpoint, stored: Checkpoint, weights_sha256: str) -> str:
+    """The names of the export's metadata that are not the .pt's, joined, or ''."""
+    same = {
+        "encoder config": export.config.to_dict() == stored.config.to_dict(),
+        "weights' hash": export.weights_sha256 == weights_sha256,
+        "training facts": _canonical(export.training) == _canonical(stored.training),
+        "evaluation and calibration": _canonical(export.evaluation)
+        == _canonical(stored.evaluation),
+        "background": _same_rows(export.background, stored.background, np.float16),
+        "reference": _same_rows(export.reference, stored.reference, np.float32),
+    }
+    return ", ".join(name for name, ok in same.items() if not ok)
+
+
+def _canonical(data: dict) -> str:
+    """Plain data as the export stores it (a JSON round trip), comparable as text (NaN too)."""
+    try:
+        return json.dumps(json.loads(json.dumps(data or {})), sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(data)
+
+
+def _same_rows(exported: np.ndarray | None, stored: np.ndarray | None, kept_as: type) -> bool:
+    """Whether the export's rows are the .pt's as the export keeps them (background: float16)."""
+    if exported is None or stored is None:
+        return exported is None and stored is None
+    return np.array_equal(exported, np.asarray(stored, kept_as).astype(np.float32))
 
 
 class OnnxEncoder:

@@ -9,7 +9,7 @@ import numpy as np
 
 from engine.audio import HOP_S, SAMPLE_RATE, SEGMENT_S, frame_segments
 from engine.checkpoint import Checkpoint
-from engine.fingerprint import Fingerprinter
+from engine.fingerprint import Fingerprinter, require_reference
 from engine.library import Library
 from engine.scoring import EVIDENCE_TIE, QUERY_SHIFTS_S, SILENCE_RMS, Scoring
 from engine.search import CONFIDENCE_THRESHOLD, Match, SequenceMatch, noise_floor
@@ -68,6 +68,7 @@ class Recognizer:
             library.check_checkpoint(checkpoint)
         self.shifts_s = shifts_s  # sub-hop starts for file queries; None: by length
         self.fingerprinter = Fingerprinter(checkpoint, precision=precision)
+        require_reference(self.fingerprinter)  # what `nfp info` checks, once per load
         self.calibration = checkpoint.evaluation.get("calibration")
         self.scoring = Scoring.from_calibration(self.calibration)  # checked at load
         self.background = checkpoint.background
