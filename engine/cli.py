@@ -23,6 +23,7 @@ from engine.library import (
     Library,
     checkpoint_for_library,
     default_db_dir,
+    music_folder,
 )
 from engine.rebuild import rebuild_library
 from engine.scan import display_path
@@ -197,13 +198,15 @@ def _format_time(seconds: float) -> str:
 # ---- commands --------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
     db = _db_dir(args)
+    # The folder and the checkpoint are checked before anything is made in --db: a refusal
+    # leaves no empty library behind.
+    music_folder(args.folder)
+    checkpoint = _checkpoint_for_index(db, args.checkpoint)
     if args.rebuild:
-        checkpoint = _checkpoint_for_rebuild(db, args.checkpoint)
         with _fingerprint_source(args, checkpoint) as source:
             summary = _run_with_progress(rebuild_library(db, args.folder, source))
     else:
         library = Library(db)
-        checkpoint = checkpoint_for_library(library, args.checkpoint)
         library.check_checkpoint(checkpoint)
         library.remember_checkpoint_path(checkpoint.path)
         with _fingerprint_source(args, checkpoint) as source:
@@ -251,7 +254,7 @@ def _run_with_progress(run) -> IndexSummary:
             bar.close()
 
 
-def _checkpoint_for_rebuild(db: Path, explicit: Path | None):
+def _checkpoint_for_index(db: Path, explicit: Path | None) -> Checkpoint:
     """The explicit checkpoint, else the one the library was built with if it can still be
     read (a damaged library is rebuilt without being read), else the shipped default."""
     from engine.checkpoint import default_checkpoint_path, load_checkpoint
@@ -380,10 +383,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     from engine.fingerprint import Fingerprinter, check_reference
 
     library = _open_library(args)
+    checkpoint = checkpoint_for_library(library)
+    library.check_checkpoint(checkpoint)  # identify's refusals are info's too
     info = library.info()
     info["damaged_tracks"] = len(library.damaged_tracks())
     info["skipped_files"] = len(library.skipped())
-    fingerprinter = Fingerprinter(checkpoint_for_library(library))
+    fingerprinter = Fingerprinter(checkpoint)
     info["backend"] = fingerprinter.checkpoint.backend
     info["precision"] = fingerprinter.precision.to_json()
     info["reference"] = check_reference(fingerprinter)
@@ -394,10 +399,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"{key:>18}: {value}")
         if info["hours"]:
             print(f"{'bytes per hour':>18}: {info['bytes_on_disk'] / info['hours']:,.0f}")
-    if info["damaged_tracks"]:
-        raise library.damaged_error(
-            f"{info['damaged_tracks']} tracks have damaged or missing fingerprints"
-        )
+    library.check_rows()
     if not info["reference"]["ok"]:
         raise NfpError(info["reference"]["message"])
     return 0

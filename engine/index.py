@@ -120,14 +120,10 @@ class VectorIndex:
         if self.spec == "Flat":
             (directory / INDEX_FILE).unlink(missing_ok=True)
         else:
-            tmp = directory / (INDEX_FILE + ".tmp")
-            faiss.write_index(self.index, str(tmp))
-            fsync_replace(tmp, directory / INDEX_FILE)
+            write_atomically(directory / INDEX_FILE, faiss.serialize_index(self.index).tobytes())
         meta = {"spec": self.spec, "n_vectors": len(self), "d": self.d, "store": store,
                 "trained_on": self.trained_on}  # fmt: skip
-        meta_tmp = directory / (INDEX_META + ".tmp")
-        meta_tmp.write_text(json.dumps(meta))
-        fsync_replace(meta_tmp, directory / INDEX_META)
+        write_atomically(directory / INDEX_META, json.dumps(meta).encode())
         self.unsaved = False
 
     @classmethod
@@ -164,9 +160,16 @@ class VectorIndex:
         return loaded
 
 
-def fsync_replace(tmp: Path, final: Path) -> None:
-    """Make a fully written temporary file durable, then put it in place atomically."""
-    with open(tmp, "rb") as f:
+def write_atomically(final: Path, data: bytes) -> None:
+    """Write data to final through a new temporary file beside it (fsynced, then renamed over
+    final). The temporary is made afresh and never through a link: a link planted under its
+    name in a library folder would have nfp write into another user's file."""
+    tmp = final.with_name(final.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
 

@@ -19,35 +19,13 @@ import pytest
 from audio_files import music_like, write_audio
 from library_helpers import nfp, one_line_error, rows_file, run_frozen, tracks_of
 
-from engine.audio import SAMPLE_RATE, load_audio
+from engine.audio import SAMPLE_RATE
 from engine.fingerprint import Fingerprinter
 from engine.library import Library
 from engine.scan import display_path
 from engine.store import LOCK_FILE, REBUILD_DB
 
 LATIN1_NAME = b"caf\xe9 del mar.wav"  # not UTF-8: an old Latin-1 collection
-
-
-@pytest.fixture
-def music(music_dir: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(music_dir, tmp_path / "music"))
-
-
-@pytest.fixture
-def query(music: Path, tmp_path: Path) -> Path:
-    """5 s from 8 s into album/two.mp3."""
-    audio = load_audio(music / "album" / "two.mp3")[8 * SAMPLE_RATE : 13 * SAMPLE_RATE]
-    return write_audio(tmp_path / "query.wav", audio, SAMPLE_RATE)
-
-
-@pytest.fixture
-def db(music: Path, tmp_path: Path, capsys) -> Path:
-    """A library of the three generated tracks, indexed through the `nfp` command with the
-    shipped checkpoint (whose calibration makes its confident answers mean something)."""
-    db = tmp_path / "db"
-    assert nfp("index", music, "--db", db) == 0
-    capsys.readouterr()
-    return db
 
 
 # ---- damaged libraries -----------------------------------------------------------------------
