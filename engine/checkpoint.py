@@ -106,7 +106,7 @@ def load_checkpoint(path: str | Path, backend: str | None = None) -> Checkpoint:
 def pt_backend(backend: str | None = None) -> str:
     """What a .pt runs on here: "torch" when asked for or without ONNX Runtime, else "onnx"."""
     backend = requested_backend(backend)
-    if backend == "torch" or (backend == "auto" and not _importable("onnxruntime")):
+    if backend == "torch" or (backend == "auto" and not onnxruntime_installed()):
         return "torch"
     return "onnx"
 
@@ -184,7 +184,7 @@ def read_config(path: str | Path) -> EncoderConfig:
         from engine.onnx_backend import load_onnx
 
         return load_onnx(path).config
-    if _importable("onnxruntime"):
+    if onnxruntime_installed():
         current = current_export(path, file_sha256(path))
         if current is not None:
             return current.config
@@ -193,6 +193,18 @@ def read_config(path: str | Path) -> EncoderConfig:
     from engine.torch_backend import read_torch_config
 
     return read_torch_config(path)
+
+
+def onnxruntime_installed() -> bool:
+    """Whether ONNX Runtime imports (through engine.onnx_backend, which turns its telemetry
+    off before it starts)."""
+    try:
+        from engine.onnx_backend import runtime
+
+        runtime()
+    except ImportError:
+        return False
+    return True
 
 
 def _importable(module: str) -> bool:

@@ -26,9 +26,9 @@ from engine.library import (
     music_folder,
 )
 from engine.rebuild import rebuild_library
-from engine.scan import display_path
+from engine.scan import display_path, printable
 from engine.threads import apply_thread_policy
-from engine.tracks import DB_FILE
+from engine.tracks import DB_FILE, Track
 
 if TYPE_CHECKING:
     from engine.fingerprint import Fingerprinter
@@ -113,7 +113,7 @@ def _register_plugin(ep, sub) -> None:
     except ModuleNotFoundError:  # the plugin's extra (e.g. `train`) is not installed
         return
     except Exception as e:
-        print(f"nfp: warning: command {ep.name!r} unavailable ({e})", file=sys.stderr)
+        print(printable(f"nfp: warning: command {ep.name!r} unavailable ({e})"), file=sys.stderr)
 
 
 def _positive(text: str) -> int:
@@ -125,16 +125,16 @@ def _positive(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     apply_thread_policy()
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        handlers=[handler])  # fmt: skip
     try:
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # here, not at exit, so that a reader gone away is handled below
         return status
     except NfpError as e:
-        print(f"nfp: error: {e}", file=sys.stderr)
+        print_error(e)
         return 1
     except BrokenPipeError:
         # The reader left (`nfp identify … | head -1`). As the signal module docs advise: point
@@ -146,11 +146,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as e:  # a file or folder the command needed (--db under a file, no access)
         where = f"{e.filename}: " if e.filename is not None else ""
-        print(f"nfp: error: {where}{e.strerror or e}", file=sys.stderr)
+        print_error(f"{where}{e.strerror or e}")
         return 1
     except KeyboardInterrupt:
         print("nfp: interrupted", file=sys.stderr)
         return 130
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log messages (warnings name files) made printable; a traceback under -v stays as is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -188,6 +195,18 @@ def _shard_dirs(args: argparse.Namespace) -> list[Path]:
 
         return read_catalogue(args.catalogue)
     return args.db or [default_db_dir()]
+
+
+def print_error(error: object) -> None:
+    """The one line a failure prints on stderr; names from files and tags made printable."""
+    print(f"nfp: error: {printable(error)}", file=sys.stderr)
+
+
+def track_name(track: Track) -> str:
+    """ "Artist – Title" (or the title alone), printable: as identify, tracklist and listen
+    all show a track."""
+    name = f"{track.artist} – {track.title}" if track.artist else track.title
+    return printable(name)
 
 
 def _format_time(seconds: float) -> str:
@@ -247,7 +266,7 @@ def _run_with_progress(run) -> IndexSummary:
             if bar is None:
                 bar = tqdm(desc="indexing", unit="file", total=step.total, dynamic_ncols=True,
                            file=sys.stderr)  # fmt: skip
-            bar.set_postfix_str(display_path(Path(step.path).name)[:40], refresh=False)
+            bar.set_postfix_str(printable(Path(step.path).name)[:40], refresh=False)
             bar.update(1)
     finally:
         if bar is not None:
@@ -279,9 +298,9 @@ def _print_summary(summary: IndexSummary) -> None:
     if summary.repaired:
         print(f"  repaired {summary.repaired} tracks whose stored fingerprints were damaged")
     for note in summary.notes:
-        print(f"  {display_path(note)}")
+        print(f"  {printable(note)}")
     for path, reason in summary.skipped:
-        print(f"  skipped {display_path(path)}: {reason}")
+        print(printable(f"  skipped {path}: {reason}"))
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
@@ -292,7 +311,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         try:
             audio = load_audio(path)
         except NfpError as e:
-            print(f"nfp: error: {e}", file=sys.stderr)
+            print_error(e)
             failed += 1
             continue
         match = recognizer.identify(audio)
@@ -305,13 +324,12 @@ def cmd_identify(args: argparse.Namespace) -> int:
             }
             print(json.dumps(record, ensure_ascii=False), flush=True)
         elif match:
-            who = f"{match.track.artist} – " if match.track.artist else ""
             print(
-                f"{path}: {who}{match.track.title} at {_format_time(match.offset_s)} "
+                f"{printable(path)}: {track_name(match.track)} at {_format_time(match.offset_s)} "
                 f"(confidence {match.confidence:.2f})"
             )
         else:
-            print(f"{path}: no match")
+            print(f"{printable(path)}: no match")
     return 1 if failed else 0
 
 
@@ -327,11 +345,11 @@ def cmd_tracklist(args: argparse.Namespace) -> int:
         )
         return 0
     if not entries:
-        print(f"{args.file}: no library track found")
+        print(f"{printable(args.file)}: no library track found")
     for e in entries:
         print(
-            f"{_format_time(e.start_s)}–{_format_time(e.end_s)}  {e.track.title}"
-            f"{' – ' + e.track.artist if e.track.artist else ''}  (from {_format_time(e.offset_s)})"
+            f"{_format_time(e.start_s)}–{_format_time(e.end_s)}  {track_name(e.track)}"
+            f"  (from {_format_time(e.offset_s)})"
         )
     return 0
 
@@ -346,11 +364,11 @@ def cmd_listen(args: argparse.Namespace) -> int:
             print("no audio input devices")
         for d in devices:
             mark = "*" if d.is_default else " "
-            print(f"{mark} {d.name} ({d.channels} ch, {d.default_rate:.0f} Hz)")
+            print(f"{mark} {printable(d.name)} ({d.channels} ch, {d.default_rate:.0f} Hz)")
         return 0
     device = resolve_device(args.device)
     matcher = LiveMatcher(_recognizer(args))
-    print(f"listening on {device.name} … (Ctrl+C to stop)", file=sys.stderr)
+    print(f"listening on {printable(device.name)} … (Ctrl+C to stop)", file=sys.stderr)
     last = None
     for block, rate in record_blocks(device):
         state = matcher.push(block, rate)
@@ -370,9 +388,8 @@ def _describe_state(state) -> str:
         )
     m = state.match
     return (
-        f"[{state.heard_s:5.1f} s] {m.track.title} – {m.track.artist or 'unknown artist'} "
-        f"at {_format_time(m.offset_s)} / {_format_time(m.track.duration_s)} "
-        f"(confidence {m.confidence:.2f})"
+        f"[{state.heard_s:5.1f} s] {track_name(m.track)} at {_format_time(m.offset_s)} "
+        f"/ {_format_time(m.track.duration_s)} (confidence {m.confidence:.2f})"
     )
 
 
@@ -396,7 +413,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(info))
     else:
         for key, value in info.items():
-            print(f"{key:>18}: {value}")
+            print(f"{key:>18}: {printable(value)}")
         if info["hours"]:
             print(f"{'bytes per hour':>18}: {info['bytes_on_disk'] / info['hours']:,.0f}")
     library.check_rows()
@@ -411,7 +428,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         raise EmptyLibraryError(db)
     with Library(db) as library:
         removed = library.remove_folder(args.folder)
-    print(f"removed {removed} tracks of {display_path(args.folder)}")
+    print(f"removed {removed} tracks of {printable(args.folder)}")
     return 0
 
 
@@ -423,7 +440,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise NfpError(f"exporting needs torch and onnx (pip install 'nfp[train]'): {e}") from e
     for path in args.checkpoints:
-        print(f"{path}: exported to {export_onnx(path, args.out)}")
+        print(printable(f"{path}: exported to {export_onnx(path, args.out)}"))
     return 0
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 
 from engine.checkpoint import (
     FORMAT_VERSION,
@@ -29,12 +30,16 @@ from engine.probe import min_cosine, probe_mel
 from engine.pt_reader import read_pt_payload, weights_digest
 from engine.threads import usable_cores
 
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
 INPUT = "mel"  # float32 (n, 1, N_MELS, N_FRAMES)
 OUTPUT = "fingerprints"  # float32 (n, d)
 PREFIX = "nfp."  # the metadata keys the engine owns
 JSON_KEYS = ("encoder_config", "training", "evaluation")
 ARRAY_KEYS = ("background", "reference")
 TEXT_KEYS = ("format_version", "source_sha256", "source_name", "weights_sha256")
+TELEMETRY_OFF_ENV = "ORT_DISABLE_TELEMETRY"  # read once, as the runtime starts
 MIN_EXPORT_COSINE = 0.999  # ONNX Runtime against torch's float32 reference, on the probe
 
 
@@ -54,6 +59,17 @@ def metadata(payload: dict) -> dict[str, str]:
     return out
 
 
+def runtime():
+    """ONNX Runtime, started with its telemetry off: by default it writes a device id and an
+    event cache into the home folder (and warns in colour where it cannot), and nfp promises to
+    run offline and record nothing about the machine. The switch is an environment variable
+    the runtime reads when it is first imported, so every import goes through here."""
+    os.environ[TELEMETRY_OFF_ENV] = "1"
+    import onnxruntime
+
+    return onnxruntime
+
+
 def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
     """An export ready for inference; `source` is the .pt it stands for (its path becomes the
     checkpoint's). CheckpointError names the file and the cause."""
@@ -61,7 +77,7 @@ def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(path, "file not found")
     try:
-        session = ort.InferenceSession(str(path), session_options(),
+        session = runtime().InferenceSession(str(path), session_options(),
                                        providers=["CPUExecutionProvider"])  # fmt: skip
     except Exception as e:  # ONNX Runtime raises its own types for damaged or foreign files
         raise CheckpointError(path, f"unreadable ONNX model: {first_line(e)}") from e
@@ -156,7 +172,7 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     """Every core for one call (engine.threads; `threads` > 0 sets the count, for benchmarks),
     and no spinning after it: a spinning pool would take the cores from faiss's search, which
     runs right after each encoder call."""
-    options = ort.SessionOptions()
+    options = runtime().SessionOptions()
     options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

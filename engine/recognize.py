@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator
 from dataclasses import dataclass, replace
 
@@ -187,7 +188,7 @@ class Recognizer:
             end = min(start + TRACKLIST_WINDOW, len(fp))
             if not (plays and plays[-1].extend(start, end, found)):
                 plays.append(_Play(start, end, found, found.confidence))
-        return [self._entry(play, fp, floor) for play in plays]
+        return _without_overlaps([self._entry(play, fp, floor) for play in plays])
 
     def _entry(self, play: _Play, fp: np.ndarray, floor: np.ndarray) -> TracklistEntry:
         """Trim a play to the recording segments whose aligned stored segment beats their floor."""
@@ -204,6 +205,14 @@ class Recognizer:
             offset_s=play.match.offset_s + (first - play.first) * HOP_S,
             confidence=play.confidence,
         )
+
+
+def _without_overlaps(entries: list[TracklistEntry]) -> list[TracklistEntry]:
+    """Entries in order, each ending where the next begins at the latest: a play's last segment
+    reaches a hop past its start, into the next play's first."""
+    trimmed = [replace(e, end_s=max(e.start_s, min(e.end_s, after.start_s)))
+               for e, after in itertools.pairwise(entries)]  # fmt: skip
+    return trimmed + entries[-1:]
 
 
 def shifted_segments(

@@ -5,9 +5,12 @@ docs/reliability.md maps each promise to its test here."""
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from audio_files import music_like, write_audio
 from conftest import make_tiny_checkpoint
 from library_helpers import nfp, one_line_error, rows_file
 from onnx import numpy_helper
 
+from engine.audio import SAMPLE_RATE, load_audio
 from engine.checkpoint import export_cache_dir, file_sha256, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,8 +94,6 @@ def edit_metadata(key: str, edit: Callable[[dict], object]) -> Callable[[onnx.Mo
 
 def zero_background(encoded: dict) -> dict:
     rows = np.zeros(encoded["shape"], np.dtype(encoded["dtype"]))
-    import base64
-
     return {**encoded, "data": base64.b64encode(rows.tobytes()).decode()}
 
 
@@ -194,3 +197,101 @@ def test_indexing_a_folder_that_is_not_there_makes_no_library(tmp_path, capsys, 
     assert nfp("index", tmp_path / folder, "--db", tmp_path / "db") == 1
     one_line_error(capsys, str(tmp_path / folder), "not a folder")
     assert not (tmp_path / "db").exists()
+
+
+# ---- unsafe: hostile tags and names, paths that are URLs or not files, telemetry -------------
+HOSTILE = "\x1b[2J\x1b]0;owned\x07\x1b[31m"  # clear screen, set the window title, turn red
+
+
+@pytest.fixture(scope="module")
+def hostile_library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A library of one track whose tags and file name carry terminal escapes and a newline,
+    and a 5 s query of it (whose own name does too)."""
+    root = tmp_path_factory.mktemp("hostile")
+    music = root / "music"
+    music.mkdir()
+    audio = music_like(20.0, SAMPLE_RATE, 41)
+    tags = {"title": f"Title{HOSTILE}", "artist": "Artist\nnfp: error: fake"}
+    write_audio(music / f"evil{HOSTILE}.flac", audio, SAMPLE_RATE, tags=tags)
+    query = write_audio(root / f"q{HOSTILE}\n.wav", audio[6 * SAMPLE_RATE : 11 * SAMPLE_RATE],
+                        SAMPLE_RATE)  # fmt: skip
+    assert nfp("index", music, "--db", root / "db") == 0
+    return root / "db", query
+
+
+def assert_printable(text: str) -> None:
+    """No control character reaches the terminal but the newlines that end lines."""
+    assert not any(ord(ch) < 32 and ch != "\n" for ch in text), repr(text)
+    assert "\x1b" not in text and "\x07" not in text
+
+
+@pytest.mark.parametrize("command", ["identify", "tracklist", "info", "missing file"])
+def test_tags_and_names_never_reach_the_terminal_raw(hostile_library, capsys, command):
+    db, query = hostile_library
+    capsys.readouterr()
+    args = {
+        "identify": ("identify", query),
+        "tracklist": ("tracklist", query),
+        "info": ("info",),
+        "missing file": ("identify", query.with_name("gone\n\x1b.wav")),
+    }
+    nfp(*args[command], "--db", db)  # fmt: skip
+    out, err = capsys.readouterr()
+    assert_printable(out + err)
+    if command == "missing file":
+        assert len(err.strip().splitlines()) == 1 and "gone\\x0a\\x1b.wav" in err
+    if command in ("identify", "tracklist"):
+        assert "Artist\\x0anfp: error: fake – Title\\x1b[2J" in out, out
+
+
+def test_identify_and_tracklist_name_a_track_alike(db, query, capsys):
+    assert nfp("identify", query, "--db", db) == 0
+    assert nfp("tracklist", query, "--db", db) == 0
+    identified, listed = capsys.readouterr().out.strip().splitlines()
+    assert "Test Artist – Two at" in identified and "  Test Artist – Two  (from" in listed
+
+
+def test_track_list_segments_never_overlap(db, music, tmp_path, capsys):
+    one = load_audio(music / "album" / "one.flac")[: 12 * SAMPLE_RATE]
+    two = load_audio(music / "album" / "two.mp3")[: 12 * SAMPLE_RATE]
+    mix = write_audio(tmp_path / "mix.wav", np.concatenate([one, two]), SAMPLE_RATE)
+    assert nfp("tracklist", mix, "--db", db, "--json") == 0
+    tracks = json.loads(capsys.readouterr().out)["tracks"]
+    assert [t["title"] for t in tracks] == ["One", "Two"]
+    assert all(a["end_s"] <= b["start_s"] for a, b in itertools.pairwise(tracks))
+
+
+@pytest.mark.parametrize("name", ["tcp:127.0.0.1:{port}", "pipe:0", "concat:x.wav|y.wav"])
+def test_a_query_named_like_a_url_is_read_as_a_file(db, query, tmp_path, monkeypatch, capsys,
+                                                    name):  # fmt: skip
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        named = tmp_path / name.format(port=listener.getsockname()[1])
+        shutil.copy(query, named)
+        monkeypatch.chdir(tmp_path)
+        assert nfp("identify", named.name, "--db", db, "--json") == 0
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    assert json.loads(capsys.readouterr().out)["match"]["title"] == "Two"
+
+
+def test_a_query_that_is_no_file_is_refused_without_reading_it(db, tmp_path):
+    fifo = tmp_path / "fifo.wav"
+    os.mkfifo(fifo)
+    cases = {fifo: "a named pipe", Path("/dev/zero"): "a character device"}
+    for path, kind in cases.items():
+        assert_one_line(run_nfp("identify", path, "--db", db), str(path), kind, "files only")
+    with subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE) as writer:
+        done = run_nfp("identify", "/dev/stdin", "--db", db, stdin=writer.stdout)
+        writer.kill()
+    assert_one_line(done, "/dev/stdin", "a named pipe")
+
+
+def test_onnx_runtime_records_nothing_in_the_home_folder(db, query, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    done = run_nfp("identify", query, "--db", db, env={**os.environ, "HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    assert list(home.rglob("*")) == [] and done.stderr == ""
