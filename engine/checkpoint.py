@@ -97,6 +97,10 @@ def load_checkpoint(path: str | Path, backend: str | None = None) -> Checkpoint:
 
         return load_onnx(path)
     if pt_backend(backend) == "torch":
+        if not _importable("torch"):
+            why = f"{BACKEND_ENV}=torch" if backend == "torch" else "without ONNX Runtime, nfp"
+            raise CheckpointError(path, f"{why} runs it on torch, which is not installed "
+                                        "(pip install 'nfp[train]')")  # fmt: skip
         from engine.torch_backend import load_torch
 
         return load_torch(path)

@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -117,19 +118,24 @@ def _register_plugin(ep, sub) -> None:
 
 
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of workers, 1 or more, not {text!r}")
+    """A number of local worker processes: each takes a core, so more than there are only fight
+    (--workers 1000 would start a thousand processes)."""
+    most = os.cpu_count() or 1
+    if not text.isdecimal() or not 1 <= int(text) <= most:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of workers from 1 to {most} (this machine's cores), not {text!r}"
+        )
     return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    apply_thread_policy()
     handler = logging.StreamHandler()
     handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         handlers=[handler])  # fmt: skip
     try:
+        apply_thread_policy()  # reads NFP_THREADS: its refusal is one line like any other
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # here, not at exit, so that a reader gone away is handled below
         return status
@@ -139,8 +145,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader left (`nfp identify … | head -1`). As the signal module docs advise: point
         # stdout at devnull so the interpreter's final flush cannot fail again, and exit 1.
-        import os
-
         with contextlib.suppress(AttributeError, OSError, ValueError):  # stdout has no fd
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

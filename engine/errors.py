@@ -53,6 +53,17 @@ class IndexCorruptError(NfpError):
         self.repair = repair
 
 
+class LibraryWriteError(NfpError):
+    """The library's own files cannot be written (a full disk): the run ends there, since every
+    later file would fail the same way; what was committed before stays."""
+
+    def __init__(self, db_dir: str | Path, cause: str) -> None:
+        super().__init__(f"{db_dir}: cannot write the library ({cause}); the tracks indexed "
+                         "before are kept")  # fmt: skip
+        self.path = str(db_dir)
+        self.cause = cause
+
+
 class NonFiniteError(NfpError):
     """Fingerprints with NaN or infinite values: refused at the storage boundary."""
 

@@ -134,10 +134,12 @@ class VectorIndex:
         rebuilt: missing, made from another store, or trained on under a quarter of the rows
         (its cells would be too few for the library's size)."""
         directory = Path(directory)
+        meta = read_index_meta(directory)
+        if meta is None:
+            return None
         try:
-            meta = json.loads((directory / INDEX_META).read_text())
             n, spec = meta["n_vectors"], meta["spec"]
-            if meta["d"] != vectors.shape[1] or meta.get("store", "") != store or n > len(vectors):
+            if meta["d"] != vectors.shape[1] or meta["store"] != store or n > len(vectors):
                 return None
             if spec == "Flat":
                 if len(vectors) > FLAT_MAX_VECTORS:
@@ -145,7 +147,7 @@ class VectorIndex:
                 exact = cls.build(vectors, "Flat")
                 exact.unsaved = n != len(vectors)  # nothing of it is stored but the metadata
                 return exact
-            trained_on = meta.get("trained_on", n)
+            trained_on = meta["trained_on"]
             if len(vectors) > 4 * trained_on:
                 return None
             index = faiss.read_index(str(directory / INDEX_FILE))
@@ -158,6 +160,29 @@ class VectorIndex:
         if n < len(vectors):
             loaded._add_rows(n)
         return loaded
+
+
+# The metadata's fields and their types; a file that differs (edited, another version's) is
+# a stale index, rebuilt from the rows.
+META_FIELDS = {"spec": str, "n_vectors": int, "d": int, "store": str, "trained_on": int}
+
+
+def read_index_meta(directory: Path) -> dict | None:
+    """The saved index's metadata, or None where it is missing, unreadable or not of the
+    expected shape and types (never an exception: it is derived, and rebuilt)."""
+    try:
+        meta = json.loads((Path(directory) / INDEX_META).read_text())
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(meta, dict):
+        return None
+    meta = {"store": "", **meta}  # indexes saved before the store was recorded
+    meta.setdefault("trained_on", meta.get("n_vectors"))
+    for key, kind in META_FIELDS.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            return None
+    return meta
 
 
 def write_atomically(final: Path, data: bytes) -> None:

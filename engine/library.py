@@ -34,10 +34,11 @@ from engine.errors import (
     IndexCorruptError,
     IndexMismatchError,
     LibraryBusyError,
+    LibraryWriteError,
     NfpError,
 )
 from engine.fingerprint import Fingerprinter
-from engine.index import FLAT_MAX_VECTORS, INDEX_META, VectorIndex
+from engine.index import FLAT_MAX_VECTORS, VectorIndex, read_index_meta
 from engine.parallel import FileFingerprints, FingerprintSource, as_source
 from engine.scan import FolderScan, ScannedFile, scan_folder
 from engine.search import SegmentMap
@@ -344,7 +345,10 @@ class Library:
             store = self._store()
             raw = store.encode(fp)  # NonFiniteError: the file is skipped, the library untouched
             track = replace(track, rows_hash=rows_digest(raw))
-            first = store.append_raw(raw)
+            try:
+                first = store.append_raw(raw)
+            except OSError as e:
+                raise LibraryWriteError(self.db_dir, e.strerror or str(e)) from e
             with self.db.transaction():  # the track and the rows it owns become visible together
                 stored = self.db.add(track, first, len(fp))
                 self.db.set_meta(committed_rows=str(first + len(fp)))
@@ -437,22 +441,38 @@ class Library:
 
     # ---- indexing -------------------------------------------------------------------------
     def remove_folder(self, folder: str | Path) -> int:
-        """Forget a music folder: its tracks leave the library, except those inside another
-        folder the library keeps; returns how many left. A folder that is missing on disk can
-        be removed too (that is how its tracks are given up)."""
+        """Forget a music folder, or a folder inside one: its tracks leave the library, except
+        those inside another folder the library keeps within it; returns how many left. A
+        folder that is missing on disk can be removed too (that is how its tracks are given
+        up). NfpError, changing nothing, for a folder the library has nothing of."""
         folder = Path(folder).expanduser().resolve()  # as recorded (music_folder)
         with self.files.writing():
-            kept = [Path(f) for f in self._folders() if Path(f) != folder]
+            folders = [Path(f) for f in self._folders()]
+            # A folder inside the removed one keeps its tracks; one around it does not.
+            kept = [f for f in folders if f != folder and not folder.is_relative_to(f)]
             paths = [p for p in self.db.known_files()
                      if Path(p).is_relative_to(folder)
                      and not any(Path(p).is_relative_to(k) for k in kept)]  # fmt: skip
+            self._check_removable(folder, folders, paths)
             self._remove_paths(paths)
             self.db.set_skipped([str(folder)], [])
             with self.db.transaction():
-                self.db.set_meta(folders=[str(k) for k in kept])
+                self.db.set_meta(folders=[str(f) for f in folders if f != folder])
             self.rewrite_store_if_needed()
             self.refresh_search_index()
         return len(paths)
+
+    def _check_removable(self, folder: Path, folders: list[Path], paths: list[str]) -> None:
+        """Refuse to remove what the library does not hold: a folder outside its music folders
+        (`nfp remove /`), or one inside them without a track."""
+        if folder in folders:
+            return
+        listed = ", ".join(map(str, folders)) or "none recorded"
+        if folders and not any(folder.is_relative_to(f) for f in folders):
+            raise NfpError(f"{folder}: not one of the library's music folders, nor inside one "
+                           f"(they are: {listed}); nothing was removed")  # fmt: skip
+        if not paths:
+            raise NfpError(f"{folder}: the library has no track there; nothing was removed")
 
     def update(
         self,
@@ -563,6 +583,8 @@ class Library:
                 return {"outcome": "indexed", "audio_s": 0.0}
             track = NewTrack(str(f.path), f.size, f.mtime_ns, outcome.digest, outcome.tags, "")
             stored = self._add_track(track, outcome.fp)
+        except LibraryWriteError:
+            raise  # not this file's fault: the run ends with it
         except NfpError as e:
             return _skip(summary, f, _reason(e))
         except Exception as e:  # one file's surprise is its skip reason, never the scan's end
@@ -639,7 +661,5 @@ def _reason(e: Exception) -> str:
 
 
 def _read_spec(db_dir: Path) -> str | None:
-    try:
-        return json.loads((db_dir / INDEX_META).read_text())["spec"]
-    except (OSError, ValueError, KeyError):
-        return None
+    meta = read_index_meta(db_dir)
+    return None if meta is None else meta["spec"]

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,11 +22,12 @@ import onnx
 import pytest
 from audio_files import music_like, write_audio
 from conftest import make_tiny_checkpoint
-from library_helpers import nfp, one_line_error, rows_file
+from library_helpers import nfp, one_line_error, rows_file, tamper_meta
 from onnx import numpy_helper
 
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.checkpoint import export_cache_dir, file_sha256, load_checkpoint
+from engine.library import Library
 
 REPO = Path(__file__).resolve().parents[1]
 NO_TORCH = Path(__file__).with_name("no_torch.py")
@@ -295,3 +297,177 @@ def test_onnx_runtime_records_nothing_in_the_home_folder(db, query, tmp_path):
     done = run_nfp("identify", query, "--db", db, env={**os.environ, "HOME": str(home)})
     assert done.returncode == 0, done.stderr
     assert list(home.rglob("*")) == [] and done.stderr == ""
+
+
+# ---- never a traceback: bad settings, derived files, faults -----------------------------------
+@pytest.mark.parametrize("value", ["0", "abc", "²", "-1"])
+def test_a_bad_thread_count_is_one_line(db, query, value):
+    done = run_nfp("identify", query, "--db", db, env={**os.environ, "NFP_THREADS": value})
+    assert_one_line(done, "NFP_THREADS=", "expected a number of threads")
+
+
+def test_a_huge_thread_count_is_capped_at_the_cores(monkeypatch):
+    from engine.threads import usable_cores
+
+    monkeypatch.setenv("NFP_THREADS", "99999")
+    assert usable_cores() == len(os.sched_getaffinity(0))
+
+
+def test_too_many_workers_is_a_usage_error(music, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        nfp("index", music, "--db", tmp_path / "db", "--workers", "1000")
+    assert exit_.value.code == 2 and "this machine's cores" in capsys.readouterr().err
+    assert not (tmp_path / "db").exists()
+
+
+FAISS_META = {
+    "a list": [1, 2],
+    "a string": "Flat",
+    "wrong types": {"spec": 7, "n_vectors": "many", "d": None, "store": [], "trained_on": 1},
+    "negative count": {"spec": "Flat", "n_vectors": -5, "d": 128, "store": "", "trained_on": 0},
+    "not UTF-8": None,
+}
+
+
+@pytest.mark.parametrize("case", FAISS_META)
+def test_a_faiss_json_of_the_wrong_shape_is_rebuilt(db, music, query, capsys, case):
+    meta = db / "faiss.json"
+    if FAISS_META[case] is None:
+        meta.write_bytes(b"\xff\xfe{")
+    else:
+        meta.write_text(json.dumps(FAISS_META[case]))
+    assert nfp("info", "--db", db) == 0
+    assert nfp("identify", query, "--db", db, "--json") == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["match"]["title"] == "Two"
+    assert nfp("index", music, "--db", db, "--rebuild") == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_full_disk_ends_indexing_with_one_line(music, tmp_path, capsys, monkeypatch):
+    from engine.store import VectorStore
+
+    def full(self, raw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(VectorStore, "append_raw", full)
+    assert nfp("index", music, "--db", tmp_path / "db") == 1
+    one_line_error(capsys, str(tmp_path / "db"), "No space left on device")
+
+
+@pytest.mark.parametrize("record", ["0", "64", "4096", "99999999999"])
+def test_a_tampered_width_is_refused_and_never_repaired_into_garbage(db, music, query, capsys,
+                                                                      record):  # fmt: skip
+    rows = rows_file(db).read_bytes()
+    tamper_meta("d", record)(db)
+    for args in (("identify", query), ("info",), ("index", music)):
+        assert nfp(*args, "--db", db) == 1
+        one_line_error(capsys, str(db), "record d=", "--rebuild")
+    assert rows_file(db).read_bytes() == rows  # nothing was cut off or rewritten
+    assert nfp("index", music, "--db", db, "--rebuild") == 0
+    assert nfp("info", "--db", db) == 0
+
+
+def test_the_torch_backend_without_torch_is_one_line(db, query, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    shutil.copy(NO_TORCH, hook / "sitecustomize.py")
+    env = {**os.environ, "PYTHONPATH": str(hook), "NFP_BACKEND": "torch"}
+    assert_one_line(run_nfp("identify", query, "--db", db, env=env), "NFP_BACKEND=torch",
+                    "pip install 'nfp[train]'")  # fmt: skip
+
+
+def test_the_desktop_command_without_qt_names_the_extra(tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(NO_TORCH.read_text().replace("torch", "PySide6"))
+    done = subprocess.run([sys.executable, "-m", "nfp_desktop.launch"], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(hook)}, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "pip install 'nfp[gui]'" in done.stderr
+
+
+def test_a_scheduler_that_answers_garbage_is_one_line(db, query):
+    pytest.importorskip("distributed")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        child = subprocess.Popen([sys.executable, "-m", "engine.cli", "identify", str(query),
+                                  "--db", str(db), "--scheduler", f"tcp://127.0.0.1:{port}"],
+                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)  # fmt: skip
+        server.settimeout(60)
+        for _ in range(3):  # answer every connection with bytes that claim a 3 EiB frame
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                break
+            with conn:
+                conn.sendall(b"\xff" * 64)
+        _, err = child.communicate(timeout=120)
+    assert child.returncode == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("nfp: error: tcp://127.0.0.1:")
+
+
+# ---- hangs and runaways: catalogues that are no files ------------------------------------------
+def test_a_catalogue_that_is_no_list_is_one_line(db, query, tmp_path, capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge"
+    huge.write_bytes(b"x" * (2 << 20))
+    for catalogue, cause in ((fifo, "named pipe"), (Path("/dev/zero"), "character device"),
+                             (huge, "not a list of libraries")):  # fmt: skip
+        assert nfp("identify", query, "--catalogue", catalogue) == 1
+        one_line_error(capsys, str(catalogue), cause)
+
+
+def test_a_library_listed_twice_is_searched_once(db, query, tmp_path, capsys):
+    catalogue = tmp_path / "catalogue"
+    catalogue.write_text(f"{db}\n" * 20)
+    assert nfp("identify", query, "--catalogue", catalogue, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["match"]["title"] == "Two"
+
+
+# ---- wrong words: remove, info, damaged libraries ----------------------------------------------
+def test_remove_understands_a_folder_inside_the_library(db, music, capsys):
+    assert nfp("remove", music / "album", "--db", db) == 0
+    assert "removed 2 tracks" in capsys.readouterr().out
+    for folder, cause in ((music / "album", "no track there"),
+                          (music / "nothing", "no track there"),
+                          (Path("/"), "not one of the library's music folders")):  # fmt: skip
+        assert nfp("remove", folder, "--db", db) == 1
+        one_line_error(capsys, str(folder), cause, "nothing was removed")
+
+
+def test_remove_of_a_folder_around_the_library_keeps_the_skip_records(db, music, capsys):
+    (music / "broken.mp3").write_bytes(b"garbage")
+    assert nfp("index", music, "--db", db) == 0
+    assert nfp("remove", "/", "--db", db) == 1
+    with Library(db, writable=False) as library:
+        assert [Path(p).name for p, _ in library.skipped()] == ["broken.mp3"]
+        assert len(library) == 3
+
+
+def test_info_reads_a_library_made_before_row_checksums(db, capsys):
+    old = sqlite3.connect(db / "tracks.sqlite")
+    with old:
+        old.execute("ALTER TABLE tracks DROP COLUMN rows_hash")
+    old.close()
+    assert nfp("info", "--db", db) == 0
+
+
+@pytest.mark.parametrize("case", ["huge committed_rows", "another checkpoint's library"])
+def test_info_refuses_what_identify_refuses_naming_the_rebuild(db, music, query, capsys, case):
+    tampers = {
+        "huge committed_rows": tamper_meta("committed_rows", str(10**12)),
+        "another checkpoint's library": tamper_meta("fingerprints_sha256", "0" * 64),
+    }
+    tampers[case](db)  # fmt: skip
+    for args in (("identify", query), ("info",)):
+        assert nfp(*args, "--db", db) == 1
+        repair = one_line_error(capsys, str(db)).split(" with: ")[1]
+        assert repair.startswith(f"nfp index {music}")
+    if case == "another checkpoint's library":
+        assert repair.endswith("--rebuild")
+        assert nfp(*repair.split()[1:]) == 0 and nfp("info", "--db", db) == 0

@@ -8,16 +8,14 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from audio_files import music_like, write_audio
-from library_helpers import nfp, one_line_error, rows_file, run_frozen, tracks_of
+from library_helpers import nfp, one_line_error, rows_file, run_frozen, tamper_meta, tracks_of
 
 from engine.audio import SAMPLE_RATE
 from engine.fingerprint import Fingerprinter
@@ -41,14 +39,6 @@ def scribble_on_rows(db: Path) -> None:
 def cut_rows(db: Path) -> None:
     path = rows_file(db)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-def tamper_meta(key: str, value: str) -> Callable[[Path], None]:
-    def tamper(db: Path) -> None:
-        with sqlite3.connect(db / "tracks.sqlite") as con:
-            con.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
-
-    return tamper
 
 
 def garble_track_db(db: Path) -> None:
