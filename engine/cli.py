@@ -207,8 +207,8 @@ def print_error(error: object) -> None:
 
 
 def track_name(track: Track) -> str:
-    """ "Artist – Title" (or the title alone), printable: as identify, tracklist and listen
-    all show a track."""
+    """The track as identify, tracklist and listen all show it, printable: "Artist – Title",
+    or the title alone."""
     name = f"{track.artist} – {track.title}" if track.artist else track.title
     return printable(name)
 

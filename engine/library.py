@@ -30,6 +30,7 @@ from engine.checkpoint import (
     shipped_checkpoints,
 )
 from engine.errors import (
+    CheckpointError,
     EmptyLibraryError,
     IndexCorruptError,
     IndexMismatchError,
@@ -621,10 +622,17 @@ def checkpoint_for_library(library: Library, explicit: Path | None = None) -> Ch
         return load_checkpoint(explicit)
     recorded = library.meta("checkpoint_path")
     for path in ([Path(recorded)] if recorded else []) + shipped_checkpoints():
-        if path.is_file():
+        if not path.is_file():
+            continue
+        try:
             checkpoint = load_checkpoint(path)
-            if library.built_by(checkpoint) is not False:
-                return checkpoint
+        except CheckpointError as e:
+            if path not in shipped_checkpoints():
+                log.warning("%s; looking for the same weights among the shipped checkpoints", e)
+                continue
+            raise
+        if library.built_by(checkpoint) is not False:
+            return checkpoint
     return load_checkpoint(default_checkpoint_path())
 
 

@@ -26,7 +26,12 @@ from library_helpers import nfp, one_line_error, rows_file, tamper_meta
 from onnx import numpy_helper
 
 from engine.audio import SAMPLE_RATE, load_audio
-from engine.checkpoint import export_cache_dir, file_sha256, load_checkpoint
+from engine.checkpoint import (
+    default_checkpoint_path,
+    export_cache_dir,
+    file_sha256,
+    load_checkpoint,
+)
 from engine.library import Library
 
 REPO = Path(__file__).resolve().parents[1]
@@ -471,3 +476,15 @@ def test_info_refuses_what_identify_refuses_naming_the_rebuild(db, music, query,
     if case == "another checkpoint's library":
         assert repair.endswith("--rebuild")
         assert nfp(*repair.split()[1:]) == 0 and nfp("info", "--db", db) == 0
+
+
+def test_an_unloadable_recorded_checkpoint_falls_back_to_the_shipped_same_weights(
+    music, query, tmp_path, capsys
+):
+    shipped = default_checkpoint_path()
+    copy = Path(shutil.copy(shipped, tmp_path / "copy.pt"))
+    shutil.copy(shipped.with_suffix(".onnx"), copy.with_suffix(".onnx"))
+    assert nfp("index", music, "--db", tmp_path / "db", "--checkpoint", copy) == 0
+    copy.write_bytes(b"damaged")
+    assert nfp("identify", query, "--db", tmp_path / "db", "--json") == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["match"]["title"] == "Two"
