@@ -35,12 +35,11 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
 
 def machine() -> dict:
     """Where a figure was measured: CPU model, usable cores, library versions."""
-    import onnxruntime
-
+    from engine.onnx_backend import runtime
     from engine.threads import cpu_model, usable_cores
 
     return {"cpu": cpu_model(), "cores": usable_cores(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__}  # fmt: skip
+            "onnxruntime": runtime().__version__}  # fmt: skip
 
 
 def report(name: str, rows: list[dict], extra: dict | None = None) -> Path:
@@ -66,10 +65,8 @@ def _fmt(value: object) -> str:
 def onnx_encoder(export: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     """The engine's ONNX Runtime inference of an export, with its session options but a set
     number of threads: log-mel float32 (n, 1, 256, 32) → fingerprints float32 (n, d)."""
-    import onnxruntime
+    from engine.onnx_backend import OnnxEncoder, runtime, session_options
 
-    from engine.onnx_backend import OnnxEncoder, session_options
-
-    session = onnxruntime.InferenceSession(str(export), session_options(threads),
+    session = runtime().InferenceSession(str(export), session_options(threads),
                                            providers=["CPUExecutionProvider"])  # fmt: skip
     return OnnxEncoder(session, "float32")

@@ -7,6 +7,8 @@ whether the music came from disk or from a microphone.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,11 +114,10 @@ def load_audio(path: str | Path) -> np.ndarray:
 
 
 def _decode_chunks(path: Path) -> Iterator[np.ndarray]:
-    if path.is_dir():
-        raise IsADirectoryError(f"a folder: {path}")
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    with av.open(str(path), metadata_errors="ignore") as container:
+    check_regular_file(path)
+    # "file:" and an absolute path: FFmpeg would take a name like `tcp:HOST:PORT`, `pipe:0` or
+    # `concat:…` for a URL and connect to it or read stdin.
+    with av.open("file:" + os.fspath(path.absolute()), metadata_errors="ignore") as container:
         if not container.streams.audio:
             raise ValueError(NO_AUDIO_STREAM)
         stream = container.streams.audio[0]
@@ -166,6 +167,36 @@ def _joined(run: list[av.AudioFrame]) -> av.AudioFrame:
 NO_AUDIO_STREAM = "there is no sound in it: a video or an image without audio?"
 
 
+class NotAFileError(OSError):
+    """A path that is there but is no regular file (a pipe, a device, a socket): reading it
+    could block forever or never end."""
+
+
+def check_regular_file(path: Path) -> None:
+    """Raise FileNotFoundError, IsADirectoryError or NotAFileError (naming the kind) unless
+    path is a regular file (after following links)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"no such file: {path}") from e
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"a folder: {path}")
+    if not stat.S_ISREG(mode):
+        raise NotAFileError(f"{file_kind(mode)}, not a file")
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    kinds = {
+        stat.S_ISFIFO: "a named pipe",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISDIR: "a folder",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "a special file")
+
+
 def describe_failure(path: Path, e: BaseException, decoded_s: float = 0.0) -> str:
     """Why a file could not be decoded, in words for people (the skip reason a user reads):
     "not an audio file", "a damaged MP3 file", never FFmpeg's "[Errno 1094995529] …"."""
@@ -176,6 +207,8 @@ def describe_failure(path: Path, e: BaseException, decoded_s: float = 0.0) -> st
         return "permission denied: nfp may not read it"
     if isinstance(e, IsADirectoryError):
         return "it is a folder, not a file"
+    if isinstance(e, NotAFileError):
+        return f"it is {e}: nfp reads audio from files only"
     if path.is_file() and path.stat().st_size == 0:
         return "the file is empty"
     if f".{kind}" not in AUDIO_EXTENSIONS and decoded_s == 0:

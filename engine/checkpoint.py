@@ -97,6 +97,10 @@ def load_checkpoint(path: str | Path, backend: str | None = None) -> Checkpoint:
 
         return load_onnx(path)
     if pt_backend(backend) == "torch":
+        if not _importable("torch"):
+            why = f"{BACKEND_ENV}=torch" if backend == "torch" else "without ONNX Runtime, nfp"
+            raise CheckpointError(path, f"{why} runs it on torch, which is not installed "
+                                        "(pip install 'nfp[train]')")  # fmt: skip
         from engine.torch_backend import load_torch
 
         return load_torch(path)
@@ -106,7 +110,7 @@ def load_checkpoint(path: str | Path, backend: str | None = None) -> Checkpoint:
 def pt_backend(backend: str | None = None) -> str:
     """What a .pt runs on here: "torch" when asked for or without ONNX Runtime, else "onnx"."""
     backend = requested_backend(backend)
-    if backend == "torch" or (backend == "auto" and not _importable("onnxruntime")):
+    if backend == "torch" or (backend == "auto" and not onnxruntime_installed()):
         return "torch"
     return "onnx"
 
@@ -122,17 +126,19 @@ def onnx_exports(path: Path, sha256: str) -> list[Path]:
 
 
 def _load_export(path: Path, *, fall_back_to_torch: bool) -> Checkpoint:
-    """The .pt's current export on ONNX Runtime, made and cached first if there is none."""
+    """The .pt's current export on ONNX Runtime, made and cached first if there is none (or
+    only refused ones: an export is used only once verified against its .pt)."""
     from engine.onnx_backend import load_onnx
 
     sha256 = file_sha256(path)
-    current = current_export(path, sha256)
+    refused: list[str] = []
+    current = current_export(path, sha256, refused)
     if current is not None:
         return current
     if not _importable("torch"):
-        raise CheckpointError(path, "has no ONNX export made from it, and torch is not "
-                                    f"installed to make one: run `nfp export {path}` where "
-                                    "it is")  # fmt: skip
+        why = f"its ONNX export was refused ({refused[0]})" if refused else "has no ONNX export"
+        raise CheckpointError(path, f"{why}, and torch is not installed to make one: run "
+                                    f"`nfp export {path}` where it is")  # fmt: skip
     from engine.export import export_onnx
 
     target = onnx_exports(path, sha256)[1]
@@ -141,29 +147,35 @@ def _load_export(path: Path, *, fall_back_to_torch: bool) -> Checkpoint:
     except CheckpointError as e:
         if not fall_back_to_torch:
             raise
-        log.warning("%s; running it on torch", e)
         from engine.torch_backend import load_torch
 
-        return load_torch(path)
+        checkpoint = load_torch(path)  # a .pt torch refuses is that error, without the warning
+        log.warning("%s; running it on torch", e)
+        return checkpoint
     return load_onnx(target, source=path)
 
 
-def current_export(path: Path, sha256: str) -> Checkpoint | None:
-    """The .pt's export made from this very file (file hash `sha256`), loaded for inference
-    (opening it is what reads its metadata), or None."""
-    from engine.onnx_backend import load_onnx
+def current_export(path: Path, sha256: str, refused: list[str] | None = None) -> Checkpoint | None:
+    """The .pt's export made from this very file (file hash `sha256`) and verified against it
+    (engine.onnx_backend.verify_export), loaded for inference, or None. Why each export found
+    was refused is logged and added to `refused`."""
+    from engine.onnx_backend import load_onnx, verify_export
 
     for export in onnx_exports(path, sha256):
         if not export.is_file():
             continue
         try:
             checkpoint = load_onnx(export, source=path)
+            if checkpoint.sha256 != sha256:
+                log.info("%s: exported from another version of %s; not used", export, path.name)
+                continue
+            verify_export(checkpoint, path)
         except CheckpointError as e:
-            log.warning("%s", e)
+            log.warning("%s; not used", e)
+            if refused is not None:
+                refused.append(str(e))
             continue
-        if checkpoint.sha256 == sha256:
-            return checkpoint
-        log.info("%s: exported from another version of %s; not used", export, path.name)
+        return checkpoint
     return None
 
 
@@ -176,7 +188,7 @@ def read_config(path: str | Path) -> EncoderConfig:
         from engine.onnx_backend import load_onnx
 
         return load_onnx(path).config
-    if _importable("onnxruntime"):
+    if onnxruntime_installed():
         current = current_export(path, file_sha256(path))
         if current is not None:
             return current.config
@@ -185,6 +197,18 @@ def read_config(path: str | Path) -> EncoderConfig:
     from engine.torch_backend import read_torch_config
 
     return read_torch_config(path)
+
+
+def onnxruntime_installed() -> bool:
+    """Whether ONNX Runtime imports (through engine.onnx_backend, which turns its telemetry
+    off before it starts)."""
+    try:
+        from engine.onnx_backend import runtime
+
+        runtime()
+    except ImportError:
+        return False
+    return True
 
 
 def _importable(module: str) -> bool:

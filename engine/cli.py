@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -22,11 +23,12 @@ from engine.library import (
     Library,
     checkpoint_for_library,
     default_db_dir,
+    music_folder,
 )
 from engine.rebuild import rebuild_library
-from engine.scan import display_path
+from engine.scan import display_path, printable
 from engine.threads import apply_thread_policy
-from engine.tracks import DB_FILE
+from engine.tracks import DB_FILE, Track
 
 if TYPE_CHECKING:
     from engine.fingerprint import Fingerprinter
@@ -116,41 +118,51 @@ def command_name(argv: Sequence[str]) -> str | None:
 
 
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of workers, 1 or more, not {text!r}")
+    """A number of local worker processes: each takes a core, so more than there are only fight
+    (--workers 1000 would start a thousand processes)."""
+    most = os.cpu_count() or 1
+    if not text.isdecimal() or not 1 <= int(text) <= most:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of workers from 1 to {most} (this machine's cores), not {text!r}"
+        )
     return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(command_name(argv)).parse_args(argv)
-    apply_thread_policy()
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        handlers=[handler])  # fmt: skip
     try:
+        apply_thread_policy()  # reads NFP_THREADS: its refusal is one line like any other
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # here, not at exit, so that a reader gone away is handled below
         return status
     except NfpError as e:
-        print(f"nfp: error: {e}", file=sys.stderr)
+        print_error(e)
         return 1
     except BrokenPipeError:
         # The reader left (`nfp identify … | head -1`). As the signal module docs advise: point
         # stdout at devnull so the interpreter's final flush cannot fail again, and exit 1.
-        import os
-
         with contextlib.suppress(AttributeError, OSError, ValueError):  # stdout has no fd
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as e:  # a file or folder the command needed (--db under a file, no access)
         where = f"{e.filename}: " if e.filename is not None else ""
-        print(f"nfp: error: {where}{e.strerror or e}", file=sys.stderr)
+        print_error(f"{where}{e.strerror or e}")
         return 1
     except KeyboardInterrupt:
         print("nfp: interrupted", file=sys.stderr)
         return 130
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log messages (warnings name files) made printable; a traceback under -v stays as is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -190,6 +202,18 @@ def _shard_dirs(args: argparse.Namespace) -> list[Path]:
     return args.db or [default_db_dir()]
 
 
+def print_error(error: object) -> None:
+    """The one line a failure prints on stderr; names from files and tags made printable."""
+    print(f"nfp: error: {printable(error)}", file=sys.stderr)
+
+
+def track_name(track: Track) -> str:
+    """The track as identify, tracklist and listen all show it, printable: "Artist – Title",
+    or the title alone."""
+    name = f"{track.artist} – {track.title}" if track.artist else track.title
+    return printable(name)
+
+
 def _format_time(seconds: float) -> str:
     seconds = max(0, round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}"
@@ -198,13 +222,15 @@ def _format_time(seconds: float) -> str:
 # ---- commands --------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
     db = _db_dir(args)
+    # The folder and the checkpoint are checked before anything is made in --db: a refusal
+    # leaves no empty library behind.
+    music_folder(args.folder)
+    checkpoint = _checkpoint_for_index(db, args.checkpoint)
     if args.rebuild:
-        checkpoint = _checkpoint_for_rebuild(db, args.checkpoint)
         with _fingerprint_source(args, checkpoint) as source:
             summary = _run_with_progress(rebuild_library(db, args.folder, source))
     else:
         library = Library(db)
-        checkpoint = checkpoint_for_library(library, args.checkpoint)
         library.check_checkpoint(checkpoint)
         library.remember_checkpoint_path(checkpoint.path)
         with _fingerprint_source(args, checkpoint) as source:
@@ -245,14 +271,14 @@ def _run_with_progress(run) -> IndexSummary:
             if bar is None:
                 bar = tqdm(desc="indexing", unit="file", total=step.total, dynamic_ncols=True,
                            file=sys.stderr)  # fmt: skip
-            bar.set_postfix_str(display_path(Path(step.path).name)[:40], refresh=False)
+            bar.set_postfix_str(printable(Path(step.path).name)[:40], refresh=False)
             bar.update(1)
     finally:
         if bar is not None:
             bar.close()
 
 
-def _checkpoint_for_rebuild(db: Path, explicit: Path | None):
+def _checkpoint_for_index(db: Path, explicit: Path | None) -> Checkpoint:
     """The explicit checkpoint, else the one the library was built with if it can still be
     read (a damaged library is rebuilt without being read), else the shipped default."""
     from engine.checkpoint import default_checkpoint_path, load_checkpoint
@@ -277,9 +303,9 @@ def _print_summary(summary: IndexSummary) -> None:
     if summary.repaired:
         print(f"  repaired {summary.repaired} tracks whose stored fingerprints were damaged")
     for note in summary.notes:
-        print(f"  {display_path(note)}")
+        print(f"  {printable(note)}")
     for path, reason in summary.skipped:
-        print(f"  skipped {display_path(path)}: {reason}")
+        print(printable(f"  skipped {path}: {reason}"))
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
@@ -290,7 +316,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         try:
             audio = load_audio(path)
         except NfpError as e:
-            print(f"nfp: error: {e}", file=sys.stderr)
+            print_error(e)
             failed += 1
             continue
         match = recognizer.identify(audio)
@@ -303,13 +329,12 @@ def cmd_identify(args: argparse.Namespace) -> int:
             }
             print(json.dumps(record, ensure_ascii=False), flush=True)
         elif match:
-            who = f"{match.track.artist} – " if match.track.artist else ""
             print(
-                f"{path}: {who}{match.track.title} at {_format_time(match.offset_s)} "
+                f"{printable(path)}: {track_name(match.track)} at {_format_time(match.offset_s)} "
                 f"(confidence {match.confidence:.2f})"
             )
         else:
-            print(f"{path}: no match")
+            print(f"{printable(path)}: no match")
     return 1 if failed else 0
 
 
@@ -325,11 +350,11 @@ def cmd_tracklist(args: argparse.Namespace) -> int:
         )
         return 0
     if not entries:
-        print(f"{args.file}: no library track found")
+        print(f"{printable(args.file)}: no library track found")
     for e in entries:
         print(
-            f"{_format_time(e.start_s)}–{_format_time(e.end_s)}  {e.track.title}"
-            f"{' – ' + e.track.artist if e.track.artist else ''}  (from {_format_time(e.offset_s)})"
+            f"{_format_time(e.start_s)}–{_format_time(e.end_s)}  {track_name(e.track)}"
+            f"  (from {_format_time(e.offset_s)})"
         )
     return 0
 
@@ -344,11 +369,11 @@ def cmd_listen(args: argparse.Namespace) -> int:
             print("no audio input devices")
         for d in devices:
             mark = "*" if d.is_default else " "
-            print(f"{mark} {d.name} ({d.channels} ch, {d.default_rate:.0f} Hz)")
+            print(f"{mark} {printable(d.name)} ({d.channels} ch, {d.default_rate:.0f} Hz)")
         return 0
     device = resolve_device(args.device)
     matcher = LiveMatcher(_recognizer(args))
-    print(f"listening on {device.name} … (Ctrl+C to stop)", file=sys.stderr)
+    print(f"listening on {printable(device.name)} … (Ctrl+C to stop)", file=sys.stderr)
     last = None
     for block, rate in record_blocks(device):
         state = matcher.push(block, rate)
@@ -368,9 +393,8 @@ def _describe_state(state) -> str:
         )
     m = state.match
     return (
-        f"[{state.heard_s:5.1f} s] {m.track.title} – {m.track.artist or 'unknown artist'} "
-        f"at {_format_time(m.offset_s)} / {_format_time(m.track.duration_s)} "
-        f"(confidence {m.confidence:.2f})"
+        f"[{state.heard_s:5.1f} s] {track_name(m.track)} at {_format_time(m.offset_s)} "
+        f"/ {_format_time(m.track.duration_s)} (confidence {m.confidence:.2f})"
     )
 
 
@@ -381,10 +405,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     from engine.fingerprint import Fingerprinter, check_reference
 
     library = _open_library(args)
+    checkpoint = checkpoint_for_library(library)
+    library.check_checkpoint(checkpoint)  # identify's refusals are info's too
     info = library.info()
     info["damaged_tracks"] = len(library.damaged_tracks())
     info["skipped_files"] = len(library.skipped())
-    fingerprinter = Fingerprinter(checkpoint_for_library(library))
+    fingerprinter = Fingerprinter(checkpoint)
     info["backend"] = fingerprinter.checkpoint.backend
     info["precision"] = fingerprinter.precision.to_json()
     info["reference"] = check_reference(fingerprinter)
@@ -392,13 +418,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(info))
     else:
         for key, value in info.items():
-            print(f"{key:>18}: {value}")
+            print(f"{key:>18}: {printable(value)}")
         if info["hours"]:
             print(f"{'bytes per hour':>18}: {info['bytes_on_disk'] / info['hours']:,.0f}")
-    if info["damaged_tracks"]:
-        raise library.damaged_error(
-            f"{info['damaged_tracks']} tracks have damaged or missing fingerprints"
-        )
+    library.check_rows()
     if not info["reference"]["ok"]:
         raise NfpError(info["reference"]["message"])
     return 0
@@ -410,7 +433,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         raise EmptyLibraryError(db)
     with Library(db) as library:
         removed = library.remove_folder(args.folder)
-    print(f"removed {removed} tracks of {display_path(args.folder)}")
+    print(f"removed {removed} tracks of {printable(args.folder)}")
     return 0
 
 
@@ -425,10 +448,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     mels = calibration_mels(args.int8) if args.int8 else None
     for path in args.checkpoints:
         export = export_onnx(path, args.out)
-        print(f"{path}: exported to {export}")
+        print(printable(f"{path}: exported to {export}"))
         if mels is not None:
-            print(f"{path}: int8 twin {quantize_export(export, mels)} ({len(mels)} calibration "
-                  f"segments from {display_path(args.int8)})")  # fmt: skip
+            print(printable(f"{path}: int8 twin {quantize_export(export, mels)} ({len(mels)} "
+                            f"calibration segments from {display_path(args.int8)})"))  # fmt: skip
     return 0
 
 

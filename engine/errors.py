@@ -31,12 +31,15 @@ class CheckpointError(NfpError):
 class IndexMismatchError(NfpError):
     """An index was built by another checkpoint than the one in use; it must be rebuilt."""
 
-    def __init__(self, db_dir: str | Path, cause: str) -> None:
+    def __init__(self, db_dir: str | Path, cause: str, repair: str | None = None) -> None:
+        # A plain `nfp index` would refuse again: the rows of another checkpoint cannot be kept.
+        repair = repair or f"nfp index MUSIC_FOLDER --db {db_dir} --rebuild"
         super().__init__(
-            f"{db_dir}: index does not match the checkpoint ({cause}); re-index the library"
+            f"{db_dir}: index does not match the checkpoint ({cause}); rebuild it with: {repair}"
         )
         self.path = str(db_dir)
         self.cause = cause
+        self.repair = repair
 
 
 class IndexCorruptError(NfpError):
@@ -48,6 +51,17 @@ class IndexCorruptError(NfpError):
         self.path = str(db_dir)
         self.cause = cause
         self.repair = repair
+
+
+class LibraryWriteError(NfpError):
+    """The library's own files cannot be written (a full disk): the run ends there, since every
+    later file would fail the same way; what was committed before stays."""
+
+    def __init__(self, db_dir: str | Path, cause: str) -> None:
+        super().__init__(f"{db_dir}: cannot write the library ({cause}); the tracks indexed "
+                         "before are kept")  # fmt: skip
+        self.path = str(db_dir)
+        self.cause = cause
 
 
 class NonFiniteError(NfpError):

@@ -18,12 +18,18 @@ import torch
 
 from engine.checkpoint import FORMAT_VERSION, first_line
 from engine.errors import CheckpointError
-from engine.onnx_backend import INPUT, OUTPUT, OnnxEncoder, load_onnx, metadata
+from engine.onnx_backend import (
+    INPUT,
+    MIN_EXPORT_COSINE,
+    OUTPUT,
+    OnnxEncoder,
+    load_onnx,
+    metadata,
+)
 from engine.probe import min_cosine, probe_mel
 from engine.torch_backend import load_torch, reference_fingerprints
 
 OPSET = 18  # fixed, so an export made today loads in any ONNX Runtime since 1.14
-MIN_EXPORT_COSINE = 0.999  # ONNX Runtime against torch, float32 both
 
 
 def export_onnx(checkpoint_path: str | Path, out: str | Path | None = None) -> Path:
@@ -31,6 +37,8 @@ def export_onnx(checkpoint_path: str | Path, out: str | Path | None = None) -> P
     returns `out`. CheckpointError if the network cannot be exported or its export disagrees."""
     source = Path(checkpoint_path)
     out = Path(out) if out is not None else source.with_suffix(".onnx")
+    if out.suffix.lower() != ".onnx":  # `--out good.pt` would overwrite a checkpoint
+        raise CheckpointError(out, "an export is written to an .onnx file, never over another")
     checkpoint = load_torch(source)
     model = _onnx_model(source, checkpoint.model)
     payload = {

@@ -121,13 +121,24 @@ def check_reference(fingerprinter: Fingerprinter) -> dict:
             f"fingerprints agree with {checkpoint.path.name}'s reference (cosine {cosine:.4f})"
         )
         return {"ok": True, "cosine": round(cosine, 4), "message": message}
+    chosen = fingerprinter.precision.chosen
+    fix = (f"try {PRECISION_ENV}=float32" if chosen != "float32"
+           else "the checkpoint or its export is damaged: export or install it again")  # fmt: skip
     message = (
         f"{checkpoint.path}: this machine's fingerprints differ from the checkpoint's reference "
-        f"(cosine {cosine:.3f} < {MIN_COSINE}, {fingerprinter.precision.chosen} on "
-        f"{checkpoint.backend}): answers would be wrong; try {PRECISION_ENV}=float32"
+        f"(cosine {cosine:.3f} < {MIN_COSINE}, {chosen} on {checkpoint.backend}): answers "
+        f"would be wrong; {fix}"
     )
     return {
         "ok": False,
         "cosine": None if np.isnan(cosine) else round(cosine, 4),
         "message": message,
     }
+
+
+def require_reference(fingerprinter: Fingerprinter) -> None:
+    """Refuse to index or answer with fingerprints that are not the checkpoint's reference (a
+    machine's wrong numeric path, an export with damaged weights): each answer would be wrong."""
+    check = check_reference(fingerprinter)
+    if not check["ok"]:
+        raise NfpError(check["message"])

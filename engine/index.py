@@ -120,14 +120,10 @@ class VectorIndex:
         if self.spec == "Flat":
             (directory / INDEX_FILE).unlink(missing_ok=True)
         else:
-            tmp = directory / (INDEX_FILE + ".tmp")
-            faiss.write_index(self.index, str(tmp))
-            fsync_replace(tmp, directory / INDEX_FILE)
+            write_atomically(directory / INDEX_FILE, faiss.serialize_index(self.index).tobytes())
         meta = {"spec": self.spec, "n_vectors": len(self), "d": self.d, "store": store,
                 "trained_on": self.trained_on}  # fmt: skip
-        meta_tmp = directory / (INDEX_META + ".tmp")
-        meta_tmp.write_text(json.dumps(meta))
-        fsync_replace(meta_tmp, directory / INDEX_META)
+        write_atomically(directory / INDEX_META, json.dumps(meta).encode())
         self.unsaved = False
 
     @classmethod
@@ -138,10 +134,12 @@ class VectorIndex:
         rebuilt: missing, made from another store, or trained on under a quarter of the rows
         (its cells would be too few for the library's size)."""
         directory = Path(directory)
+        meta = read_index_meta(directory)
+        if meta is None:
+            return None
         try:
-            meta = json.loads((directory / INDEX_META).read_text())
             n, spec = meta["n_vectors"], meta["spec"]
-            if meta["d"] != vectors.shape[1] or meta.get("store", "") != store or n > len(vectors):
+            if meta["d"] != vectors.shape[1] or meta["store"] != store or n > len(vectors):
                 return None
             if spec == "Flat":
                 if len(vectors) > FLAT_MAX_VECTORS:
@@ -149,7 +147,7 @@ class VectorIndex:
                 exact = cls.build(vectors, "Flat")
                 exact.unsaved = n != len(vectors)  # nothing of it is stored but the metadata
                 return exact
-            trained_on = meta.get("trained_on", n)
+            trained_on = meta["trained_on"]
             if len(vectors) > 4 * trained_on:
                 return None
             index = faiss.read_index(str(directory / INDEX_FILE))
@@ -164,9 +162,39 @@ class VectorIndex:
         return loaded
 
 
-def fsync_replace(tmp: Path, final: Path) -> None:
-    """Make a fully written temporary file durable, then put it in place atomically."""
-    with open(tmp, "rb") as f:
+# The metadata's fields and their types; a file that differs (edited, another version's) is
+# a stale index, rebuilt from the rows.
+META_FIELDS = {"spec": str, "n_vectors": int, "d": int, "store": str, "trained_on": int}
+
+
+def read_index_meta(directory: Path) -> dict | None:
+    """The saved index's metadata, or None where it is missing, unreadable or not of the
+    expected shape and types (never an exception: it is derived, and rebuilt)."""
+    try:
+        meta = json.loads((Path(directory) / INDEX_META).read_text())
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(meta, dict):
+        return None
+    meta = {"store": "", **meta}  # indexes saved before the store was recorded
+    meta.setdefault("trained_on", meta.get("n_vectors"))
+    for key, kind in META_FIELDS.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            return None
+    return meta
+
+
+def write_atomically(final: Path, data: bytes) -> None:
+    """Write data to final through a new temporary file beside it (fsynced, then renamed over
+    final). The temporary is made afresh and never through a link: a link planted under its
+    name in a library folder would have nfp write into another user's file."""
+    tmp = final.with_name(final.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
 

@@ -23,20 +23,23 @@ import numpy as np
 from platformdirs import user_data_dir
 
 from engine.checkpoint import (
+    MAX_D,
     Checkpoint,
     default_checkpoint_path,
     load_checkpoint,
     shipped_checkpoints,
 )
 from engine.errors import (
+    CheckpointError,
     EmptyLibraryError,
     IndexCorruptError,
     IndexMismatchError,
     LibraryBusyError,
+    LibraryWriteError,
     NfpError,
 )
 from engine.fingerprint import Fingerprinter
-from engine.index import FLAT_MAX_VECTORS, INDEX_META, VectorIndex
+from engine.index import FLAT_MAX_VECTORS, VectorIndex, read_index_meta
 from engine.parallel import FileFingerprints, FingerprintSource, as_source
 from engine.scan import FolderScan, ScannedFile, scan_folder
 from engine.search import SegmentMap
@@ -54,6 +57,10 @@ log = logging.getLogger(__name__)
 
 COMPACT_DEAD_FRACTION = 0.25  # rewrite the rows once a quarter of them belong to no track
 UNIT_NORM_TOLERANCE = 1e-2  # stored float32 rows are unit vectors; damaged bytes are not
+# Bytes of rows whose checksums a reader verifies when it loads a library (all of them up to
+# here: ≈ 0.1 s; beyond, evenly spread tracks of this many bytes): rows swapped with another
+# library's are unit vectors too, and only the checksums tell them apart.
+LOAD_CHECK_BYTES = 256 << 20
 
 
 def default_db_dir() -> Path:
@@ -142,7 +149,13 @@ class Library:
 
     @property
     def d(self) -> int | None:
-        return self.db.int_meta("d") or None
+        """The fingerprints' width; None before the first track."""
+        d = self.db.int_meta("d")
+        if d == 0 and self.meta("d") is None:
+            return None
+        if not 0 < d <= MAX_D:
+            raise IndexCorruptError(self.db_dir, f"record d={d} is not a fingerprint width")
+        return d
 
     @property
     def committed_rows(self) -> int:
@@ -163,12 +176,15 @@ class Library:
 
     def damaged_error(self, cause: str) -> IndexCorruptError:
         """The error for damaged rows, naming the command that repairs them: indexing the
-        library's folders again re-fingerprints damaged tracks; rows that are missing need a
-        rebuild."""
-        folders = self._folders()
+        library's folders again re-fingerprints damaged tracks."""
+        return IndexCorruptError(self.db_dir, cause, self.repair_command() or None)
+
+    def repair_command(self, *, rebuild: bool = False) -> str:
+        """`nfp index FOLDER --db DB` for each of the library's folders ('' if none are
+        recorded); with --rebuild where the rows cannot be kept (another checkpoint's)."""
         db = shlex.quote(str(self.db_dir))
-        repair = " && ".join(f"nfp index {shlex.quote(f)} --db {db}" for f in folders) or None
-        return IndexCorruptError(self.db_dir, cause, repair)
+        flag = " --rebuild" if rebuild else ""
+        return " && ".join(f"nfp index {shlex.quote(f)} --db {db}{flag}" for f in self._folders())
 
     def _recover(self) -> None:
         """A writer's clean-up after a crash: rows past the committed count, other generations'
@@ -179,6 +195,8 @@ class Library:
         if not self.d:
             return
         store = self._store()
+        if not self._last_track_intact(store):
+            return  # the records disagree with the rows: a reader reports it, nothing is cut
         store.truncate(self.committed_rows)
         hashes = self.db.rows_hashes()
         missing = [t for t in self.tracks() if not hashes.get(t.id)]
@@ -186,6 +204,20 @@ class Library:
             raw = store.raw(self.committed_rows)
             with self.db.transaction():
                 self.db.set_rows_hashes((_track_digest(raw, t), t.id) for t in missing)
+
+    def _last_track_intact(self, store: VectorStore) -> bool:
+        """Whether the last committed track's rows match its checksum as the records place
+        them: only then are rows past the committed count a crash's tail (a tampered record of
+        d or committed_rows would otherwise have good rows cut off or rewritten)."""
+        tracks = self.tracks()
+        if not tracks:
+            return True
+        last = max(tracks, key=lambda t: t.first_segment + t.n_segments)
+        expected = self.db.rows_hashes().get(last.id)
+        raw = store.raw(self.committed_rows)
+        if last.first_segment + last.n_segments > len(raw):
+            return False
+        return not expected or _track_digest(raw, last) == expected
 
     def built_by(self, checkpoint: Checkpoint) -> bool | None:
         """Whether this library's fingerprints are the checkpoint's; None before the first track.
@@ -199,12 +231,19 @@ class Library:
         return None if file is None else file == checkpoint.sha256
 
     def check_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Raise IndexMismatchError unless this library was built by this checkpoint's weights."""
+        """Raise IndexMismatchError unless this library was built by this checkpoint's weights,
+        and IndexCorruptError if its record of d is not theirs (rows would be read at the wrong
+        width, and a repair would store garbage)."""
+        repair = self.repair_command(rebuild=True) or None
         if self.built_by(checkpoint) is False:
             name = self.meta("checkpoint_name", "another checkpoint")
             raise IndexMismatchError(
-                self.db_dir, f"its fingerprints were made by {name}, not by {checkpoint.path}"
-            )
+                self.db_dir, f"its fingerprints were made by {name}, not by {checkpoint.path}",
+                repair,
+            )  # fmt: skip
+        if self.d is not None and self.d != checkpoint.d:
+            raise IndexCorruptError(self.db_dir, f"record d={self.d} is not its checkpoint's "
+                                    f"d={checkpoint.d}", repair)  # fmt: skip
 
     def _bind(self, checkpoint: Checkpoint, generation: int) -> None:
         self.check_checkpoint(checkpoint)
@@ -259,18 +298,36 @@ class Library:
             "bytes_on_disk": self.files.bytes_on_disk(),
         }
 
-    def damaged_tracks(self) -> list[Track]:
-        """Tracks whose stored rows are missing or no longer match their checksum."""
+    def damaged_tracks(self, *, sample_bytes: int | None = None) -> list[Track]:
+        """Tracks whose stored rows are missing or no longer match their checksum; with
+        `sample_bytes`, of evenly spread tracks holding about that many bytes of rows."""
         if not self.d:
             return []
         hashes = self.db.rows_hashes()
-        raw = self._store().raw(self.committed_rows)
+        store = self._store()
+        raw = store.raw(self.committed_rows)
+        tracks = self.tracks()
+        if sample_bytes is not None and tracks:
+            every = max(1, len(raw) * store.row_bytes // max(sample_bytes, 1))
+            tracks = tracks[::every] + tracks[-1:]
         return [
             t
-            for t in self.tracks()
+            for t in tracks
             if t.first_segment + t.n_segments > len(raw)
             or (hashes.get(t.id) and _track_digest(raw, t) != hashes[t.id])
         ]
+
+    def check_rows(self, *, sample_bytes: int | None = None) -> None:
+        """Raise the damaged error (naming the repair) for rows that are missing or do not
+        match their tracks' checksums: what `nfp info` checks, and a reader on load."""
+        if self.d and len(self._store()) < self.committed_rows:
+            raise self.damaged_error("stored fingerprints are missing (fewer than the tracks need)")
+        damaged = self.damaged_tracks(sample_bytes=sample_bytes)
+        if damaged:
+            raise self.damaged_error(
+                f"{len(damaged)} tracks have damaged or missing fingerprints"
+                f"{' (of those checked)' if sample_bytes is not None else ''}"
+            )
 
     # ---- tracks ---------------------------------------------------------------------------
     def tracks(self) -> list[Track]:
@@ -289,7 +346,10 @@ class Library:
             store = self._store()
             raw = store.encode(fp)  # NonFiniteError: the file is skipped, the library untouched
             track = replace(track, rows_hash=rows_digest(raw))
-            first = store.append_raw(raw)
+            try:
+                first = store.append_raw(raw)
+            except OSError as e:
+                raise LibraryWriteError(self.db_dir, e.strerror or str(e)) from e
             with self.db.transaction():  # the track and the rows it owns become visible together
                 stored = self.db.add(track, first, len(fp))
                 self.db.set_meta(committed_rows=str(first + len(fp)))
@@ -332,6 +392,7 @@ class Library:
             raise self.damaged_error("stored fingerprints are missing (fewer than the tracks need)")
         if store.codec is None:
             _check_unit_rows(vectors, self)
+        self.check_rows(sample_bytes=LOAD_CHECK_BYTES)
         index = VectorIndex.load(self.db_dir, vectors, store.path.name)
         index = index or VectorIndex.build(vectors)
         if index.unsaved and self.files.writable:
@@ -381,22 +442,38 @@ class Library:
 
     # ---- indexing -------------------------------------------------------------------------
     def remove_folder(self, folder: str | Path) -> int:
-        """Forget a music folder: its tracks leave the library, except those inside another
-        folder the library keeps; returns how many left. A folder that is missing on disk can
-        be removed too (that is how its tracks are given up)."""
+        """Forget a music folder, or a folder inside one: its tracks leave the library, except
+        those inside another folder the library keeps within it; returns how many left. A
+        folder that is missing on disk can be removed too (that is how its tracks are given
+        up). NfpError, changing nothing, for a folder the library has nothing of."""
         folder = Path(folder).expanduser().resolve()  # as recorded (music_folder)
         with self.files.writing():
-            kept = [Path(f) for f in self._folders() if Path(f) != folder]
+            folders = [Path(f) for f in self._folders()]
+            # A folder inside the removed one keeps its tracks; one around it does not.
+            kept = [f for f in folders if f != folder and not folder.is_relative_to(f)]
             paths = [p for p in self.db.known_files()
                      if Path(p).is_relative_to(folder)
                      and not any(Path(p).is_relative_to(k) for k in kept)]  # fmt: skip
+            self._check_removable(folder, folders, paths)
             self._remove_paths(paths)
             self.db.set_skipped([str(folder)], [])
             with self.db.transaction():
-                self.db.set_meta(folders=[str(k) for k in kept])
+                self.db.set_meta(folders=[str(f) for f in folders if f != folder])
             self.rewrite_store_if_needed()
             self.refresh_search_index()
         return len(paths)
+
+    def _check_removable(self, folder: Path, folders: list[Path], paths: list[str]) -> None:
+        """Refuse to remove what the library does not hold: a folder outside its music folders
+        (`nfp remove /`), or one inside them without a track."""
+        if folder in folders:
+            return
+        listed = ", ".join(map(str, folders)) or "none recorded"
+        if folders and not any(folder.is_relative_to(f) for f in folders):
+            raise NfpError(f"{folder}: not one of the library's music folders, nor inside one "
+                           f"(they are: {listed}); nothing was removed")  # fmt: skip
+        if not paths:
+            raise NfpError(f"{folder}: the library has no track there; nothing was removed")
 
     def update(
         self,
@@ -507,6 +584,8 @@ class Library:
                 return {"outcome": "indexed", "audio_s": 0.0}
             track = NewTrack(str(f.path), f.size, f.mtime_ns, outcome.digest, outcome.tags, "")
             stored = self._add_track(track, outcome.fp)
+        except LibraryWriteError:
+            raise  # not this file's fault: the run ends with it
         except NfpError as e:
             return _skip(summary, f, _reason(e))
         except Exception as e:  # one file's surprise is its skip reason, never the scan's end
@@ -543,10 +622,17 @@ def checkpoint_for_library(library: Library, explicit: Path | None = None) -> Ch
         return load_checkpoint(explicit)
     recorded = library.meta("checkpoint_path")
     for path in ([Path(recorded)] if recorded else []) + shipped_checkpoints():
-        if path.is_file():
+        if not path.is_file():
+            continue
+        try:
             checkpoint = load_checkpoint(path)
-            if library.built_by(checkpoint) is not False:
-                return checkpoint
+        except CheckpointError as e:
+            if path not in shipped_checkpoints():
+                log.warning("%s; looking for the same weights among the shipped checkpoints", e)
+                continue
+            raise
+        if library.built_by(checkpoint) is not False:
+            return checkpoint
     return load_checkpoint(default_checkpoint_path())
 
 
@@ -583,7 +669,5 @@ def _reason(e: Exception) -> str:
 
 
 def _read_spec(db_dir: Path) -> str | None:
-    try:
-        return json.loads((db_dir / INDEX_META).read_text())["spec"]
-    except (OSError, ValueError, KeyError):
-        return None
+    meta = read_index_meta(db_dir)
+    return None if meta is None else meta["spec"]

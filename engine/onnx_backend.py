@@ -14,11 +14,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 
 from engine.checkpoint import (
     FORMAT_VERSION,
@@ -31,7 +32,11 @@ from engine.errors import CheckpointError
 from engine.features import N_FRAMES, N_MELS
 from engine.fingerprint import PRECISION_ENV, Precision
 from engine.probe import MIN_COSINE, min_cosine, probe_mel, same_neighbours
+from engine.pt_reader import read_pt_payload, weights_digest
 from engine.threads import usable_cores
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ JSON_KEYS = ("encoder_config", "training", "evaluation")
 ARRAY_KEYS = ("background", "reference")
 TEXT_KEYS = ("format_version", "source_sha256", "source_name", "weights_sha256")
 INT8_SUFFIX = ".int8.onnx"  # an export's int8 twin, beside it
+TELEMETRY_OFF_ENV = "ORT_DISABLE_TELEMETRY"  # read once, as the runtime starts
+MIN_EXPORT_COSINE = 0.999  # ONNX Runtime against torch's float32 reference, on the probe
 
 
 def metadata(payload: dict) -> dict[str, str]:
@@ -58,6 +65,17 @@ def metadata(payload: dict) -> dict[str, str]:
                        "data": base64.b64encode(rows.tobytes()).decode()}  # fmt: skip
             out[PREFIX + key] = json.dumps(encoded)
     return out
+
+
+def runtime():
+    """ONNX Runtime, started with its telemetry off: by default it writes a device id and an
+    event cache into the home folder (and warns in colour where it cannot), and nfp promises to
+    run offline and record nothing about the machine. The switch is an environment variable
+    the runtime reads when it is first imported, so every import goes through here."""
+    os.environ[TELEMETRY_OFF_ENV] = "1"
+    import onnxruntime
+
+    return onnxruntime
 
 
 def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
@@ -87,8 +105,8 @@ def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
 
 def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
     """An ONNX Runtime session of the model at `path` with the engine's options."""
-    return ort.InferenceSession(str(path), session_options(threads),
-                                providers=["CPUExecutionProvider"])  # fmt: skip
+    return runtime().InferenceSession(str(path), session_options(threads),
+                                      providers=["CPUExecutionProvider"])  # fmt: skip
 
 
 def onnx_encoder(checkpoint: Checkpoint, requested: str, threads: int = 0) -> OnnxEncoder:
@@ -97,6 +115,58 @@ def onnx_encoder(checkpoint: Checkpoint, requested: str, threads: int = 0) -> On
     session = open_session(checkpoint.onnx_path, threads) if threads else checkpoint.model
     int8 = load_int8(checkpoint, session, threads) if requested in ("auto", "int8") else None
     return OnnxEncoder(session, requested, int8=int8, reference=checkpoint.reference)
+
+
+def verify_export(export: Checkpoint, source: Path) -> None:
+    """Refuse (CheckpointError naming the export) an export that is not its .pt's: metadata
+    that differs from the .pt's (config, weights' hash, training, evaluation and calibration,
+    background, reference), or a network whose fingerprints of the probe are not the .pt's
+    reference. Reads the .pt without torch (engine.pt_reader)."""
+    payload = read_pt_payload(source)
+    config = parse_config(source, payload)
+    stored = checkpoint_from_payload(source, payload, config, sha256="", weights_sha256="",
+                                     backend="", model=None)  # fmt: skip
+    differs = _differing_metadata(export, stored, weights_digest(config, payload["state_dict"]))
+    if differs:
+        raise CheckpointError(export.onnx_path, f"its {differs} differ from {source.name}'s: "
+                              "edited or made from another checkpoint")  # fmt: skip
+    if stored.reference is None:
+        return  # a .pt older than reference fingerprints: its metadata is all there is to check
+    cosine = min_cosine(OnnxEncoder(export.model, "float32")(probe_mel()), stored.reference)
+    if not cosine >= MIN_EXPORT_COSINE:
+        cause = f"cosine {cosine:.4f} < {MIN_EXPORT_COSINE} on the probe"
+        raise CheckpointError(
+            export.onnx_path, f"its network disagrees with {source.name} ({cause})"
+        )
+
+
+def _differing_metadata(export: Checkpoint, stored: Checkpoint, weights_sha256: str) -> str:
+    """The names of the export's metadata that are not the .pt's, joined, or ''."""
+    same = {
+        "encoder config": export.config.to_dict() == stored.config.to_dict(),
+        "weights' hash": export.weights_sha256 == weights_sha256,
+        "training facts": _canonical(export.training) == _canonical(stored.training),
+        "evaluation and calibration": _canonical(export.evaluation)
+        == _canonical(stored.evaluation),
+        "background": _same_rows(export.background, stored.background, np.float16),
+        "reference": _same_rows(export.reference, stored.reference, np.float32),
+    }
+    return ", ".join(name for name, ok in same.items() if not ok)
+
+
+def _canonical(data: dict) -> str:
+    """Plain data as the export stores it (a JSON round trip), comparable as text (NaN too)."""
+    try:
+        return json.dumps(json.loads(json.dumps(data or {})), sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(data)
+
+
+def _same_rows(exported: np.ndarray | None, stored: np.ndarray | None, kept_as: type) -> bool:
+    """Whether the export's rows are the .pt's as the export keeps them (background: float16)."""
+    if exported is None or stored is None:
+        return exported is None and stored is None
+    return np.array_equal(exported, np.asarray(stored, kept_as).astype(np.float32))
 
 
 class OnnxEncoder:
@@ -230,7 +300,7 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     """Every core for one call (engine.threads; `threads` > 0 sets the count, for benchmarks),
     and no spinning after it: a spinning pool would take the cores from faiss's search, which
     runs right after each encoder call."""
-    options = ort.SessionOptions()
+    options = runtime().SessionOptions()
     options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -231,8 +231,10 @@ def _local_cluster(distributed, n_workers: int) -> distributed.LocalCluster:
 def _connect(distributed, address: str) -> distributed.Client:
     try:
         return distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, ValueError, TypeError) as e:  # TimeoutError is an OSError
-        raise NfpError(f"{address}: cannot reach the Dask scheduler ({e})") from e
+    except Exception as e:  # refused, timed out, or a server that is no Dask scheduler at all,
+        # whose bytes the client decodes as a message of any type and size (MemoryError…)
+        cause = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        raise NfpError(f"{address}: cannot reach the Dask scheduler ({cause})") from e
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator
 from dataclasses import dataclass, replace
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from engine.audio import HOP_S, SAMPLE_RATE, SEGMENT_S, frame_segments
 from engine.checkpoint import Checkpoint
-from engine.fingerprint import Fingerprinter
+from engine.fingerprint import Fingerprinter, require_reference
 from engine.library import Library
 from engine.scoring import EVIDENCE_TIE, QUERY_SHIFTS_S, SILENCE_RMS, Scoring
 from engine.search import CONFIDENCE_THRESHOLD, Match, SequenceMatch, noise_floor
@@ -68,6 +69,7 @@ class Recognizer:
             library.check_checkpoint(checkpoint)
         self.shifts_s = shifts_s  # sub-hop starts for file queries; None: by length
         self.fingerprinter = Fingerprinter(checkpoint, precision=precision)
+        require_reference(self.fingerprinter)  # what `nfp info` checks, once per load
         self.calibration = checkpoint.evaluation.get("calibration")
         self.scoring = Scoring.from_calibration(self.calibration)  # checked at load
         self.background = checkpoint.background
@@ -186,7 +188,7 @@ class Recognizer:
             end = min(start + TRACKLIST_WINDOW, len(fp))
             if not (plays and plays[-1].extend(start, end, found)):
                 plays.append(_Play(start, end, found, found.confidence))
-        return [self._entry(play, fp, floor) for play in plays]
+        return _without_overlaps([self._entry(play, fp, floor) for play in plays])
 
     def _entry(self, play: _Play, fp: np.ndarray, floor: np.ndarray) -> TracklistEntry:
         """Trim a play to the recording segments whose aligned stored segment beats their floor."""
@@ -203,6 +205,14 @@ class Recognizer:
             offset_s=play.match.offset_s + (first - play.first) * HOP_S,
             confidence=play.confidence,
         )
+
+
+def _without_overlaps(entries: list[TracklistEntry]) -> list[TracklistEntry]:
+    """Entries in order, each ending where the next begins at the latest: a play's last segment
+    reaches a hop past its start, into the next play's first."""
+    trimmed = [replace(e, end_s=max(e.start_s, min(e.end_s, after.start_s)))
+               for e, after in itertools.pairwise(entries)]  # fmt: skip
+    return trimmed + entries[-1:]
 
 
 def shifted_segments(

@@ -7,16 +7,18 @@ tracks it knew there instead of taking them for deleted (DESIGN §3; docs/reliab
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import stat
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinytag import TinyTag
 
-from engine.audio import AUDIO_EXTENSIONS
+from engine.audio import AUDIO_EXTENSIONS, file_kind
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +76,9 @@ def _add_file(scan: FolderScan, path: Path) -> None:
         scan.skipped.append((str(path), f"cannot read ({e.strerror or e})"))
         return
     if not stat.S_ISREG(st.st_mode):
-        scan.skipped.append((str(path), f"not a regular file ({_file_kind(st.st_mode)})"))
+        scan.skipped.append((str(path), f"not a regular file ({file_kind(st.st_mode)})"))
         return
     scan.files.append(ScannedFile(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns))
-
-
-def _file_kind(mode: int) -> str:
-    kinds = {
-        stat.S_ISFIFO: "a named pipe",
-        stat.S_ISCHR: "a character device",
-        stat.S_ISBLK: "a block device",
-        stat.S_ISSOCK: "a socket",
-        stat.S_ISDIR: "a folder",
-    }
-    return next((name for test, name in kinds.items() if test(mode)), "a special file")
 
 
 def read_tags(path: Path, duration_s: float) -> dict:
@@ -121,3 +112,20 @@ def display_path(path: str | Path) -> str:
     """A path as text that can always be printed: bytes that are not UTF-8 (old Latin-1 file
     names) shown as replacement characters. Only for showing; the library keeps the real path."""
     return os.fsencode(path).decode("utf-8", "replace")
+
+
+def printable(text: object) -> str:
+    """Text from tags, file names or messages, safe for a terminal: control and format
+    characters (escape sequences that recolour, retitle or clear it, a newline that splits one
+    error line in two, bidirectional overrides) are shown as \\x1b-style escapes; bytes that are
+    not UTF-8 as replacement characters. Every line nfp prints goes through here."""
+    text = str(text)
+    with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate from a tag: escaped below
+        text = display_path(text)
+    return "".join(ch if not unicodedata.category(ch).startswith("C") else _escape(ch)
+                   for ch in text)  # fmt: skip
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.audio import check_regular_file
 from engine.checkpoint import Checkpoint
 from engine.errors import NfpError
 from engine.index import VectorIndex
@@ -31,6 +32,7 @@ from engine.library import Library
 from engine.search import SegmentMap, SequenceMatch, match_sequence
 from engine.tracks import Track
 
+MAX_CATALOGUE_BYTES = 1 << 20  # a catalogue lists directories: a thousand of them is ≈ 100 KiB
 Searched = tuple[VectorIndex, SegmentMap, list[Track]]  # what Library.search_index returns
 
 
@@ -127,7 +129,10 @@ class Catalogue:
         cls, db_dirs: Sequence[Path], checkpoint: Checkpoint, *, client: Any = None
     ) -> Catalogue:
         """The libraries at db_dirs, each checked against the checkpoint; with a Dask client
-        each is opened and held by one of its workers (they must see the same paths)."""
+        each is opened and held by one of its workers (they must see the same paths). A
+        library named twice is searched once: its copies would fill every top-k with the same
+        rows and leave no floor to tell a match by."""
+        db_dirs = _distinct(db_dirs)
         for db_dir in db_dirs:
             with Library(db_dir, writable=False) as library:
                 library.check_checkpoint(checkpoint)
@@ -220,12 +225,25 @@ def merge_top_k(
     return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
 
+def _distinct(db_dirs: Sequence[Path]) -> list[Path]:
+    """The directories in order, each library once however it is spelled."""
+    seen: dict[Path, Path] = {}
+    for db_dir in db_dirs:
+        seen.setdefault(Path(db_dir).expanduser().resolve(), db_dir)
+    return list(seen.values())
+
+
 def read_catalogue(path: Path) -> list[Path]:
     """The shard directories a catalogue file lists, one per line, relative to the file;
     blank lines and lines starting with # are left out."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        check_regular_file(Path(path))  # a FIFO would block, /dev/zero would never end
+        with open(path, "rb") as f:
+            data = f.read(MAX_CATALOGUE_BYTES + 1)
+        if len(data) > MAX_CATALOGUE_BYTES:
+            raise ValueError(f"over {MAX_CATALOGUE_BYTES // 1024} KiB: not a list of libraries")
+        lines = data.decode("utf-8").splitlines()
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
         raise NfpError(f"{path}: cannot read the catalogue ({e})") from e
     dirs = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not dirs:

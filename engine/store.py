@@ -32,7 +32,7 @@ import faiss
 import numpy as np
 
 from engine.errors import LibraryBusyError, NfpError, NonFiniteError
-from engine.index import INDEX_FILE, INDEX_META, fsync_replace, training_sample
+from engine.index import INDEX_FILE, INDEX_META, training_sample, write_atomically
 from engine.tracks import DB_FILE
 
 LOCK_FILE = "write.lock"  # held while indexing, so no other opener cuts off rows in flight
@@ -43,6 +43,13 @@ OWN_FILES = frozenset(
     for name in (DB_FILE, REBUILD_DB, INDEX_FILE, INDEX_META)
     for suffix in ("", "-journal", ".tmp")
 ) | {LOCK_FILE}
+
+
+def _open_no_follow(path: Path, flags: int):
+    """A binary file object on path, refused (OSError ELOOP) where path is a symbolic link."""
+    fd = os.open(path, flags | os.O_NOFOLLOW, 0o666)
+    mode = "r+b" if flags & os.O_RDWR else "ab" if flags & os.O_APPEND else "wb"
+    return os.fdopen(fd, mode)
 
 
 def is_own_file(name: str) -> bool:
@@ -67,10 +74,24 @@ class LibraryFiles:
         if writable:
             try:
                 self.db_dir.mkdir(parents=True, exist_ok=True)
-                self._lock_file = open(self.db_dir / LOCK_FILE, "a")  # noqa: SIM115 (held open)
+                self._refuse_a_foreign_folder()
+                self._refuse_links()
+                append = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                self._lock_file = _open_no_follow(self.db_dir / LOCK_FILE, append)
             except OSError as e:
                 raise NfpError(f"{self.db_dir}: cannot use as a library folder "
                                f"({e.strerror or e})") from e  # fmt: skip
+
+    def _refuse_a_foreign_folder(self) -> None:
+        """A new library is made only in an empty folder: `--db /` or `--db ~/Music` would
+        scatter nfp's files among the user's (and a later clean-up could meet theirs)."""
+        if (self.db_dir / DB_FILE).exists():
+            return
+        foreign = self.foreign_files()
+        if foreign:
+            raise NfpError(f"{self.db_dir}: not a library folder: it holds files nfp did not "
+                           f"make ({', '.join(foreign[:3])}); choose a new or empty folder for "
+                           "the library")  # fmt: skip
 
     def close(self) -> None:
         if self._lock_file is not None:
@@ -94,6 +115,17 @@ class LibraryFiles:
             if not self._lock_depth:
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
+    def _refuse_links(self) -> None:
+        """A writer never writes through a link under one of its own names (a vectors file
+        linked to another user's file would be cut short and overwritten by a root `nfp
+        index`); the row files are also opened with O_NOFOLLOW, for links planted later."""
+        links = [p for p in self.db_dir.iterdir() if is_own_file(p.name) and p.is_symlink()]
+        if links:
+            raise NfpError(
+                f"{links[0]}: is a symbolic link; nfp never writes through a link in a library "
+                "folder (remove it, or rebuild the library elsewhere)"
+            )
+
     def rows_path(self, generation: int, compressed: bool) -> Path:
         return self.db_dir / f"vectors-{generation}.{'pq' if compressed else 'f32'}"
 
@@ -114,9 +146,7 @@ class LibraryFiles:
     def new_store(self, generation: int, d: int, codec: faiss.Index | None) -> VectorStore:
         """An empty store for a new generation (its codec written first, atomically)."""
         if codec is not None:
-            tmp = self.codec_path(generation).with_suffix(".faiss.tmp")
-            faiss.write_index(codec, str(tmp))
-            fsync_replace(tmp, self.codec_path(generation))
+            write_atomically(self.codec_path(generation), faiss.serialize_index(codec).tobytes())
         store = VectorStore(self.rows_path(generation, codec is not None), d, codec)
         store.path.unlink(missing_ok=True)  # a crashed attempt's leftover rows
         return store
@@ -211,7 +241,7 @@ class VectorStore:
         """Drop rows past n_rows: the tail of an append that a crash interrupted. A file that
         is shorter stays as it is (never padded), so the loss shows as a damaged library."""
         if len(self) > n_rows:
-            with open(self.path, "r+b") as f:
+            with _open_no_follow(self.path, os.O_RDWR) as f:
                 f.truncate(n_rows * self.row_bytes)
 
     def encode(self, rows: np.ndarray) -> np.ndarray:
@@ -232,9 +262,9 @@ class VectorStore:
     def append_raw(self, raw: np.ndarray) -> int:
         """Append rows already in this store's form (see `raw`); returns the first new row."""
         first = len(self)
-        if self.path.exists() and self.path.stat().st_size != first * self.row_bytes:
-            os.truncate(self.path, first * self.row_bytes)  # a torn last row: keep rows aligned
-        with open(self.path, "ab") as f:
+        with _open_no_follow(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND) as f:
+            if os.fstat(f.fileno()).st_size != first * self.row_bytes:
+                f.truncate(first * self.row_bytes)  # a torn last row: keep rows aligned
             f.write(np.ascontiguousarray(raw).tobytes())
             f.flush()
             os.fsync(f.fileno())

@@ -38,13 +38,19 @@ THREADS_ENV = "NFP_THREADS"
 
 
 def usable_cores() -> int:
-    """Cores this process may run on: $NFP_THREADS if set, else its CPU affinity (which
-    containers and taskset narrow)."""
+    """Cores this process may run on: its CPU affinity (which containers and taskset narrow),
+    or fewer where $NFP_THREADS asks for fewer (more threads than cores only fight)."""
+    cores = _affinity_cores()
     value = os.environ.get(THREADS_ENV, "").strip()
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise NfpError(f"{THREADS_ENV}={value!r}: expected a number of threads, 1 or more")
-        return int(value)
+    if not value:
+        return cores
+    # isdecimal, not isdigit: "²" is a digit that int() refuses
+    if not value.isdecimal() or int(value) < 1:
+        raise NfpError(f"{THREADS_ENV}={value[:20]!r}: expected a number of threads, 1 or more")
+    return min(int(value), cores)
+
+
+def _affinity_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # no sched_getaffinity (macOS)

@@ -174,8 +174,12 @@ class TrackDB:
             return {path_from_db(p): (s, m, h) for p, s, m, h in rows}
 
     def rows_hashes(self) -> dict[int, str]:
-        """track id → checksum of its rows ('' for a track indexed before checksums)."""
+        """track id → checksum of its rows ('' for a track indexed before checksums; none at
+        all in a library made before them, which a reader opens without migrating it)."""
         with self.guard("read"):
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(tracks)")}
+            if "rows_hash" not in columns:
+                return {}
             return dict(self._db.execute("SELECT id, rows_hash FROM tracks"))
 
     def add(self, track: NewTrack, first_segment: int, n_segments: int) -> Track:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from audio_files import music_folder, music_like, write_audio
+from library_helpers import nfp
 
+from engine.audio import SAMPLE_RATE, load_audio
 from engine.checkpoint import load_checkpoint
 from engine.cli import main
 from engine.encoders import EncoderConfig, build_encoder
@@ -45,7 +48,9 @@ def seeded_torch() -> None:
     torch.manual_seed(0)
 
 
-def make_tiny_checkpoint(path: Path, seed: int = 0, evaluation: dict | None = None) -> Path:
+def make_tiny_checkpoint(
+    path: Path, seed: int = 0, evaluation: dict | None = None, background: np.ndarray | None = None
+) -> Path:
     torch.manual_seed(seed)
     save_checkpoint(
         path,
@@ -53,6 +58,7 @@ def make_tiny_checkpoint(path: Path, seed: int = 0, evaluation: dict | None = No
         TINY_CONFIG,
         evaluation=evaluation or {},
         training={"note": "random initialisation for tests"},
+        background=background,
     )
     return path
 
@@ -93,8 +99,32 @@ def eight_tracks(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def real_db(tmp_path: Path, music_dir: Path, capsys) -> Path:
-    """The generated tracks indexed with the real shipped checkpoint: confident answers."""
+    """The generated tracks indexed in place with the real shipped checkpoint, for modules
+    whose own `db` is a tiny model's: confident answers."""
     db = tmp_path / "real-db"
     assert main(["index", str(music_dir), "--db", str(db)]) == 0
+    capsys.readouterr()
+    return db
+
+
+@pytest.fixture
+def music(music_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the generated tracks, free to change."""
+    return Path(shutil.copytree(music_dir, tmp_path / "music"))
+
+
+@pytest.fixture
+def query(music: Path, tmp_path: Path) -> Path:
+    """5 s from 8 s into album/two.mp3."""
+    audio = load_audio(music / "album" / "two.mp3")[8 * SAMPLE_RATE : 13 * SAMPLE_RATE]
+    return write_audio(tmp_path / "query.wav", audio, SAMPLE_RATE)
+
+
+@pytest.fixture
+def db(music: Path, tmp_path: Path, capsys) -> Path:
+    """A library of the three generated tracks, indexed through the `nfp` command with the
+    shipped checkpoint (whose calibration makes its confident answers mean something)."""
+    db = tmp_path / "db"
+    assert nfp("index", music, "--db", db) == 0
     capsys.readouterr()
     return db

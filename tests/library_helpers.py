@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.cli import main
@@ -30,6 +32,18 @@ def one_line_error(capsys, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in err, err
     return err
+
+
+def tamper_meta(key: str, value: str) -> Callable[[Path], None]:
+    """A function that sets one record of a library's track database, as an attacker would."""
+
+    def tamper(db: Path) -> None:
+        con = sqlite3.connect(db / "tracks.sqlite")
+        with con:
+            con.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+        con.close()
+
+    return tamper
 
 
 def rows_file(db: Path) -> Path:

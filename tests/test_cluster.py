@@ -225,7 +225,7 @@ def test_workers_without_the_cluster_extra_name_it(tmp_path, music_dir, monkeypa
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--workers", "2", "--scheduler", "tcp://h:8786"], "not allowed with"),
-     (["--workers", "0"], "expected a number of workers, 1 or more")],
+     (["--workers", "0"], "expected a number of workers from 1 to")],
 )  # fmt: skip
 def test_contradictory_worker_options_are_usage_errors(music_dir, capsys, args, message):
     with pytest.raises(SystemExit) as exit:

@@ -37,12 +37,6 @@ def run_update(library: Library, folder: Path, fingerprinter: Fingerprinter, **k
             return steps, done.value
 
 
-@pytest.fixture
-def music(music_dir: Path, tmp_path: Path) -> Path:
-    """A private copy of the generated tracks, free to change."""
-    return Path(shutil.copytree(music_dir, tmp_path / "music"))
-
-
 def test_index_reads_tags_and_finds_every_track(music, tmp_path, tiny_checkpoint):
     fingerprinter = Fingerprinter(tiny_checkpoint)
     library = Library(tmp_path / "db")
@@ -103,7 +97,7 @@ def test_an_index_refuses_another_checkpoint(music, tmp_path, tiny_checkpoint):
     library = Library(tmp_path / "db")
     run_update(library, music, Fingerprinter(tiny_checkpoint))
     other = load_checkpoint(make_tiny_checkpoint(tmp_path / "other.pt", seed=1))
-    with pytest.raises(IndexMismatchError, match="re-index"):
+    with pytest.raises(IndexMismatchError, match="--rebuild"):
         Recognizer(library, other)
     with pytest.raises(IndexMismatchError):
         run_update(library, music, Fingerprinter(other))

@@ -8,46 +8,22 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from audio_files import music_like, write_audio
-from library_helpers import nfp, one_line_error, rows_file, run_frozen, tracks_of
+from library_helpers import nfp, one_line_error, rows_file, run_frozen, tamper_meta, tracks_of
 
-from engine.audio import SAMPLE_RATE, load_audio
+from engine.audio import SAMPLE_RATE
 from engine.fingerprint import Fingerprinter
 from engine.library import Library
 from engine.scan import display_path
 from engine.store import LOCK_FILE, REBUILD_DB
 
 LATIN1_NAME = b"caf\xe9 del mar.wav"  # not UTF-8: an old Latin-1 collection
-
-
-@pytest.fixture
-def music(music_dir: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(music_dir, tmp_path / "music"))
-
-
-@pytest.fixture
-def query(music: Path, tmp_path: Path) -> Path:
-    """5 s from 8 s into album/two.mp3."""
-    audio = load_audio(music / "album" / "two.mp3")[8 * SAMPLE_RATE : 13 * SAMPLE_RATE]
-    return write_audio(tmp_path / "query.wav", audio, SAMPLE_RATE)
-
-
-@pytest.fixture
-def db(music: Path, tmp_path: Path, capsys) -> Path:
-    """A library of the three generated tracks, indexed through the `nfp` command with the
-    shipped checkpoint (whose calibration makes its confident answers mean something)."""
-    db = tmp_path / "db"
-    assert nfp("index", music, "--db", db) == 0
-    capsys.readouterr()
-    return db
 
 
 # ---- damaged libraries -----------------------------------------------------------------------
@@ -63,14 +39,6 @@ def scribble_on_rows(db: Path) -> None:
 def cut_rows(db: Path) -> None:
     path = rows_file(db)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-def tamper_meta(key: str, value: str) -> Callable[[Path], None]:
-    def tamper(db: Path) -> None:
-        with sqlite3.connect(db / "tracks.sqlite") as con:
-            con.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
-
-    return tamper
 
 
 def garble_track_db(db: Path) -> None:

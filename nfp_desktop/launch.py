@@ -1,0 +1,32 @@
+"""The `nfp-desktop` console script: starts the app, or says in one line why it cannot.
+
+Kept free of Qt imports, so that an install without the `gui` extra gets the command that
+installs it instead of a traceback from `import PySide6`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from engine.errors import NfpError
+from engine.scan import printable
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        from nfp_desktop.app import main as run_app
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("PySide6"):
+            raise
+        print(f"nfp-desktop: error: the desktop app needs Qt: pip install 'nfp[gui]' ({e})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    try:
+        return run_app(argv)
+    except NfpError as e:  # a setting read at start-up (NFP_THREADS, NFP_BACKEND…)
+        print(f"nfp-desktop: error: {printable(e)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
