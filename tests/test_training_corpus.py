@@ -80,8 +80,12 @@ def test_another_mix_of_the_same_music_is_grouped(rng: np.random.Generator) -> N
     assert music_similarity(sigs[0], sigs[1]) > 0.9
     assert music_similarity(sigs[0], sigs[2]) < 0.9
     assert group_same_music(["zeta", "alpha", "other"], sigs) == ["alpha", "alpha", "other"]
-    # Tracks of clearly different length are never the same music.
+    # Tracks of clearly different length are never the same music ...
     assert music_similarity(sigs[0], music_signature(base[: 30 * 8000])) == 0.0
+    # ... but one trimmed by a few seconds (another game's copy, its fade cut off) is.
+    long = music_like(200.0, 8000, seed=3)
+    trimmed = np.concatenate([long[4 * 8000 :], np.zeros(9 * 8000, np.float32)])  # 205 s
+    assert music_similarity(music_signature(long), music_signature(trimmed)) > 0.95
 
 
 def test_reserved_packages_are_refused() -> None:
