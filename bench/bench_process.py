@@ -20,11 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
-import numpy as np
-from common import real_tracks, report
+from common import real_tracks, report, write_wav
 
 from engine.audio import SAMPLE_RATE, load_audio
 
@@ -90,13 +88,7 @@ def write_query(track: Path, out: Path) -> Path:
     """QUERY_S of `track` from QUERY_START_S as a 16-bit mono WAV at SAMPLE_RATE."""
     audio = load_audio(track)
     start = min(int(QUERY_START_S * SAMPLE_RATE), max(0, len(audio) - int(QUERY_S * SAMPLE_RATE)))
-    clip = audio[start : start + int(QUERY_S * SAMPLE_RATE)]
-    with wave.open(str(out), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(SAMPLE_RATE)
-        f.writeframes((np.clip(clip, -1, 1) * 32767).astype("<i2").tobytes())
-    return out
+    return write_wav(out, audio[start : start + int(QUERY_S * SAMPLE_RATE)])
 
 
 def index_row(folder: Path, work: Path, runs: int, env: dict[str, str]) -> tuple[dict, Path]:

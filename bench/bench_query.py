@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
-from common import percentiles_ms, real_tracks, report, timed
+from common import percentiles_ms, real_tracks, report, timed, write_wav
 
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.checkpoint import default_checkpoint_path, load_checkpoint
@@ -98,15 +97,6 @@ class Query:
     length_s: int
     fingerprints: np.ndarray  # (L, d), at shift 0: the search-only timing's input
     path: Path  # the excerpt as a 16-bit WAV file: the end-to-end timing's input
-
-
-def write_wav(path: Path, audio: np.ndarray) -> Path:
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(SAMPLE_RATE)
-        f.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 def identify_file(recognizer: Recognizer, path: Path):

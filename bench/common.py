@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import platform
 import time
+import wave
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from engine.audio import SAMPLE_RATE
 
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 RESULTS = Path(__file__).parent / "results"
@@ -56,6 +59,16 @@ def report(name: str, rows: list[dict], extra: dict | None = None) -> Path:
     out.write_text(json.dumps({"machine": facts, **(extra or {}), "rows": rows}, indent=1))
     print(f"wrote {out}")
     return out
+
+
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    """audio float32 (n,) at SAMPLE_RATE as a 16-bit mono WAV file at path."""
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(SAMPLE_RATE)
+        f.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
 
 
 def _fmt(value: object) -> str:
