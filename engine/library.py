@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from platformdirs import user_data_dir
@@ -93,6 +94,25 @@ class IndexSummary:
     audio_s: float = 0.0
     elapsed_s: float = 0.0
     cancelled: bool = False
+
+
+T = TypeVar("T")
+READ_ATTEMPTS = 3  # a rebuild swaps one library in at a time; two swaps mid-read are rare
+
+
+def read_library(db_dir: str | Path, read: Callable[[Library], T]) -> T:
+    """read(library) on the library in db_dir, opened read-only. A rebuild may swap a new
+    library in while it reads and remove the rows of the one it opened, which then look
+    missing: it reads the new library instead, never reporting the old one damaged."""
+    for _ in range(READ_ATTEMPTS - 1):
+        with Library(db_dir, writable=False) as library:
+            try:
+                return read(library)
+            except IndexCorruptError:
+                if not library.db.replaced():
+                    raise
+    with Library(db_dir, writable=False) as library:
+        return read(library)
 
 
 class Library:

@@ -28,7 +28,7 @@ from engine.audio import check_regular_file
 from engine.checkpoint import Checkpoint
 from engine.errors import NfpError
 from engine.index import VectorIndex
-from engine.library import Library
+from engine.library import Library, read_library
 from engine.search import SegmentMap, SequenceMatch, match_sequence
 from engine.tracks import Track
 
@@ -97,8 +97,7 @@ class LibraryShard(Shard):
     """A shard opened from its library directory, read-only (what a Dask worker holds)."""
 
     def __init__(self, db_dir: str | Path) -> None:
-        with Library(db_dir, writable=False) as library:
-            super().__init__(*library.search_index())
+        super().__init__(*read_library(db_dir, Library.search_index))
 
 
 class Catalogue:

@@ -81,6 +81,7 @@ class TrackDB:
     def __init__(self, path: Path, *, writable: bool) -> None:
         self.path = Path(path)
         self.writable = writable
+        self._inode = _inode(self.path)  # before connecting: a swap in between reads as one
         with self.guard("open"):
             if writable:
                 self._db = sqlite3.connect(self.path, check_same_thread=False)
@@ -93,6 +94,11 @@ class TrackDB:
 
     def close(self) -> None:
         self._db.close()
+
+    def replaced(self) -> bool:
+        """Whether another file now stands at this database's path (a rebuild swapped its new
+        database in since this one was opened)."""
+        return _inode(self.path) != self._inode
 
     @contextlib.contextmanager
     def guard(self, doing: str) -> Iterator[None]:
@@ -254,3 +260,10 @@ def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None

@@ -19,7 +19,7 @@ from library_helpers import nfp, one_line_error, rows_file, run_frozen, tamper_m
 
 from engine.audio import SAMPLE_RATE
 from engine.fingerprint import Fingerprinter
-from engine.library import Library
+from engine.library import Library, read_library
 from engine.scan import display_path
 from engine.store import LOCK_FILE, REBUILD_DB
 
@@ -323,3 +323,21 @@ def test_kill_9_mid_rebuild_leaves_the_old_library(db, music, query, tmp_path, c
     assert nfp("index", music, "--db", db) == 0
     assert "unchanged 3" in capsys.readouterr().out
     assert not (db / REBUILD_DB).exists() and len(list(db.glob("vectors-*"))) == 1
+
+
+def test_a_reader_that_a_rebuild_overtakes_reads_the_new_library(db, music, capsys):
+    """A rebuild that swaps its library in while a reader is between opening the old one and
+    reading its rows (which the swap removes) is not reported as damage: the reader reads the
+    new library."""
+    (music / "three.ogg").unlink()
+    reads = []
+
+    def read_after_a_rebuild(library: Library) -> list:
+        if not reads:
+            assert nfp("index", music, "--db", db, "--rebuild") == 0
+        reads.append(library.db.replaced())
+        return library.search_index()[2]
+
+    tracks = read_library(db, read_after_a_rebuild)
+    assert reads == [True, False]  # the first read found the old library's rows gone
+    assert sorted(Path(t.path).name for t in tracks) == ["one.flac", "two.mp3"]
