@@ -10,19 +10,20 @@ from collections.abc import Sequence
 
 from engine.errors import NfpError
 from engine.scan import printable
+from nfp_desktop.app import main as run_app
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The app imports Qt only once it starts (after the engine, for a faster start), so a
+    # missing Qt shows up while it runs, not when its module is imported.
     try:
-        from nfp_desktop.app import main as run_app
+        return run_app(argv)
     except ModuleNotFoundError as e:
         if not (e.name or "").startswith("PySide6"):
             raise
         print(f"nfp-desktop: error: the desktop app needs Qt: pip install 'nfp[gui]' ({e})",
               file=sys.stderr)  # fmt: skip
         return 1
-    try:
-        return run_app(argv)
     except NfpError as e:  # a setting read at start-up (NFP_THREADS, NFP_BACKEND…)
         print(f"nfp-desktop: error: {printable(e)}", file=sys.stderr)
         return 1
