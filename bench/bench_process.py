@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from common import real_tracks, report
 
-from engine.audio import SAMPLE_RATE, load_audio
+from engine.core.audio import SAMPLE_RATE, load_audio
 
 QUERY_S = 5.0
 QUERY_START_S = 30.0

@@ -22,8 +22,8 @@ from PySide6.QtCore import Qt
 from pytestqt.exceptions import TimeoutError
 from virtual_mic import Player
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.checkpoint import default_checkpoint_path
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.model.checkpoint import default_checkpoint_path
 from nfp_desktop.main_window import MainWindow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.gui, pytest.mark.slow]

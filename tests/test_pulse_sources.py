@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from audio_files import music_like, write_audio
 
-from engine.audio import SAMPLE_RATE
-from engine.mic import input_devices, record_blocks, resolve_device
+from engine.core.audio import SAMPLE_RATE
+from engine.core.mic import input_devices, record_blocks, resolve_device
 
 pytestmark = pytest.mark.e2e
 

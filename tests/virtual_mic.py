@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from audio_files import write_audio
 
-from engine.audio import SAMPLE_RATE
+from engine.core.audio import SAMPLE_RATE
 
 CUSTOM_PA = """\
 load-module module-native-protocol-unix auth-anonymous=1 socket={socket}
