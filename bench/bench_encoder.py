@@ -26,8 +26,9 @@ from common import onnx_encoder, real_tracks, report
 
 from engine.core.audio import SAMPLE_RATE, count_segments, frame_segments, load_audio
 from engine.core.features import log_mel
-from engine.model.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.model.checkpoint import default_checkpoint_path
 from engine.model.fingerprint import BATCH_SEGMENTS
+from engine.model.load import load_checkpoint
 from engine.model.onnx_backend import int8_path
 from engine.model.scoring import LONG_QUERY_S, LONG_QUERY_SHIFTS_S
 

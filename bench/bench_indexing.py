@@ -16,8 +16,9 @@ from common import real_tracks, report, timed
 from engine.core.audio import SAMPLE_RATE, frame_segments, load_audio
 from engine.core.features import log_mel
 from engine.library.index import VectorIndex
-from engine.model.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.model.checkpoint import default_checkpoint_path
 from engine.model.fingerprint import BATCH_SEGMENTS, Fingerprinter
+from engine.model.load import load_checkpoint
 
 
 def measure(fingerprinter: Fingerprinter, tracks, threads: int) -> dict:

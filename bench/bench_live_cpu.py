@@ -17,8 +17,9 @@ from common import real_tracks, report
 from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.core.threads import apply_thread_policy
 from engine.library.library import Library
-from engine.model.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.model.checkpoint import default_checkpoint_path
 from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
 from engine.query.recognize import Recognizer
 from engine.query.stream import LiveMatcher
 

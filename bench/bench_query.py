@@ -33,8 +33,9 @@ from engine.library.index import ADD_CHUNK, FLAT_MAX_VECTORS, VectorIndex, choos
 from engine.library.segments import SegmentMap
 from engine.library.store import DecodedRows, train_codec
 from engine.library.tracks import Track
-from engine.model.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.model.checkpoint import default_checkpoint_path
 from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
 from engine.query.recognize import Recognizer
 from engine.query.search import match_sequence
 

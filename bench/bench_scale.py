@@ -39,8 +39,9 @@ from engine.library.library import Library
 from engine.library.segments import SegmentMap
 from engine.library.store import train_codec
 from engine.library.tracks import NewTrack, Track
-from engine.model.checkpoint import Checkpoint, default_checkpoint_path, load_checkpoint
+from engine.model.checkpoint import Checkpoint, default_checkpoint_path
 from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
 from engine.query.recognize import Recognizer
 from engine.query.shards import Catalogue, Shard
 

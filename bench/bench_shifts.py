@@ -21,8 +21,9 @@ from common import WESNOTH_MUSIC, percentiles_ms, report
 from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.core.threads import apply_thread_policy
 from engine.library.library import Library
-from engine.model.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.model.checkpoint import default_checkpoint_path
 from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
 from engine.model.scoring import QUERY_SHIFTS_S
 from engine.query.recognize import Recognizer
 

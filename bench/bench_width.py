@@ -22,9 +22,8 @@ from common import onnx_encoder, report
 from engine.core.audio import HOP_S, SAMPLE_RATE, count_segments
 from engine.core.features import log_mel
 from engine.model.encoders import EncoderConfig, build_encoder, count_parameters
-from engine.model.export import export_onnx
+from engine.model.export import export_onnx, save_checkpoint
 from engine.model.fingerprint import BATCH_SEGMENTS
-from engine.model.torch_backend import save_checkpoint
 
 FIVE_S_QUERY_SEGMENTS = 2 * count_segments(5 * SAMPLE_RATE)  # two sub-hop shifts from 5 s on
 BATCHES = 8

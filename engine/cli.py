@@ -13,10 +13,12 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from tqdm import tqdm
 
 from engine.core.audio import load_audio
 from engine.core.errors import EmptyLibraryError, NfpError
+from engine.core.mic import input_devices, record_blocks, resolve_device
 from engine.core.threads import apply_thread_policy
 from engine.library.library import (
     IndexSummary,
@@ -25,14 +27,17 @@ from engine.library.library import (
     default_db_dir,
     music_folder,
 )
+from engine.library.parallel import FingerprintSource, connect, dask_source
 from engine.library.rebuild import rebuild_library
 from engine.library.scan import display_path, printable
 from engine.library.tracks import DB_FILE, Track
-from engine.model.checkpoint import Checkpoint
-
-if TYPE_CHECKING:
-    from engine.library.parallel import FingerprintSource
-    from engine.model.fingerprint import Fingerprinter
+from engine.model.checkpoint import Checkpoint, default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter, check_reference
+from engine.model.load import load_checkpoint
+from engine.plugins import add_plugin_commands
+from engine.query.recognize import Recognizer
+from engine.query.shards import Catalogue, read_catalogue
+from engine.query.stream import LiveMatcher
 
 
 def build_parser(running: str | None = None) -> argparse.ArgumentParser:
@@ -105,8 +110,6 @@ def build_parser(running: str | None = None) -> argparse.ArgumentParser:
                         "on music in this folder; it runs where the probe passes")  # fmt: skip
     p.set_defaults(func=cmd_export)
     if running not in sub.choices:  # no built-in command runs: a plugin's might
-        from engine.plugins import add_plugin_commands
-
         add_plugin_commands(sub, running)
     return parser
 
@@ -177,17 +180,12 @@ def _open_library(args: argparse.Namespace) -> Library:
 
 def _recognizer(args: argparse.Namespace):
     """The recognizer over the library, or over the catalogue of --db … / --catalogue."""
-    from engine.query.recognize import Recognizer
-
     dirs = _shard_dirs(args)
     first = Library(dirs[0].expanduser(), writable=False)
     checkpoint = checkpoint_for_library(first, getattr(args, "checkpoint", None))
     if len(dirs) == 1 and not args.scheduler:
         return Recognizer(first, checkpoint)
     first.close()
-    from engine.library.parallel import connect
-    from engine.query.shards import Catalogue
-
     client = connect(args.scheduler) if args.scheduler else None
     return Recognizer(Catalogue.open(dirs, checkpoint, client=client), checkpoint)
 
@@ -196,8 +194,6 @@ def _shard_dirs(args: argparse.Namespace) -> list[Path]:
     if args.catalogue and args.db:
         raise NfpError("give the libraries with --db or with --catalogue, not both")
     if args.catalogue:
-        from engine.query.shards import read_catalogue
-
         return read_catalogue(args.catalogue)
     return args.db or [default_db_dir()]
 
@@ -246,12 +242,8 @@ def _fingerprint_source(
     """This process's Fingerprinter, or Dask workers with --workers / --scheduler (started
     only after the library and checkpoint checks passed, and closed when indexing ends)."""
     if args.workers is None and args.scheduler is None:
-        from engine.model.fingerprint import Fingerprinter
-
         yield Fingerprinter(checkpoint)
         return
-    from engine.library.parallel import dask_source
-
     with dask_source(checkpoint, workers=args.workers, address=args.scheduler) as source:
         yield source
 
@@ -259,8 +251,6 @@ def _fingerprint_source(
 def _run_with_progress(run) -> IndexSummary:
     """Drive an indexing generator with a progress bar, shown from the first file on (a run
     that fails before it, or has nothing to do, prints no bar)."""
-    from tqdm import tqdm
-
     bar = None
     try:
         while True:
@@ -281,8 +271,6 @@ def _run_with_progress(run) -> IndexSummary:
 def _checkpoint_for_index(db: Path, explicit: Path | None) -> Checkpoint:
     """The explicit checkpoint, else the one the library was built with if it can still be
     read (a damaged library is rebuilt without being read), else the shipped default."""
-    from engine.model.checkpoint import default_checkpoint_path, load_checkpoint
-
     if explicit is not None:
         return load_checkpoint(explicit)
     try:
@@ -360,9 +348,6 @@ def cmd_tracklist(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from engine.core.mic import input_devices, record_blocks, resolve_device
-    from engine.query.stream import LiveMatcher
-
     if args.list_devices:
         devices = input_devices()
         if not devices:
@@ -402,8 +387,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     """What is in the library, how this machine runs its encoder, and whether both are sound:
     exit 1 with the repairing command for damaged rows, or if this machine's fingerprints differ
     from the checkpoint's reference."""
-    from engine.model.fingerprint import Fingerprinter, check_reference
-
     library = _open_library(args)
     checkpoint = checkpoint_for_library(library)
     library.check_checkpoint(checkpoint)  # identify's refusals are info's too

@@ -17,8 +17,9 @@ from engine.core.errors import NfpError, NoInputDeviceError
 from engine.core.mic import input_devices
 from engine.library.index import VectorIndex
 from engine.library.segments import SegmentMap
-from engine.model.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.model.checkpoint import default_checkpoint_path
 from engine.model.fingerprint import Fingerprinter, check_reference
+from engine.model.load import load_checkpoint
 from engine.query.search import match_sequence
 
 TRACK_S = 12.0  # room for the 5 s excerpt at 6 s: every segment encoded is self-test time

@@ -15,8 +15,9 @@ from PySide6.QtCore import QSettings
 
 from engine.core.errors import CheckpointError, NoInputDeviceError
 from engine.core.mic import InputDevice
-from engine.model.checkpoint import default_checkpoint_path, read_config, shipped_checkpoints
-from engine.model.fingerprint import PRECISIONS
+from engine.model.checkpoint import default_checkpoint_path, shipped_checkpoints
+from engine.model.load import read_config
+from engine.model.precision import PRECISIONS
 
 ORGANIZATION = "nfp"
 APPLICATION = "nfp-desktop"

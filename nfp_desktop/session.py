@@ -12,8 +12,9 @@ from pathlib import Path
 
 from engine.library.library import Library, checkpoint_for_library
 from engine.library.tracks import DB_FILE, Track
-from engine.model.checkpoint import Checkpoint, load_checkpoint
+from engine.model.checkpoint import Checkpoint
 from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
 from engine.query.recognize import Recognizer
 
 

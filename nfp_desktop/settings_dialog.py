@@ -24,7 +24,8 @@ from PySide6.QtWidgets import (
 
 from engine.core.errors import NfpError
 from engine.core.mic import InputDevice, input_devices
-from engine.model.checkpoint import DEFAULT_CHECKPOINT, pt_backend
+from engine.model.checkpoint import DEFAULT_CHECKPOINT
+from engine.model.load import pt_backend
 from engine.model.onnx_backend import has_int8_twin
 from nfp_desktop.preferences import (
     CheckpointChoice,

@@ -17,10 +17,10 @@ from engine.core.audio import load_audio
 from engine.core.errors import NoInputDeviceError
 from engine.core.mic import InputDevice
 from engine.library.library import Library
-from engine.model.checkpoint import load_checkpoint
 from engine.model.encoders import EncoderConfig, register_encoder
+from engine.model.export import save_checkpoint
 from engine.model.fingerprint import Fingerprinter
-from engine.model.torch_backend import save_checkpoint
+from engine.model.load import load_checkpoint
 from nfp_desktop.context import AppContext
 from nfp_desktop.preferences import Preferences, save_preferences
 

@@ -12,11 +12,12 @@ from engine.model.checkpoint import (
     CHECKPOINT_DIR_ENV,
     DEFAULT_CHECKPOINT,
     default_checkpoint_path,
-    load_checkpoint,
     shipped_checkpoints,
 )
 from engine.model.encoders import EncoderConfig, build_encoder
-from engine.model.torch_backend import load_torch, save_checkpoint
+from engine.model.export import save_checkpoint
+from engine.model.load import load_checkpoint
+from engine.model.torch_backend import load_torch
 from engine.query.search import evidence_threshold
 
 

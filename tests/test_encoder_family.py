@@ -7,12 +7,13 @@ import torch
 from audio_files import music_like
 
 from engine.core.audio import SAMPLE_RATE
-from engine.model.checkpoint import load_checkpoint
 from engine.model.encoders import ENCODERS, EncoderConfig, build_encoder
 from engine.model.encoders.attention import TemporalSpectralAttention
+from engine.model.export import save_checkpoint
 from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
 from engine.model.probe import min_cosine
-from engine.model.torch_backend import load_torch, save_checkpoint
+from engine.model.torch_backend import load_torch
 from training.loss import nt_xent
 
 # The smallest widths whose embedding still splits into d = 128 slices: small layers keep the

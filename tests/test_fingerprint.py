@@ -10,13 +10,10 @@ from engine.cli import main
 from engine.core.audio import SAMPLE_RATE, count_segments
 from engine.core.errors import NfpError
 from engine.library.index import VectorIndex
-from engine.model.checkpoint import default_checkpoint_path, load_checkpoint
-from engine.model.fingerprint import (
-    PRECISION_ENV,
-    Fingerprinter,
-    check_reference,
-    requested_precision,
-)
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter, check_reference
+from engine.model.load import load_checkpoint
+from engine.model.precision import PRECISION_ENV, requested_precision
 from engine.model.probe import MIN_COSINE, min_cosine
 from engine.model.torch_backend import TorchEncoder
 from engine.selftest import run_self_test

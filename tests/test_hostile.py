@@ -29,12 +29,8 @@ from onnx import numpy_helper
 
 from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.library.library import Library
-from engine.model.checkpoint import (
-    default_checkpoint_path,
-    export_cache_dir,
-    file_sha256,
-    load_checkpoint,
-)
+from engine.model.checkpoint import default_checkpoint_path, file_sha256
+from engine.model.load import export_cache_dir, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 NO_TORCH = Path(__file__).with_name("no_torch.py")

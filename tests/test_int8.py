@@ -15,8 +15,9 @@ from conftest import make_tiny_checkpoint
 from engine.cli import main
 from engine.core.audio import SAMPLE_RATE
 from engine.library.index import VectorIndex
-from engine.model.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.model.checkpoint import default_checkpoint_path
 from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
 from engine.model.onnx_backend import OnnxEncoder, int8_path, load_int8
 from engine.model.probe import MIN_COSINE, min_cosine
 

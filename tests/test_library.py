@@ -22,9 +22,10 @@ from engine.library import parallel
 from engine.library.library import Library
 from engine.library.scan import scan_folder
 from engine.library.store import VectorStore
-from engine.model.checkpoint import load_checkpoint
+from engine.model.export import save_checkpoint
 from engine.model.fingerprint import Fingerprinter
-from engine.model.torch_backend import load_torch, save_checkpoint
+from engine.model.load import load_checkpoint
+from engine.model.torch_backend import load_torch
 from engine.query.recognize import Recognizer
 
 

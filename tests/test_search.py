@@ -7,7 +7,8 @@ from test_index import unit_vectors
 from engine.core.audio import SAMPLE_RATE
 from engine.library.index import VectorIndex
 from engine.library.segments import SegmentMap
-from engine.model.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.load import load_checkpoint
 from engine.model.scoring import (
     BACKGROUND_ROWS,
     LONG_QUERY_S,

@@ -14,7 +14,8 @@ from audio_files import music_like
 from conftest import TINY_CONFIG, make_tiny_checkpoint
 
 from engine.library.tracks import Track as EngineTrack
-from engine.model.checkpoint import default_checkpoint_path, load_checkpoint
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.load import load_checkpoint
 from engine.model.scoring import BACKGROUND_ROWS, Scoring
 from engine.model.torch_backend import load_torch
 from engine.query.recognize import Recognizer

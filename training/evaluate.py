@@ -50,10 +50,12 @@ import numpy as np
 from engine.core.audio import SAMPLE_RATE
 from engine.library.index import VectorIndex
 from engine.library.segments import SegmentMap
-from engine.model.checkpoint import Checkpoint, load_checkpoint
+from engine.model.checkpoint import Checkpoint
+from engine.model.export import save_checkpoint
 from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
 from engine.model.scoring import BACKGROUND_ROWS, Scoring
-from engine.model.torch_backend import load_torch, save_checkpoint
+from engine.model.torch_backend import load_torch
 from engine.query.recognize import Recognizer
 from training.corpus import Track, load_manifest
 from training.degrade import Sources

@@ -11,13 +11,9 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
-
-if TYPE_CHECKING:
-    from engine.library.store import DecodedRows
 
 FLAT_MAX_VECTORS = 250_000  # ≈ 35 h of audio: up to here exact search answers in a few ms
 # IVF cells visited per query vector: against 1,000 h, 32 changed 1.3 % of the answers of exact
@@ -40,6 +36,30 @@ def choose_spec(n_vectors: int, d: int) -> str:
         return "Flat"
     n_list = 2 ** round(math.log2(4 * math.sqrt(n_vectors)))
     return f"IVF{n_list},PQ{d // 4}x4fs"
+
+
+class DecodedRows:
+    """Rows stored as codes (N, code_size) uint8, read as float32 (N, d) by indexing.
+
+    `rows[i]`, `rows[a:b]` and `rows[ids]` for int arrays of any shape decode just those rows,
+    so searches touch a few thousand codes, never the whole library.
+    """
+
+    def __init__(self, codes: np.ndarray, codec: faiss.Index) -> None:
+        self.codes = codes
+        self.codec = codec
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.codes), self.codec.d)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        codes = np.asarray(self.codes[key])
+        flat = np.ascontiguousarray(codes.reshape(-1, codes.shape[-1]))
+        return self.codec.sa_decode(flat).reshape(*codes.shape[:-1], self.codec.d)
 
 
 @dataclass

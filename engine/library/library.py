@@ -45,14 +45,9 @@ from engine.library.store import (
     train_codec,
 )
 from engine.library.tracks import DB_FILE, LIBRARY_FORMAT, NewTrack, Track, TrackDB
-from engine.model.checkpoint import (
-    MAX_D,
-    Checkpoint,
-    default_checkpoint_path,
-    load_checkpoint,
-    shipped_checkpoints,
-)
+from engine.model.checkpoint import MAX_D, Checkpoint, default_checkpoint_path, shipped_checkpoints
 from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
 
 log = logging.getLogger(__name__)
 

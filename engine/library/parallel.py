@@ -28,8 +28,10 @@ from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.core.errors import CheckpointError, NfpError
 from engine.core.threads import THREADS_ENV, usable_cores
 from engine.library.scan import ScannedFile, content_hash, read_tags
-from engine.model.checkpoint import Checkpoint, load_checkpoint
-from engine.model.fingerprint import Fingerprinter, requested_precision
+from engine.model.checkpoint import Checkpoint
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
+from engine.model.precision import requested_precision
 
 if TYPE_CHECKING:
     import distributed

@@ -33,7 +33,13 @@ import faiss
 import numpy as np
 
 from engine.core.errors import LibraryBusyError, NfpError, NonFiniteError
-from engine.library.index import INDEX_FILE, INDEX_META, training_sample, write_atomically
+from engine.library.index import (
+    INDEX_FILE,
+    INDEX_META,
+    DecodedRows,
+    training_sample,
+    write_atomically,
+)
 from engine.library.tracks import DB_FILE
 
 LOCK_FILE = "write.lock"  # held while indexing, so no other opener cuts off rows in flight
@@ -191,30 +197,6 @@ def train_codec(vectors: np.ndarray | DecodedRows, *, seed: int = 0) -> faiss.In
     codec = faiss.index_factory(d, f"OPQ{d // 2},PQ{d // 2}np", faiss.METRIC_INNER_PRODUCT)
     codec.train(training_sample(vectors, seed))
     return codec
-
-
-class DecodedRows:
-    """Rows stored as codes (N, code_size) uint8, read as float32 (N, d) by indexing.
-
-    `rows[i]`, `rows[a:b]` and `rows[ids]` for int arrays of any shape decode just those rows,
-    so searches touch a few thousand codes, never the whole library.
-    """
-
-    def __init__(self, codes: np.ndarray, codec: faiss.Index) -> None:
-        self.codes = codes
-        self.codec = codec
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (len(self.codes), self.codec.d)
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-    def __getitem__(self, key: object) -> np.ndarray:
-        codes = np.asarray(self.codes[key])
-        flat = np.ascontiguousarray(codes.reshape(-1, codes.shape[-1]))
-        return self.codec.sa_decode(flat).reshape(*codes.shape[:-1], self.codec.d)
 
 
 class VectorStore:

@@ -1,4 +1,5 @@
-"""`.pt` checkpoint → ONNX export that the engine runs on ONNX Runtime (`nfp export`).
+"""What torch writes: the `.pt` checkpoint training saves (`save_checkpoint`), and its ONNX export
+that the engine runs on ONNX Runtime (`export_onnx`, `nfp export`).
 
 Needs torch and onnx (the `train` extra). The export is checked before it is kept: ONNX
 Runtime's fingerprints of the probe signal must agree with the checkpoint's float32 reference.
@@ -15,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from torch import nn
 
 from engine.core.errors import CheckpointError
 from engine.model.checkpoint import FORMAT_VERSION, first_line
+from engine.model.encoder_config import EncoderConfig
 from engine.model.onnx_backend import (
     INPUT,
     MIN_EXPORT_COSINE,
@@ -106,3 +109,41 @@ def _check_export(source: Path, export: Path, reference: np.ndarray) -> None:
 def _float16(rows: np.ndarray | None) -> np.ndarray | None:
     """The background as the .pt stores it: it only sets a noise floor."""
     return None if rows is None else rows.astype(np.float16)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    config: EncoderConfig,
+    *,
+    training: dict | None = None,
+    evaluation: dict | None = None,
+    background: np.ndarray | None = None,
+) -> None:
+    """Write atomically (temp file, fsync, rename), so a crash never leaves half a checkpoint.
+
+    `background` float32 (B, d) is stored as float16: it only sets a noise floor. The model's
+    float32 fingerprints of the probe signal go in as the reference every machine checks.
+    An export beside the file is made again, so it never describes an older checkpoint.
+    """
+    path = Path(path)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "encoder": config.name,
+        "encoder_config": config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "training": training or {},
+        "evaluation": evaluation or {},
+        "reference": torch.from_numpy(reference_fingerprints(model)),
+    }
+    if background is not None:
+        payload["background"] = torch.from_numpy(np.asarray(background, np.float16))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if path.with_suffix(".onnx").is_file():
+        export_onnx(path, path.with_suffix(".onnx"))

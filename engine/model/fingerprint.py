@@ -8,65 +8,20 @@ checkpoint also carries reference fingerprints that `check_reference` holds this
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from typing import Protocol
-
 import numpy as np
 
 from engine.core.audio import frame_segments
 from engine.core.errors import NfpError
 from engine.core.features import log_mel
 from engine.model.checkpoint import Checkpoint
+from engine.model.load import make_encoder
+from engine.model.precision import PRECISION_ENV, Precision, requested_precision
 from engine.model.probe import MIN_COSINE, min_cosine, probe_mel
 
 # Segments per encoder call when fingerprinting files. Measured here (shipped d = 128, ONNX
 # Runtime, one thread): 64 a call as fast as 256 or faster (2.0 against 2.4 CPU ms a segment,
 # its activations stay in cache), and peak memory 0.4 GB instead of 1.1 GB.
 BATCH_SEGMENTS = 64
-PRECISION_ENV = "NFP_PRECISION"  # float32 | bfloat16 | int8 | auto (the default)
-PRECISIONS = ("auto", "float32", "bfloat16", "int8")
-
-
-@dataclass(frozen=True)
-class Precision:
-    """The numeric path an encoder runs on this machine, and why."""
-
-    requested: str  # auto | float32 | bfloat16 | int8
-    chosen: str  # float32 | bfloat16 (torch) | int8 (ONNX Runtime)
-    reason: str  # one sentence for `nfp info` and the self-test
-
-    def to_json(self) -> dict:
-        return {"requested": self.requested, "chosen": self.chosen, "reason": self.reason}
-
-
-class Encoder(Protocol):
-    """A backend's inference: log-mel float32 (n, 1, N_MELS, N_FRAMES) → fingerprints float32
-    (n, d), thread-safe."""
-
-    precision: Precision
-
-    def __call__(self, mel: np.ndarray) -> np.ndarray: ...
-
-
-def requested_precision(value: str | None = None) -> str:
-    """The precision asked for: `value`, else $NFP_PRECISION, else auto."""
-    value = (value or os.environ.get(PRECISION_ENV) or "auto").strip().lower()
-    if value not in PRECISIONS:
-        raise NfpError(f"{PRECISION_ENV}={value!r}: expected one of {', '.join(PRECISIONS)}")
-    return value
-
-
-def make_encoder(checkpoint: Checkpoint, requested: str, threads: int = 0) -> Encoder:
-    """The checkpoint's encoder on its backend, at the precision this machine allows; each call
-    on every usable core, or on `threads` of them (ONNX Runtime only: torch's are per process)."""
-    if checkpoint.backend == "onnx":
-        from engine.model.onnx_backend import onnx_encoder
-
-        return onnx_encoder(checkpoint, requested, threads)
-    from engine.model.torch_backend import TorchEncoder
-
-    return TorchEncoder(checkpoint.model, requested)
 
 
 class Fingerprinter:

@@ -31,7 +31,7 @@ from engine.model.checkpoint import (
     first_line,
     parse_config,
 )
-from engine.model.fingerprint import PRECISION_ENV, Precision
+from engine.model.precision import PRECISION_ENV, Precision
 from engine.model.probe import MIN_COSINE, min_cosine, probe_mel, same_neighbours
 from engine.model.pt_reader import read_pt_payload, weights_digest
 

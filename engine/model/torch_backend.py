@@ -1,8 +1,8 @@
-"""The torch side of checkpoints: the `.pt` format training writes, and inference on torch.
+"""The torch side of checkpoints: reading the `.pt` format training writes, and inference on torch.
 
 A `.pt` is loaded with `torch.load(weights_only=True)`, so a file crafted to run code when
 unpickled is refused instead of executed. Inference runs here only where ONNX Runtime or an
-export is missing, or $NFP_BACKEND=torch asks for it (engine.model.checkpoint).
+export is missing, or $NFP_BACKEND=torch asks for it (engine.model.load).
 
 The encoder runs in float32 unless a faster numeric path is proven right *on this machine*:
 `choose_precision` encodes a fixed probe batch both ways and keeps bfloat16 only if every row is
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 import warnings
 import weakref
@@ -41,7 +40,7 @@ from engine.model.checkpoint import (
 from engine.model.encoder_config import EncoderConfig
 from engine.model.encoders import ENCODERS, build_encoder
 from engine.model.encoders.heads import PROJECTIONS
-from engine.model.fingerprint import PRECISION_ENV, Precision
+from engine.model.precision import PRECISION_ENV, Precision
 from engine.model.probe import MIN_COSINE, min_cosine, probe_mel
 
 log = logging.getLogger(__name__)
@@ -100,46 +99,6 @@ def weights_sha256(config: EncoderConfig, model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    config: EncoderConfig,
-    *,
-    training: dict | None = None,
-    evaluation: dict | None = None,
-    background: np.ndarray | None = None,
-) -> None:
-    """Write atomically (temp file, fsync, rename), so a crash never leaves half a checkpoint.
-
-    `background` float32 (B, d) is stored as float16: it only sets a noise floor. The model's
-    float32 fingerprints of the probe signal go in as the reference every machine checks.
-    An export beside the file is made again, so it never describes an older checkpoint.
-    """
-    path = Path(path)
-    payload = {
-        "format_version": FORMAT_VERSION,
-        "encoder": config.name,
-        "encoder_config": config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "training": training or {},
-        "evaluation": evaluation or {},
-        "reference": torch.from_numpy(reference_fingerprints(model)),
-    }
-    if background is not None:
-        payload["background"] = torch.from_numpy(np.asarray(background, np.float16))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if path.with_suffix(".onnx").is_file():
-        from engine.model.export import export_onnx
-
-        export_onnx(path, path.with_suffix(".onnx"))
 
 
 def reference_fingerprints(model: nn.Module) -> np.ndarray:
