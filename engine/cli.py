@@ -1,6 +1,7 @@
 """nfp: identify music from your own library (index a folder, identify files, listen live).
 
-The command of DESIGN.md section 5. User errors become one message and exit status 1."""
+The command of docs/architecture.md (The command line). User errors become one message and exit
+status 1."""
 
 from __future__ import annotations
 

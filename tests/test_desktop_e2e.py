@@ -1,5 +1,5 @@
 """End to end through a virtual microphone: real music played into a PulseAudio null sink whose
-monitor is the app's input (DESIGN.md section 6).
+monitor is the app's input (docs/architecture.md, The app, live input and the bundle).
 
 Uses the shipped default checkpoint; NFP_E2E_CHECKPOINT=FILE runs it with another one (a
 training run's latest checkpoint, say)."""

@@ -1,4 +1,5 @@
-"""The encoder's numeric path: whatever this machine chose must agree with float32 (DESIGN §9)."""
+"""The encoder's numeric path: whatever this machine chose must agree with float32
+(docs/architecture.md, Numeric paths)."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,6 @@
 """The int8 twin of an export (engine.model.quantize): made by `nfp export --int8`, run only where
-the probe passes on the machine that runs these tests, or where asked for (DESIGN §9)."""
+the probe passes on the machine that runs these tests, or where asked for (docs/architecture.md,
+Numeric paths)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """PulseAudio sources by their description, monitors included, through the virtual microphone's
 private server: a second null sink, "Speakers", plays music, and choosing "Monitor of Speakers"
-records it, although the server's default source is another sink's monitor (DESIGN.md §6)."""
+records it, although the server's default source is another sink's monitor (docs/architecture.md,
+The app, live input and the bundle)."""
 
 from __future__ import annotations
 

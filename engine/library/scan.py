@@ -2,7 +2,8 @@
 
 Only regular files are candidates (after following links): a FIFO or a device named *.mp3 would
 block the indexer forever. A folder that cannot be read is reported, so the library keeps the
-tracks it knew there instead of taking them for deleted (DESIGN §3; docs/reliability.md).
+tracks it knew there instead of taking them for deleted (docs/architecture.md, Folders that
+vanish; docs/reliability.md).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The log-mel front end is numpy (engine.core.features); the encoder runs on the checkpoint's backend:
 ONNX Runtime (engine.model.onnx_backend) or torch (engine.model.torch_backend). Either runs float32
-unless a faster numeric path is proven right on this machine by the probe (DESIGN §9); every
-checkpoint also carries reference fingerprints that `check_reference` holds this machine's against.
+unless a faster numeric path is proven right on this machine by the probe (docs/architecture.md,
+Numeric paths); every checkpoint also carries reference fingerprints that `check_reference` holds
+this machine's against.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ export is missing, or $NFP_BACKEND=torch asks for it (engine.model.load).
 
 The encoder runs in float32 unless a faster numeric path is proven right *on this machine*:
 `choose_precision` encodes a fixed probe batch both ways and keeps bfloat16 only if every row is
-finite and within cosine MIN_COSINE of float32 (DESIGN §9). CPU flags cannot decide it:
-on an Intel Xeon with AMX, oneDNN's bfloat16 kernels returned fingerprints at cosine 0.2 to
-float32's (and, in some runs, NaN) while AVX512-BF16 machines without AMX were fine.
+finite and within cosine MIN_COSINE of float32 (docs/architecture.md, Numeric paths). CPU flags
+cannot decide it: on an Intel Xeon with AMX, oneDNN's bfloat16 kernels returned fingerprints at
+cosine 0.2 to float32's (and, in some runs, NaN) while AVX512-BF16 machines without AMX were fine.
 """
 
 from __future__ import annotations

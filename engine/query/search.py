@@ -45,7 +45,7 @@ class Match:
     confidence: float
 
     def to_json(self) -> dict:
-        """The `match` object of `nfp identify --json` (DESIGN.md section 5)."""
+        """The `match` object of `nfp identify --json` (docs/architecture.md, The command line)."""
         return {
             "path": self.track.display_path,
             "title": self.track.title,
