@@ -24,15 +24,16 @@ import numpy as np
 import torch
 from common import onnx_encoder, real_tracks, report
 
-from engine.audio import SAMPLE_RATE, count_segments, frame_segments, load_audio
-from engine.checkpoint import default_checkpoint_path, load_checkpoint
-from engine.features import log_mel
-from engine.fingerprint import BATCH_SEGMENTS
-from engine.onnx_backend import int8_path
-from engine.scoring import LONG_QUERY_S, LONG_QUERY_SHIFTS_S
+from engine.core.audio import SAMPLE_RATE, count_segments, frame_segments, load_audio
+from engine.core.features import log_mel
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.fingerprint import BATCH_SEGMENTS
+from engine.model.load import load_checkpoint
+from engine.model.onnx_backend import int8_path
+from engine.model.scoring import LONG_QUERY_S, LONG_QUERY_SHIFTS_S
 
 # A 5 s file query's one encoder call: 9 segments at each of its sub-hop shifts (more only
-# where the shifts disagree, engine.recognize).
+# where the shifts disagree, engine.query.recognize).
 QUERY_SEGMENTS = len(LONG_QUERY_SHIFTS_S) * count_segments(int(LONG_QUERY_S * SAMPLE_RATE))
 
 

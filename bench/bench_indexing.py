@@ -13,11 +13,12 @@ import os
 import numpy as np
 from common import real_tracks, report, timed
 
-from engine.audio import SAMPLE_RATE, frame_segments, load_audio
-from engine.checkpoint import default_checkpoint_path, load_checkpoint
-from engine.features import log_mel
-from engine.fingerprint import BATCH_SEGMENTS, Fingerprinter
-from engine.index import VectorIndex
+from engine.core.audio import SAMPLE_RATE, frame_segments, load_audio
+from engine.core.features import log_mel
+from engine.library.index import VectorIndex
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.fingerprint import BATCH_SEGMENTS, Fingerprinter
+from engine.model.load import load_checkpoint
 
 
 def measure(fingerprinter: Fingerprinter, tracks, threads: int) -> dict:

@@ -1,8 +1,8 @@
 """Live latency: seconds of degraded audio from the start of playback to a confident, correct match.
 
-Plays excerpts through engine.stream.LiveMatcher in 100 ms blocks, as a microphone would deliver
-them, degraded at the evaluation harness's "mid" level (noise, room, echo, device band-limit)
-with the evaluation half of the degradation bank. The library is the corpus's test split
+Plays excerpts through engine.query.stream.LiveMatcher in 100 ms blocks, as a microphone would
+deliver them, degraded at the evaluation harness's "mid" level (noise, room, echo, device
+band-limit) with the evaluation half of the degradation bank. The library is the corpus's test split
 (`nfp train corpus`); as many excerpts of its val split, music not in the library, count how
 often listening names a track for music the user does not own (a false match).
 Usage: python bench/bench_live.py [--trials 40] [--level mid]
@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 from common import report
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.checkpoint import default_checkpoint_path, load_checkpoint
-from engine.fingerprint import Fingerprinter
-from engine.library import Library
-from engine.recognize import Recognizer
-from engine.stream import LiveMatcher, LiveState
-from engine.threads import apply_thread_policy
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.core.threads import apply_thread_policy
+from engine.library.library import Library
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
+from engine.query.recognize import Recognizer
+from engine.query.stream import LiveMatcher, LiveState
 from training.degrade import LEVELS, Sources, degrade
 
 PLAY_S = 12.0

@@ -1,5 +1,5 @@
 """CPU cost of live listening, in % of one core: while holding a match on a library track, and
-while searching (music not in the library). Audio goes through engine.stream.LiveMatcher in
+while searching (music not in the library). Audio goes through engine.query.stream.LiveMatcher in
 100 ms blocks, as the microphone delivers it, as fast as the matcher takes it; CPU time per
 second of audio is the share of one core that listening in real time costs.
 Usage: python bench/bench_live_cpu.py [--tracks 20] [--seconds 60]
@@ -14,13 +14,14 @@ from pathlib import Path
 
 from common import real_tracks, report
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.checkpoint import default_checkpoint_path, load_checkpoint
-from engine.fingerprint import Fingerprinter
-from engine.library import Library
-from engine.recognize import Recognizer
-from engine.stream import LiveMatcher
-from engine.threads import apply_thread_policy
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.core.threads import apply_thread_policy
+from engine.library.library import Library
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
+from engine.query.recognize import Recognizer
+from engine.query.stream import LiveMatcher
 
 BLOCK_S = 0.1
 START_S = 20.0  # where in each track the played audio starts

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 from common import real_tracks, report
 
-from engine.audio import load_audio
-from engine.checkpoint import Checkpoint, default_checkpoint_path, load_checkpoint
-from engine.fingerprint import Fingerprinter
-from engine.library import Library, remove_library
+from engine.core.audio import load_audio
+from engine.library.library import Library, remove_library
+from engine.model.checkpoint import Checkpoint, default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from audio_files import write_audio

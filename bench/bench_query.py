@@ -9,8 +9,8 @@ Real fingerprints of real tracks (the shipped checkpoint) plus filler to reach e
 checkpoint's background fingerprints (other music) plus a little noise, so that the codec is
 trained, and the candidates compete, as in a library of real music. Queries are noisy excerpts
 (white noise, 10 dB SNR) of the real tracks. The exact index searches float32 rows; the IVF
-index is set up as a large library is, on PQ-coded rows (engine.store.train_codec) that re-score
-its fast-scan candidates.
+index is set up as a large library is, on PQ-coded rows (engine.library.store.train_codec) that
+re-score its fast-scan candidates.
 Usage: python bench/bench_query.py [--hours 10,100,1000] [--queries 50] [--filler random|music]
 """
 
@@ -26,15 +26,17 @@ import faiss
 import numpy as np
 from common import percentiles_ms, real_tracks, report, timed, write_wav
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.checkpoint import default_checkpoint_path, load_checkpoint
-from engine.fingerprint import Fingerprinter
-from engine.index import ADD_CHUNK, FLAT_MAX_VECTORS, VectorIndex, choose_spec
-from engine.recognize import Recognizer
-from engine.search import SegmentMap, match_sequence
-from engine.store import DecodedRows, train_codec
-from engine.threads import apply_thread_policy
-from engine.tracks import Track
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.core.threads import apply_thread_policy
+from engine.library.index import ADD_CHUNK, FLAT_MAX_VECTORS, VectorIndex, choose_spec
+from engine.library.segments import SegmentMap
+from engine.library.store import DecodedRows, train_codec
+from engine.library.tracks import Track
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
+from engine.query.recognize import Recognizer
+from engine.query.search import match_sequence
 
 SEGMENTS_PER_HOUR = 7200
 MIX_NOISE = 0.3  # norm of the noise added to a mixed pair of music fingerprints (norm ≈ 1.4)

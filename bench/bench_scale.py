@@ -7,9 +7,9 @@ limit).
 
 Search: a simulated catalogue of --rows fingerprints (real tracks' fingerprints plus "music"
 filler as `bench_query.py --filler music` makes it), stored as a large library stores it (PQ
-codes, an IVF fast-scan index chosen by engine.index.choose_spec), split into --shards shards,
-against one library holding the same rows. Queries are noisy excerpts of the real tracks, timed
-end to end (decode, fingerprint, search, align: what `nfp identify` does per file): p50/p95 of
+codes, an IVF fast-scan index chosen by engine.library.index.choose_spec), split into --shards
+shards, against one library holding the same rows. Queries are noisy excerpts of the real tracks,
+timed end to end (decode, fingerprint, search, align: what `nfp identify` does per file): p50/p95 of
 each, how often the two answer alike, and each shard's memory (index + codes). Remote: two real
 libraries searched here and held by two Dask worker processes (what asking workers adds).
 Usage: python bench/bench_scale.py [--rows 10000000] [--shards 4] [--queries 40] [--tracks 20]
@@ -32,17 +32,18 @@ import numpy as np
 from bench_query import compressed, identify_file, make_queries, music_filler, rows_bytes
 from common import percentiles_ms, real_tracks, report, timed
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.checkpoint import Checkpoint, default_checkpoint_path, load_checkpoint
-from engine.fingerprint import Fingerprinter
-from engine.index import VectorIndex
-from engine.library import Library
-from engine.recognize import Recognizer
-from engine.search import SegmentMap
-from engine.shards import Catalogue, Shard
-from engine.store import train_codec
-from engine.threads import apply_thread_policy
-from engine.tracks import NewTrack, Track
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.core.threads import apply_thread_policy
+from engine.library.index import VectorIndex
+from engine.library.library import Library
+from engine.library.segments import SegmentMap
+from engine.library.store import train_codec
+from engine.library.tracks import NewTrack, Track
+from engine.model.checkpoint import Checkpoint, default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
+from engine.query.recognize import Recognizer
+from engine.query.shards import Catalogue, Shard
 
 SEGMENTS_PER_HOUR = 7200
 INDEX_RUNS = ((), ("--workers", "1"), ("--workers", "2"))

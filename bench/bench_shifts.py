@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 from common import WESNOTH_MUSIC, percentiles_ms, report
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.checkpoint import default_checkpoint_path, load_checkpoint
-from engine.fingerprint import Fingerprinter
-from engine.library import Library
-from engine.recognize import Recognizer
-from engine.scoring import QUERY_SHIFTS_S
-from engine.threads import apply_thread_policy
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.core.threads import apply_thread_policy
+from engine.library.library import Library
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
+from engine.model.scoring import QUERY_SHIFTS_S
+from engine.query.recognize import Recognizer
 
 SHIFT_SETS = {"5 shifts": QUERY_SHIFTS_S, "2 shifts": (0.0, 0.25), "1 shift": (0.0,)}
 EXACT_S = 0.25

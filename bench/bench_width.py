@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from common import onnx_encoder, report
 
-from engine.audio import HOP_S, SAMPLE_RATE, count_segments
-from engine.encoders import EncoderConfig, build_encoder, count_parameters
-from engine.export import export_onnx
-from engine.features import log_mel
-from engine.fingerprint import BATCH_SEGMENTS
-from engine.torch_backend import save_checkpoint
+from engine.core.audio import HOP_S, SAMPLE_RATE, count_segments
+from engine.core.features import log_mel
+from engine.model.encoders import EncoderConfig, build_encoder, count_parameters
+from engine.model.export import export_onnx, save_checkpoint
+from engine.model.fingerprint import BATCH_SEGMENTS
 
 FIVE_S_QUERY_SEGMENTS = 2 * count_segments(5 * SAMPLE_RATE)  # two sub-hop shifts from 5 s on
 BATCHES = 8

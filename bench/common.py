@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE
+from engine.core.audio import SAMPLE_RATE
 
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 RESULTS = Path(__file__).parent / "results"
@@ -38,8 +38,8 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
 
 def machine() -> dict:
     """Where a figure was measured: CPU model, usable cores, library versions."""
-    from engine.onnx_backend import runtime
-    from engine.threads import cpu_model, usable_cores
+    from engine.core.threads import cpu_model, usable_cores
+    from engine.model.onnx_backend import runtime
 
     return {"cpu": cpu_model(), "cores": usable_cores(), "python": platform.python_version(),
             "onnxruntime": runtime().__version__}  # fmt: skip
@@ -78,7 +78,7 @@ def _fmt(value: object) -> str:
 def onnx_encoder(export: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     """The engine's ONNX Runtime inference of an export, with its session options but a set
     number of threads: log-mel float32 (n, 1, 256, 32) → fingerprints float32 (n, d)."""
-    from engine.onnx_backend import OnnxEncoder, runtime, session_options
+    from engine.model.onnx_backend import OnnxEncoder, runtime, session_options
 
     session = runtime().InferenceSession(str(export), session_options(threads),
                                            providers=["CPUExecutionProvider"])  # fmt: skip

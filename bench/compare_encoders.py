@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from common import RESULTS, report
 
-from engine.encoders import ENCODERS, count_parameters
-from engine.torch_backend import load_torch
+from engine.model.encoders import ENCODERS, count_parameters
+from engine.model.torch_backend import load_torch
 from training.cli import print_progress
 from training.config import TrainConfig
 from training.evaluate import evaluate

@@ -1,6 +1,7 @@
 """nfp: identify music from your own library (index a folder, identify files, listen live).
 
-The command of DESIGN.md section 5. User errors become one message and exit status 1."""
+The command of docs/architecture.md (The command line). User errors become one message and exit
+status 1."""
 
 from __future__ import annotations
 
@@ -13,26 +14,31 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from engine.audio import load_audio
-from engine.checkpoint import Checkpoint
-from engine.errors import EmptyLibraryError, NfpError
-from engine.library import (
+from tqdm import tqdm
+
+from engine.core.audio import load_audio
+from engine.core.errors import EmptyLibraryError, NfpError
+from engine.core.mic import input_devices, record_blocks, resolve_device
+from engine.core.threads import apply_thread_policy
+from engine.library.library import (
     IndexSummary,
     Library,
     checkpoint_for_library,
     default_db_dir,
     music_folder,
 )
-from engine.rebuild import rebuild_library
-from engine.scan import display_path, printable
-from engine.threads import apply_thread_policy
-from engine.tracks import DB_FILE, Track
-
-if TYPE_CHECKING:
-    from engine.fingerprint import Fingerprinter
-    from engine.parallel import FingerprintSource
+from engine.library.parallel import FingerprintSource, connect, dask_source
+from engine.library.rebuild import rebuild_library
+from engine.library.scan import display_path, printable
+from engine.library.tracks import DB_FILE, Track
+from engine.model.checkpoint import Checkpoint, default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter, check_reference
+from engine.model.load import load_checkpoint
+from engine.plugins import add_plugin_commands
+from engine.query.recognize import Recognizer
+from engine.query.shards import Catalogue, read_catalogue
+from engine.query.stream import LiveMatcher
 
 
 def build_parser(running: str | None = None) -> argparse.ArgumentParser:
@@ -105,8 +111,6 @@ def build_parser(running: str | None = None) -> argparse.ArgumentParser:
                         "on music in this folder; it runs where the probe passes")  # fmt: skip
     p.set_defaults(func=cmd_export)
     if running not in sub.choices:  # no built-in command runs: a plugin's might
-        from engine.plugins import add_plugin_commands
-
         add_plugin_commands(sub, running)
     return parser
 
@@ -177,17 +181,12 @@ def _open_library(args: argparse.Namespace) -> Library:
 
 def _recognizer(args: argparse.Namespace):
     """The recognizer over the library, or over the catalogue of --db … / --catalogue."""
-    from engine.recognize import Recognizer
-
     dirs = _shard_dirs(args)
     first = Library(dirs[0].expanduser(), writable=False)
     checkpoint = checkpoint_for_library(first, getattr(args, "checkpoint", None))
     if len(dirs) == 1 and not args.scheduler:
         return Recognizer(first, checkpoint)
     first.close()
-    from engine.parallel import connect
-    from engine.shards import Catalogue
-
     client = connect(args.scheduler) if args.scheduler else None
     return Recognizer(Catalogue.open(dirs, checkpoint, client=client), checkpoint)
 
@@ -196,8 +195,6 @@ def _shard_dirs(args: argparse.Namespace) -> list[Path]:
     if args.catalogue and args.db:
         raise NfpError("give the libraries with --db or with --catalogue, not both")
     if args.catalogue:
-        from engine.shards import read_catalogue
-
         return read_catalogue(args.catalogue)
     return args.db or [default_db_dir()]
 
@@ -246,12 +243,8 @@ def _fingerprint_source(
     """This process's Fingerprinter, or Dask workers with --workers / --scheduler (started
     only after the library and checkpoint checks passed, and closed when indexing ends)."""
     if args.workers is None and args.scheduler is None:
-        from engine.fingerprint import Fingerprinter
-
         yield Fingerprinter(checkpoint)
         return
-    from engine.parallel import dask_source
-
     with dask_source(checkpoint, workers=args.workers, address=args.scheduler) as source:
         yield source
 
@@ -259,8 +252,6 @@ def _fingerprint_source(
 def _run_with_progress(run) -> IndexSummary:
     """Drive an indexing generator with a progress bar, shown from the first file on (a run
     that fails before it, or has nothing to do, prints no bar)."""
-    from tqdm import tqdm
-
     bar = None
     try:
         while True:
@@ -281,8 +272,6 @@ def _run_with_progress(run) -> IndexSummary:
 def _checkpoint_for_index(db: Path, explicit: Path | None) -> Checkpoint:
     """The explicit checkpoint, else the one the library was built with if it can still be
     read (a damaged library is rebuilt without being read), else the shipped default."""
-    from engine.checkpoint import default_checkpoint_path, load_checkpoint
-
     if explicit is not None:
         return load_checkpoint(explicit)
     try:
@@ -360,9 +349,6 @@ def cmd_tracklist(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from engine.mic import input_devices, record_blocks, resolve_device
-    from engine.stream import LiveMatcher
-
     if args.list_devices:
         devices = input_devices()
         if not devices:
@@ -402,8 +388,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     """What is in the library, how this machine runs its encoder, and whether both are sound:
     exit 1 with the repairing command for damaged rows, or if this machine's fingerprints differ
     from the checkpoint's reference."""
-    from engine.fingerprint import Fingerprinter, check_reference
-
     library = _open_library(args)
     checkpoint = checkpoint_for_library(library)
     library.check_checkpoint(checkpoint)  # identify's refusals are info's too
@@ -441,8 +425,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out is not None and len(args.checkpoints) > 1:
         raise NfpError("--out names one file: export one checkpoint at a time with it")
     try:
-        from engine.export import export_onnx
-        from engine.quantize import calibration_mels, quantize_export
+        from engine.model.export import export_onnx
+        from engine.model.quantize import calibration_mels, quantize_export
     except ImportError as e:
         raise NfpError(f"exporting needs torch and onnx (pip install 'nfp[train]'): {e}") from e
     mels = calibration_mels(args.int8) if args.int8 else None

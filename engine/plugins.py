@@ -14,8 +14,8 @@ import argparse
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 
-from engine.checkpoint import first_line
-from engine.errors import NfpError
+from engine.core.errors import NfpError
+from engine.model.checkpoint import first_line
 
 GROUP = "nfp.commands"  # an entry point names a function that adds its subparser: f(subparsers)
 

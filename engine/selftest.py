@@ -12,13 +12,15 @@ import time
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE
-from engine.checkpoint import default_checkpoint_path, load_checkpoint
-from engine.errors import NfpError, NoInputDeviceError
-from engine.fingerprint import Fingerprinter, check_reference
-from engine.index import VectorIndex
-from engine.mic import input_devices
-from engine.search import SegmentMap, match_sequence
+from engine.core.audio import SAMPLE_RATE
+from engine.core.errors import NfpError, NoInputDeviceError
+from engine.core.mic import input_devices
+from engine.library.index import VectorIndex
+from engine.library.segments import SegmentMap
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter, check_reference
+from engine.model.load import load_checkpoint
+from engine.query.search import match_sequence
 
 TRACK_S = 12.0  # room for the 5 s excerpt at 6 s: every segment encoded is self-test time
 EXCERPT_START_S = 6.0

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from engine.errors import NfpError
-from engine.scan import printable
+from engine.core.errors import NfpError
+from engine.library.scan import printable
 from nfp_desktop.app import main as run_app
 
 

@@ -20,9 +20,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.errors import NfpError
-from engine.library import IndexSummary
-from engine.tracks import Track
+from engine.core.errors import NfpError
+from engine.library.library import IndexSummary
+from engine.library.tracks import Track
 from nfp_desktop.context import AppContext
 from nfp_desktop.formatting import estimate_eta_s, format_eta, plural
 from nfp_desktop.models import SkippedModel, TrackTableModel, sortable_filter_proxy

@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.search import Match
-from engine.stream import LiveState
+from engine.query.search import Match
+from engine.query.stream import LiveState
 from nfp_desktop.context import AppContext
 from nfp_desktop.formatting import format_position, plural
 from nfp_desktop.history import MICROPHONE, HistoryEntry

@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.audio import AUDIO_EXTENSIONS
-from engine.errors import EmptyLibraryError, IndexCorruptError, IndexMismatchError, NfpError
+from engine.core.audio import AUDIO_EXTENSIONS
+from engine.core.errors import EmptyLibraryError, IndexCorruptError, IndexMismatchError, NfpError
 from nfp_desktop.context import AppContext
 from nfp_desktop.history import HistoryStore
 from nfp_desktop.history_panel import HistoryPanel, TracklistPanel

@@ -20,8 +20,8 @@ from PySide6.QtCore import (
     Qt,
 )
 
-from engine.recognize import TracklistEntry
-from engine.tracks import Track
+from engine.library.tracks import Track
+from engine.query.recognize import TracklistEntry
 from nfp_desktop.formatting import format_time
 from nfp_desktop.history import HistoryEntry
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.errors import NfpError
+from engine.core.errors import NfpError
 
 
 def run_self_test() -> int:

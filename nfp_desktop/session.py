@@ -10,17 +10,18 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from engine.checkpoint import Checkpoint, load_checkpoint
-from engine.fingerprint import Fingerprinter
-from engine.library import Library, checkpoint_for_library
-from engine.recognize import Recognizer
-from engine.tracks import DB_FILE, Track
+from engine.library.library import Library, checkpoint_for_library
+from engine.library.tracks import DB_FILE, Track
+from engine.model.checkpoint import Checkpoint
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
+from engine.query.recognize import Recognizer
 
 
 class LibrarySession:
     def __init__(self, db_dir: Path, precision: str = "auto") -> None:
         self.db_dir = Path(db_dir)
-        self.precision = precision  # the encoder's numeric path (engine.fingerprint)
+        self.precision = precision  # the encoder's numeric path (engine.model.fingerprint)
         self._lock = threading.Lock()  # guards the cached objects: workers and the GUI share them
         self._library: Library | None = None
         self._recognizer: Recognizer | None = None

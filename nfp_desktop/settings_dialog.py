@@ -22,10 +22,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.checkpoint import DEFAULT_CHECKPOINT, pt_backend
-from engine.errors import NfpError
-from engine.mic import InputDevice, input_devices
-from engine.onnx_backend import has_int8_twin
+from engine.core.errors import NfpError
+from engine.core.mic import InputDevice, input_devices
+from engine.model.checkpoint import DEFAULT_CHECKPOINT
+from engine.model.load import pt_backend
+from engine.model.onnx_backend import has_int8_twin
 from nfp_desktop.preferences import (
     CheckpointChoice,
     Preferences,
@@ -36,7 +37,7 @@ from nfp_desktop.preferences import (
 
 CHOOSE_FILE = "Choose a file…"
 # A fast path (bfloat16 on torch, an int8 twin on ONNX Runtime) is only ever chosen where a probe
-# proves it right on this machine (engine.fingerprint); forcing one skips the probe.
+# proves it right on this machine (engine.model.fingerprint); forcing one skips the probe.
 DIALOG_WIDTH = 560
 PRECISION_CHOICES = (
     ("auto", "Automatic (fastest that is right on this computer)"),

@@ -26,7 +26,8 @@ class TrackRef:
 
 
 def track_ref(track) -> TrackRef:
-    """A library Track (engine.tracks) or a HistoryEntry: both have path, title and artist."""
+    """A library Track (engine.library.tracks) or a HistoryEntry: both have path, title and
+    artist."""
     return TrackRef(track.path, track.title, track.artist)
 
 

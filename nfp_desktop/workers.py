@@ -17,16 +17,16 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.errors import EmptyLibraryError, NfpError, NoInputDeviceError
-from engine.fingerprint import Fingerprinter
-from engine.library import IndexProgress, IndexSummary, Library
-from engine.mic import input_devices, record_blocks
-from engine.rebuild import rebuilding
-from engine.recognize import TracklistEntry
-from engine.search import Match
-from engine.stream import LiveMatcher, LiveState
-from engine.tracks import Track
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.core.errors import EmptyLibraryError, NfpError, NoInputDeviceError
+from engine.core.mic import input_devices, record_blocks
+from engine.library.library import IndexProgress, IndexSummary, Library
+from engine.library.rebuild import rebuilding
+from engine.library.tracks import Track
+from engine.model.fingerprint import Fingerprinter
+from engine.query.recognize import TracklistEntry
+from engine.query.search import Match
+from engine.query.stream import LiveMatcher, LiveState
 from nfp_desktop.formatting import estimate_eta_s, format_eta
 from nfp_desktop.preferences import pick_device
 from nfp_desktop.session import LibrarySession
@@ -105,7 +105,8 @@ def index_job(
     session: LibrarySession, checkpoint_path: Path, folders: list[str], *, rebuild: bool = False
 ) -> Job:
     """Index (or update) every folder; with rebuild, into a new library beside the old one that
-    replaces it only when complete (engine.rebuild.rebuilding), while the old one keeps serving."""
+    replaces it only when complete (engine.library.rebuild.rebuilding), while the old one keeps
+    serving."""
 
     def run(should_stop: Callable[[], bool]) -> Generator[IndexStep, None, IndexOutcome]:
         checkpoint = session.checkpoint(checkpoint_path)

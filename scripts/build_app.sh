@@ -11,7 +11,8 @@ APP=dist/nfp-desktop
 ln -sf nfp-desktop "$APP/nfp"
 "$PYTHON" packaging/stub_codecs.py "$APP"
 # Drop debug information only, where a library carries it (PyAV's modules: 31 -> 5 MB; a pyenv
-# libpython: 23 -> 6 MB). Symbols stay: stripping them broke numpy's and faiss's (DESIGN.md §7).
+# libpython: 23 -> 6 MB). Symbols stay: stripping them broke numpy's and faiss's
+# (docs/architecture.md, The app, live input and the bundle).
 # readelf's listing is read whole: `readelf | grep -q` under pipefail failed whenever grep quit
 # before readelf had written everything (SIGPIPE), which left some libraries unstripped (+35 MB).
 find "$APP/_internal" -name "*.so*" -type f -print0 | while IFS= read -r -d '' lib; do

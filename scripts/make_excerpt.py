@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
+from engine.core.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
 
 
 def main(folder: str, out: str) -> None:

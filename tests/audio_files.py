@@ -7,7 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from engine.audio import SAMPLE_RATE
+from engine.core.audio import SAMPLE_RATE
 
 # suffix → (container format, codec, codec options)
 FORMATS = {

@@ -15,11 +15,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from audio_files import music_folder, music_like, write_audio
 from library_helpers import nfp
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.checkpoint import load_checkpoint
 from engine.cli import main
-from engine.encoders import EncoderConfig, build_encoder
-from engine.torch_backend import save_checkpoint
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.model.encoders import EncoderConfig, build_encoder
+from engine.model.export import save_checkpoint
+from engine.model.load import load_checkpoint
 
 pytest_plugins = ["virtual_mic"]  # the `virtual_mic` fixture, for the end-to-end tests
 
@@ -30,7 +30,7 @@ TRACK_SECONDS = (20.0, 26.0, 17.0)
 @pytest.fixture(scope="session", autouse=True)
 def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ONNX exports a test's checkpoints get on first use are cached for this run only
-    (engine.checkpoint.export_cache_dir follows XDG_CACHE_HOME), never in the user's cache."""
+    (engine.model.load.export_cache_dir follows XDG_CACHE_HOME), never in the user's cache."""
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(cache))

@@ -13,14 +13,14 @@ import numpy as np
 from PySide6.QtCore import QSettings
 from spectral import SpectralEncoder
 
-from engine.audio import load_audio
-from engine.checkpoint import load_checkpoint
-from engine.encoders import EncoderConfig, register_encoder
-from engine.errors import NoInputDeviceError
-from engine.fingerprint import Fingerprinter
-from engine.library import Library
-from engine.mic import InputDevice
-from engine.torch_backend import save_checkpoint
+from engine.core.audio import load_audio
+from engine.core.errors import NoInputDeviceError
+from engine.core.mic import InputDevice
+from engine.library.library import Library
+from engine.model.encoders import EncoderConfig, register_encoder
+from engine.model.export import save_checkpoint
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
 from nfp_desktop.context import AppContext
 from nfp_desktop.preferences import Preferences, save_preferences
 

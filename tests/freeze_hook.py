@@ -31,9 +31,9 @@ def _freeze_on_call(owner: type, name: str, *, after_return: bool) -> None:
 
 
 def install(moment: str) -> None:
-    from engine.library import Library
-    from engine.store import VectorStore
-    from engine.tracks import TrackDB
+    from engine.library.library import Library
+    from engine.library.store import VectorStore
+    from engine.library.tracks import TrackDB
 
     if moment == "rows appended":  # fsynced rows, the track not committed
         _freeze_on_call(VectorStore, "append_raw", after_return=True)

@@ -26,9 +26,9 @@ CHECKED = (QLabel, QAbstractButton, QComboBox, QLineEdit, QProgressBar, QAbstrac
 
 
 def busiest_window(data_dir: Path):
-    from engine.search import Match
-    from engine.stream import LiveState
-    from engine.tracks import Track
+    from engine.library.tracks import Track
+    from engine.query.search import Match
+    from engine.query.stream import LiveState
     from nfp_desktop.context import AppContext
     from nfp_desktop.main_window import MainWindow
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.cli import main
-from engine.library import Library
+from engine.library.library import Library
 
 
 def nfp(*args: object) -> int:

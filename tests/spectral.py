@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.checkpoint import Checkpoint
-from engine.encoders import EncoderConfig
-from engine.encoders.heads import l2_normalize
+from engine.model.checkpoint import Checkpoint
+from engine.model.encoders import EncoderConfig
+from engine.model.encoders.heads import l2_normalize
 
 
 class SpectralEncoder(nn.Module):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from audio_files import FORMATS, write_audio
 
-from engine import audio as audio_module
-from engine.audio import (
+from engine.core import audio as audio_module
+from engine.core.audio import (
     HOP_SAMPLES,
     SAMPLE_RATE,
     SEGMENT_SAMPLES,
@@ -15,7 +15,7 @@ from engine.audio import (
     frame_segments,
     load_audio,
 )
-from engine.errors import AudioDecodeError
+from engine.core.errors import AudioDecodeError
 
 
 def sine(freq: float, seconds: float, rate: int) -> np.ndarray:

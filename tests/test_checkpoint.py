@@ -7,17 +7,18 @@ import pytest
 import torch
 from conftest import TINY_CONFIG, make_tiny_checkpoint
 
-from engine.checkpoint import (
+from engine.core.errors import CheckpointError
+from engine.model.checkpoint import (
     CHECKPOINT_DIR_ENV,
     DEFAULT_CHECKPOINT,
     default_checkpoint_path,
-    load_checkpoint,
     shipped_checkpoints,
 )
-from engine.encoders import EncoderConfig, build_encoder
-from engine.errors import CheckpointError
-from engine.search import evidence_threshold
-from engine.torch_backend import load_torch, save_checkpoint
+from engine.model.encoders import EncoderConfig, build_encoder
+from engine.model.export import save_checkpoint
+from engine.model.load import load_checkpoint
+from engine.model.torch_backend import load_torch
+from engine.query.search import evidence_threshold
 
 
 def test_round_trip_rebuilds_the_same_model(tmp_path: Path):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from audio_files import write_audio
 
-from engine import mic
-from engine.audio import load_audio
 from engine.cli import main
-from engine.search import Match
-from engine.tracks import Track
+from engine.core import mic
+from engine.core.audio import load_audio
+from engine.library.tracks import Track
+from engine.query.search import Match
 
 JSON_KEYS = {"path", "title", "artist", "offset_s", "score", "confidence"}
 

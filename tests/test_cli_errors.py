@@ -11,7 +11,7 @@ from conftest import make_tiny_checkpoint
 
 from engine import cli
 from engine.cli import main
-from engine.errors import CheckpointError
+from engine.core.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 

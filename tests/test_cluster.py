@@ -1,7 +1,7 @@
-"""Fingerprinting on Dask workers (`nfp index --workers N | --scheduler ADDRESS`, engine.parallel):
-the same library as one process makes, and every promise of docs/reliability.md kept with
-fingerprints made elsewhere. Most tests share one LocalCluster through --scheduler; the ones
-about --workers start their own, as a user's command does."""
+"""Fingerprinting on Dask workers (`nfp index --workers N | --scheduler ADDRESS`,
+engine.library.parallel): the same library as one process makes, and every promise of
+docs/reliability.md kept with fingerprints made elsewhere. Most tests share one LocalCluster through
+--scheduler; the ones about --workers start their own, as a user's command does."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from audio_files import music_folder, music_like, write_audio
 from distributed.client import FutureCancelledError
 from library_helpers import nfp, one_line_error, rows_file, run_frozen, tracks_of
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.errors import AudioDecodeError
-from engine.library import Library
-from engine.parallel import WORKER_DIED, _dask_outcome
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.core.errors import AudioDecodeError
+from engine.library.library import Library
+from engine.library.parallel import WORKER_DIED, _dask_outcome
 
 REPO = Path(__file__).parents[1]
 
@@ -210,7 +210,7 @@ def test_a_worker_that_dies_mid_file_never_half_writes_it(
 
 # ---- errors and imports ----------------------------------------------------------------------
 def test_an_unreachable_scheduler_is_one_line(tmp_path, music_dir, monkeypatch, capsys):
-    monkeypatch.setattr("engine.parallel.CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr("engine.library.parallel.CONNECT_TIMEOUT_S", 1)
     db = tmp_path / "db"
     assert nfp("index", music_dir, "--db", db, "--scheduler", "tcp://127.0.0.1:1") == 1
     one_line_error(capsys, "tcp://127.0.0.1:1: cannot reach the Dask scheduler")
@@ -237,7 +237,8 @@ def test_contradictory_worker_options_are_usage_errors(music_dir, capsys, args, 
 def test_indexing_without_workers_never_imports_dask(music_dir, tmp_path):
     index = ["index", str(music_dir), "--db", str(tmp_path / "db")]
     code = (
-        "import sys, engine.cli, engine.library, engine.parallel, engine.rebuild\n"
+        "import sys, engine.cli, engine.library.library, engine.library.parallel\n"
+        "import engine.library.rebuild\n"
         f"assert engine.cli.main({index!r}) == 0\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))"
     )

@@ -1,5 +1,5 @@
 """End to end through a virtual microphone: real music played into a PulseAudio null sink whose
-monitor is the app's input (DESIGN.md section 6).
+monitor is the app's input (docs/architecture.md, The app, live input and the bundle).
 
 Uses the shipped default checkpoint; NFP_E2E_CHECKPOINT=FILE runs it with another one (a
 training run's latest checkpoint, say)."""
@@ -22,8 +22,8 @@ from PySide6.QtCore import Qt
 from pytestqt.exceptions import TimeoutError
 from virtual_mic import Player
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.checkpoint import default_checkpoint_path
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.model.checkpoint import default_checkpoint_path
 from nfp_desktop.main_window import MainWindow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.gui, pytest.mark.slow]

@@ -12,11 +12,11 @@ import json
 import pytest
 from PySide6.QtCore import Qt
 
-from engine.errors import NoInputDeviceError
-from engine.mic import InputDevice
-from engine.recognize import TracklistEntry
-from engine.search import Match
-from engine.tracks import Track
+from engine.core.errors import NoInputDeviceError
+from engine.core.mic import InputDevice
+from engine.library.tracks import Track
+from engine.query.recognize import TracklistEntry
+from engine.query.search import Match
 from nfp_desktop.formatting import (
     estimate_eta_s,
     format_eta,

@@ -12,8 +12,8 @@ import pytest
 from desktop_helpers import spectral_checkpoint_file
 from PySide6.QtCore import QSettings
 
-from engine.errors import NoInputDeviceError
-from engine.mic import InputDevice
+from engine.core.errors import NoInputDeviceError
+from engine.core.mic import InputDevice
 from nfp_desktop.preferences import (
     Preferences,
     default_data_dir,

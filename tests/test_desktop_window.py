@@ -43,9 +43,9 @@ from PySide6.QtWidgets import (
 )
 
 import nfp_desktop.workers as workers
-from engine.search import Match
-from engine.stream import LiveState
-from engine.tracks import Track
+from engine.library.tracks import Track
+from engine.query.search import Match
+from engine.query.stream import LiveState
 from nfp_desktop.app import main
 from nfp_desktop.context import AppContext
 from nfp_desktop.main_window import MainWindow, styled

@@ -20,9 +20,9 @@ from desktop_helpers import (
 )
 from PySide6.QtCore import Qt
 
-from engine.errors import EmptyLibraryError, NoInputDeviceError
-from engine.store import REBUILD_DB
-from engine.stream import LiveState
+from engine.core.errors import EmptyLibraryError, NoInputDeviceError
+from engine.library.store import REBUILD_DB
+from engine.query.stream import LiveState
 from nfp_desktop.session import LibrarySession
 from nfp_desktop.workers import (
     MISSING_FOLDER,

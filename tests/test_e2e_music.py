@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from audio_files import write_audio
 
-from engine.audio import SAMPLE_RATE, load_audio
+from engine.core.audio import SAMPLE_RATE, load_audio
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

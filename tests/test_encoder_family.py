@@ -6,13 +6,14 @@ import pytest
 import torch
 from audio_files import music_like
 
-from engine.audio import SAMPLE_RATE
-from engine.checkpoint import load_checkpoint
-from engine.encoders import ENCODERS, EncoderConfig, build_encoder
-from engine.encoders.attention import TemporalSpectralAttention
-from engine.fingerprint import Fingerprinter
-from engine.probe import min_cosine
-from engine.torch_backend import load_torch, save_checkpoint
+from engine.core.audio import SAMPLE_RATE
+from engine.model.encoders import ENCODERS, EncoderConfig, build_encoder
+from engine.model.encoders.attention import TemporalSpectralAttention
+from engine.model.export import save_checkpoint
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
+from engine.model.probe import min_cosine
+from engine.model.torch_backend import load_torch
 from training.loss import nt_xent
 
 # The smallest widths whose embedding still splits into d = 128 slices: small layers keep the
@@ -65,7 +66,7 @@ def test_the_engine_runs_every_family_as_torch_does(name: str, tmp_path: Path):
     engine = Fingerprinter(load_checkpoint(tmp_path / f"{name}.pt"))
     exact = Fingerprinter(load_torch(tmp_path / f"{name}.pt"), precision="float32")
     audio = music_like(6.0, SAMPLE_RATE, 1)
-    assert min_cosine(engine.audio(audio), exact.audio(audio)) >= 0.999
+    assert min_cosine(engine.core.audio(audio), exact.audio(audio)) >= 0.999
 
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from engine.encoders import EncoderConfig, build_encoder, count_parameters
-from engine.encoders.heads import DivideAndEncode
-from engine.encoders.scnn import scaled_channels
+from engine.model.encoders import EncoderConfig, build_encoder, count_parameters
+from engine.model.encoders.heads import DivideAndEncode
+from engine.model.encoders.scnn import scaled_channels
 
 
 def test_full_width_matches_the_paper():

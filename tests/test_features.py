@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.features import (
+from engine.core.features import (
     AMIN,
     HOP_LENGTH,
     N_FFT,

@@ -1,4 +1,5 @@
-"""The encoder's numeric path: whatever this machine chose must agree with float32 (DESIGN §9)."""
+"""The encoder's numeric path: whatever this machine chose must agree with float32
+(docs/architecture.md, Numeric paths)."""
 
 import numpy as np
 import pytest
@@ -6,15 +7,17 @@ import torch
 from audio_files import music_like
 from conftest import make_tiny_checkpoint
 
-from engine.audio import SAMPLE_RATE, count_segments
-from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.cli import main
-from engine.errors import NfpError
-from engine.fingerprint import PRECISION_ENV, Fingerprinter, check_reference, requested_precision
-from engine.index import VectorIndex
-from engine.probe import MIN_COSINE, min_cosine
+from engine.core.audio import SAMPLE_RATE, count_segments
+from engine.core.errors import NfpError
+from engine.library.index import VectorIndex
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter, check_reference
+from engine.model.load import load_checkpoint
+from engine.model.precision import PRECISION_ENV, requested_precision
+from engine.model.probe import MIN_COSINE, min_cosine
+from engine.model.torch_backend import TorchEncoder
 from engine.selftest import run_self_test
-from engine.torch_backend import TorchEncoder
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +62,9 @@ def test_the_path_chosen_on_this_machine_agrees_with_float32(audio, backend):
 
 
 def test_a_fast_path_that_returns_nan_is_refused_by_the_probe(shipped_torch, monkeypatch):
-    monkeypatch.setattr("engine.torch_backend.native_bfloat16", lambda: True)
+    monkeypatch.setattr("engine.model.torch_backend.native_bfloat16", lambda: True)
     monkeypatch.setattr(TorchEncoder, "encode_bfloat16", lambda self, mel: _nan_rows(mel, 128))
-    monkeypatch.setattr("engine.torch_backend._DECISIONS", {})
+    monkeypatch.setattr("engine.model.torch_backend._DECISIONS", {})
     fingerprinter = Fingerprinter(shipped_torch, precision="auto")
     assert fingerprinter.precision.chosen == "float32"
     assert "failed the probe (non-finite" in fingerprinter.precision.reason

@@ -27,14 +27,10 @@ from conftest import make_tiny_checkpoint
 from library_helpers import nfp, one_line_error, rows_file, tamper_meta
 from onnx import numpy_helper
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.checkpoint import (
-    default_checkpoint_path,
-    export_cache_dir,
-    file_sha256,
-    load_checkpoint,
-)
-from engine.library import Library
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.library.library import Library
+from engine.model.checkpoint import default_checkpoint_path, file_sha256
+from engine.model.load import export_cache_dir, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 NO_TORCH = Path(__file__).with_name("no_torch.py")
@@ -315,7 +311,7 @@ def test_a_bad_thread_count_is_one_line(db, query, capsys, monkeypatch, value):
 
 
 def test_a_huge_thread_count_is_capped_at_the_cores(monkeypatch):
-    from engine.threads import usable_cores
+    from engine.core.threads import usable_cores
 
     monkeypatch.setenv("NFP_THREADS", "99999")
     assert usable_cores() == len(os.sched_getaffinity(0))
@@ -352,7 +348,7 @@ def test_a_faiss_json_of_the_wrong_shape_is_rebuilt(db, music, query, capsys, ca
 
 
 def test_a_full_disk_ends_indexing_with_one_line(music, tmp_path, capsys, monkeypatch):
-    from engine.store import VectorStore
+    from engine.library.store import VectorStore
 
     def full(self, raw):
         raise OSError(28, "No space left on device")
@@ -397,7 +393,7 @@ def test_the_desktop_command_without_qt_names_the_extra(tmp_path):
 
 def test_a_scheduler_that_answers_garbage_is_one_line(db, query, capsys, monkeypatch):
     pytest.importorskip("distributed")
-    monkeypatch.setattr("engine.parallel.CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr("engine.library.parallel.CONNECT_TIMEOUT_S", 2)
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()

@@ -3,8 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.index import VectorIndex, choose_spec
-from engine.store import DecodedRows, VectorStore, train_codec
+from engine.library.index import DecodedRows, VectorIndex, choose_spec
+from engine.library.store import VectorStore, train_codec
 
 
 def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

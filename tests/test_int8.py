@@ -1,5 +1,6 @@
-"""The int8 twin of an export (engine.quantize): made by `nfp export --int8`, run only where the
-probe passes on the machine that runs these tests, or where asked for (DESIGN §9)."""
+"""The int8 twin of an export (engine.model.quantize): made by `nfp export --int8`, run only where
+the probe passes on the machine that runs these tests, or where asked for (docs/architecture.md,
+Numeric paths)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import pytest
 from audio_files import music_like
 from conftest import make_tiny_checkpoint
 
-from engine.audio import SAMPLE_RATE
-from engine.checkpoint import default_checkpoint_path, load_checkpoint
 from engine.cli import main
-from engine.fingerprint import Fingerprinter
-from engine.index import VectorIndex
-from engine.onnx_backend import OnnxEncoder, int8_path, load_int8
-from engine.probe import MIN_COSINE, min_cosine
+from engine.core.audio import SAMPLE_RATE
+from engine.library.index import VectorIndex
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
+from engine.model.onnx_backend import OnnxEncoder, int8_path, load_int8
+from engine.model.probe import MIN_COSINE, min_cosine
 
 pytest.importorskip("onnxruntime.quantization")  # needs the `onnx` package (the train extra)
 
@@ -26,7 +28,7 @@ pytest.importorskip("onnxruntime.quantization")  # needs the `onnx` package (the
 @pytest.fixture(scope="module")
 def with_twin(tmp_path_factory: pytest.TempPathFactory, music_dir: Path) -> Path:
     """A copy of the shipped default, its export and an int8 twin calibrated on music_dir."""
-    from engine.quantize import calibration_mels, quantize_export
+    from engine.model.quantize import calibration_mels, quantize_export
 
     folder = tmp_path_factory.mktemp("int8")
     pt = folder / default_checkpoint_path().name
@@ -69,7 +71,7 @@ def test_an_int8_twin_that_fails_the_probe_is_not_used(with_twin, monkeypatch):
 def test_the_override_forces_either_path(with_twin, monkeypatch):
     checkpoint = load_checkpoint(with_twin)
     assert Fingerprinter(checkpoint, precision="int8").precision.chosen == "int8"
-    monkeypatch.setattr("engine.onnx_backend.load_int8", lambda *a: pytest.fail("loaded"))
+    monkeypatch.setattr("engine.model.onnx_backend.load_int8", lambda *a: pytest.fail("loaded"))
     assert Fingerprinter(checkpoint, precision="float32").precision.chosen == "float32"
 
 

@@ -9,23 +9,24 @@ import pytest
 from audio_files import music_like, write_audio
 from conftest import TRACK_SECONDS, make_tiny_checkpoint
 
-from engine import parallel
-from engine.audio import load_audio
-from engine.checkpoint import load_checkpoint
 from engine.cli import main as cli_main
-from engine.errors import (
+from engine.core.audio import load_audio
+from engine.core.errors import (
     EmptyLibraryError,
     IndexCorruptError,
     IndexMismatchError,
     LibraryBusyError,
     NfpError,
 )
-from engine.fingerprint import Fingerprinter
-from engine.library import Library
-from engine.recognize import Recognizer
-from engine.scan import scan_folder
-from engine.store import VectorStore
-from engine.torch_backend import load_torch, save_checkpoint
+from engine.library import parallel
+from engine.library.library import Library
+from engine.library.scan import scan_folder
+from engine.library.store import VectorStore
+from engine.model.export import save_checkpoint
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
+from engine.model.torch_backend import load_torch
+from engine.query.recognize import Recognizer
 
 
 def run_update(library: Library, folder: Path, fingerprinter: Fingerprinter, **kw):
@@ -166,7 +167,7 @@ def test_a_library_that_outgrows_exact_search_moves_to_compressed_rows(
 ):
     """Past FLAT_MAX_VECTORS rows the float32 rows become PQ codes (1/8 the size), the search
     index becomes IVF, later tracks are appended as codes, and matches still come back."""
-    for module in ("engine.library", "engine.index"):
+    for module in ("engine.library.library", "engine.library.index"):
         monkeypatch.setattr(f"{module}.FLAT_MAX_VECTORS", 200)
     write_audio(music / "long.wav", music_like(120.0, 16000, 11), 16000)
     fingerprinter = Fingerprinter(tiny_checkpoint)
@@ -228,8 +229,8 @@ def test_skip_reasons_are_kept_with_the_library_until_the_file_is_fixed(
 def test_files_are_fingerprinted_one_per_core_and_stored_in_file_order(
     music, tiny_checkpoint, monkeypatch
 ):
-    """engine.parallel.LocalSource: files run side by side (each encoder call on one core), yet
-    come back in file order, each with its own outcome."""
+    """engine.library.parallel.LocalSource: files run side by side (each encoder call on one core),
+    yet come back in file order, each with its own outcome."""
     files = sorted(scan_folder(music).files, key=lambda f: f.path)
     real, running, most = parallel.fingerprint_file, set(), [0]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from virtual_mic import Player
 
-from engine.audio import load_audio
+from engine.core.audio import load_audio
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

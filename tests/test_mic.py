@@ -1,4 +1,4 @@
-"""engine.mic with a stand-in sounddevice module: PortAudio failures are NoInputDeviceError."""
+"""engine.core.mic with a stand-in sounddevice module: PortAudio failures are NoInputDeviceError."""
 
 import sys
 import types
@@ -6,8 +6,8 @@ import types
 import numpy as np
 import pytest
 
-from engine import mic
-from engine.errors import NoInputDeviceError
+from engine.core import mic
+from engine.core.errors import NoInputDeviceError
 
 MIC = mic.InputDevice(3, "USB Mic", 1, 16000.0, True)
 

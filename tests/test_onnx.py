@@ -15,23 +15,17 @@ import torch
 from audio_files import music_like, write_audio
 from conftest import make_tiny_checkpoint
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.checkpoint import (
-    BACKEND_ENV,
-    default_checkpoint_path,
-    export_cache_dir,
-    file_sha256,
-    load_checkpoint,
-    requested_backend,
-    shipped_checkpoints,
-)
 from engine.cli import main
-from engine.errors import CheckpointError
-from engine.fingerprint import Fingerprinter
-from engine.index import VectorIndex
-from engine.onnx_backend import load_onnx
-from engine.probe import min_cosine
-from engine.torch_backend import load_torch, save_checkpoint
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.core.errors import CheckpointError
+from engine.library.index import VectorIndex
+from engine.model.checkpoint import default_checkpoint_path, file_sha256, shipped_checkpoints
+from engine.model.export import save_checkpoint
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import BACKEND_ENV, export_cache_dir, load_checkpoint, requested_backend
+from engine.model.onnx_backend import load_onnx
+from engine.model.probe import min_cosine
+from engine.model.torch_backend import load_torch
 
 REPO = Path(__file__).resolve().parents[1]
 NO_TORCH = Path(__file__).with_name("no_torch.py")

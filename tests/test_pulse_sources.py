@@ -1,6 +1,7 @@
 """PulseAudio sources by their description, monitors included, through the virtual microphone's
 private server: a second null sink, "Speakers", plays music, and choosing "Monitor of Speakers"
-records it, although the server's default source is another sink's monitor (DESIGN.md §6)."""
+records it, although the server's default source is another sink's monitor (docs/architecture.md,
+The app, live input and the bundle)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 from audio_files import music_like, write_audio
 
-from engine.audio import SAMPLE_RATE
-from engine.mic import input_devices, record_blocks, resolve_device
+from engine.core.audio import SAMPLE_RATE
+from engine.core.mic import input_devices, record_blocks, resolve_device
 
 pytestmark = pytest.mark.e2e
 

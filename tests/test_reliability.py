@@ -17,11 +17,11 @@ import pytest
 from audio_files import music_like, write_audio
 from library_helpers import nfp, one_line_error, rows_file, run_frozen, tamper_meta, tracks_of
 
-from engine.audio import SAMPLE_RATE
-from engine.fingerprint import Fingerprinter
-from engine.library import Library, read_library
-from engine.scan import display_path
-from engine.store import LOCK_FILE, REBUILD_DB
+from engine.core.audio import SAMPLE_RATE
+from engine.library.library import Library, read_library
+from engine.library.scan import display_path
+from engine.library.store import LOCK_FILE, REBUILD_DB
+from engine.model.fingerprint import Fingerprinter
 
 LATIN1_NAME = b"caf\xe9 del mar.wav"  # not UTF-8: an old Latin-1 collection
 

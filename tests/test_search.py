@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from test_index import unit_vectors
 
-from engine.audio import SAMPLE_RATE
-from engine.checkpoint import default_checkpoint_path, load_checkpoint
-from engine.index import VectorIndex
-from engine.recognize import Recognizer, best_of_shifts, shifted_segments
-from engine.scoring import (
+from engine.core.audio import SAMPLE_RATE
+from engine.library.index import VectorIndex
+from engine.library.segments import SegmentMap
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.load import load_checkpoint
+from engine.model.scoring import (
     BACKGROUND_ROWS,
     LONG_QUERY_S,
     LONG_QUERY_SHIFTS_S,
@@ -16,9 +17,9 @@ from engine.scoring import (
     TOP_K,
     Scoring,
 )
-from engine.search import (
+from engine.query.recognize import Recognizer, best_of_shifts, shifted_segments
+from engine.query.search import (
     CONFIDENCE_THRESHOLD,
-    SegmentMap,
     SequenceMatch,
     confidence_from_evidence,
     evidence_threshold,
@@ -231,7 +232,7 @@ def test_a_calibration_made_under_unknown_constants_is_refused(
 ) -> None:
     from conftest import make_tiny_checkpoint
 
-    from engine.errors import CheckpointError
+    from engine.core.errors import CheckpointError
 
     calibration = {"evidence_threshold": {"1": 0.3}, "scoring": {"top_k": 20, "hop_jitter": 2}}
     path = make_tiny_checkpoint(tmp_path / "odd.pt", evaluation={"calibration": calibration})

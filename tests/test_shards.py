@@ -8,15 +8,15 @@ import pytest
 from audio_files import music_like, write_audio
 from spectral import spectral_checkpoint
 
-from engine.audio import SAMPLE_RATE
 from engine.cli import main as nfp
-from engine.errors import IndexMismatchError, NfpError
-from engine.fingerprint import Fingerprinter
-from engine.index import VectorIndex
-from engine.library import Library
-from engine.recognize import Recognizer
-from engine.shards import Catalogue, merge_top_k, read_catalogue
-from engine.stream import LiveMatcher
+from engine.core.audio import SAMPLE_RATE
+from engine.core.errors import IndexMismatchError, NfpError
+from engine.library.index import VectorIndex
+from engine.library.library import Library
+from engine.model.fingerprint import Fingerprinter
+from engine.query.recognize import Recognizer
+from engine.query.shards import Catalogue, merge_top_k, read_catalogue
+from engine.query.stream import LiveMatcher
 
 CALIBRATION = {"evidence_threshold": {"3": 0.6, "9": 1.0, "19": 1.2}}
 SECONDS = 30.0

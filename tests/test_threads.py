@@ -1,12 +1,12 @@
-"""The process's threading policy (engine.threads): what it sets, on this machine's cores."""
+"""The process's threading policy (engine.core.threads): what it sets, on this machine's cores."""
 
 import faiss
 import pytest
 import torch
 from threadpoolctl import threadpool_info
 
-from engine.errors import NfpError
-from engine.threads import THREADS_ENV, apply_thread_policy, usable_cores
+from engine.core.errors import NfpError
+from engine.core.threads import THREADS_ENV, apply_thread_policy, usable_cores
 
 
 def test_openmp_gets_every_core_and_blas_one_thread():

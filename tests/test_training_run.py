@@ -13,11 +13,12 @@ import torch
 from audio_files import music_like
 from conftest import TINY_CONFIG, make_tiny_checkpoint
 
-from engine.checkpoint import default_checkpoint_path, load_checkpoint
-from engine.recognize import Recognizer
-from engine.scoring import BACKGROUND_ROWS, Scoring
-from engine.torch_backend import load_torch
-from engine.tracks import Track as EngineTrack
+from engine.library.tracks import Track as EngineTrack
+from engine.model.checkpoint import default_checkpoint_path
+from engine.model.load import load_checkpoint
+from engine.model.scoring import BACKGROUND_ROWS, Scoring
+from engine.model.torch_backend import load_torch
+from engine.query.recognize import Recognizer
 from training.config import TrainConfig, load_config
 from training.data import open_split
 from training.degrade import Sources
@@ -179,7 +180,7 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     stretch = first["hit_rates_stretch"]
     assert stretch["level"] == "mid" and set(stretch["by_tempo"]) == {"0.95", "1.05"}
     assert 0.0 <= stretch["by_tempo"]["1.05"]["3"]["song"] <= 1.0
-    # Thresholds keyed by query segments, as engine.search reads them: 1 s → 1, 3 s → 5.
+    # Thresholds keyed by query segments, as engine.query.search reads them: 1 s → 1, 3 s → 5.
     assert set(first["calibration"]["evidence_threshold"]) == {"1", "5"}
     assert 0.0 <= first["false_positive_rate_all"] <= 1.0
     assert 0.0 <= first["false_positive_rate_swapped"] <= 1.0

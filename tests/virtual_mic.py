@@ -1,5 +1,6 @@
-"""A virtual microphone for end-to-end tests (DESIGN.md section 6): a private PulseAudio server
-with a null sink `vsink` whose monitor is the default source, and a player that plays into it."""
+"""A virtual microphone for end-to-end tests (docs/architecture.md, The app, live input and the
+bundle): a private PulseAudio server with a null sink `vsink` whose monitor is the default source,
+and a player that plays into it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from audio_files import write_audio
 
-from engine.audio import SAMPLE_RATE
+from engine.core.audio import SAMPLE_RATE
 
 CUSTOM_PA = """\
 load-module module-native-protocol-unix auth-anonymous=1 socket={socket}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 
 def _install(control: Path) -> None:
-    import engine.parallel
+    import engine.library.parallel
 
-    real = engine.parallel.fingerprint_file
+    real = engine.library.parallel.fingerprint_file
 
     def fingerprint_file(path, fingerprinter, stored_digests):
         result = real(path, fingerprinter, stored_digests)  # the work done, never returned
@@ -25,7 +25,7 @@ def _install(control: Path) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
         return result
 
-    engine.parallel.fingerprint_file = fingerprint_file
+    engine.library.parallel.fingerprint_file = fingerprint_file
 
 
 if os.environ.get("NFP_TEST_KILL_CONTROL"):

@@ -17,8 +17,8 @@ from desktop_helpers import index_library, make_context
 from PySide6.QtWidgets import QApplication
 from virtual_mic import Player
 
-from engine.audio import load_audio
-from engine.checkpoint import default_checkpoint_path
+from engine.core.audio import load_audio
+from engine.model.checkpoint import default_checkpoint_path
 from nfp_desktop.main_window import MainWindow
 from nfp_desktop.settings_dialog import SettingsDialog
 

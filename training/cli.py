@@ -55,7 +55,8 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
 def _run_reference(args: argparse.Namespace) -> int:
     """Re-save checkpoints unchanged but for the reference fingerprints, made here in float32
     (a checkpoint saved before references existed gets them; weights stay bit-identical)."""
-    from engine.torch_backend import load_torch, save_checkpoint
+    from engine.model.export import save_checkpoint
+    from engine.model.torch_backend import load_torch
 
     for path in args.checkpoints:
         c = load_torch(path)

@@ -12,14 +12,14 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from engine.encoders import EncoderConfig
+from engine.model.encoders import EncoderConfig
 from training.degrade import DegradeParams
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # --- encoder (travels into the checkpoint as an EncoderConfig) ---
-    encoder: str = "scnn"  # a key of engine.encoders.ENCODERS
+    encoder: str = "scnn"  # a key of engine.model.encoders.ENCODERS
     d: int = 128  # fingerprint dimension
     width: float = 0.25  # channel multiplier: 0.25 trains on a 2-core CPU in about an hour
     projection: str = "divenc"  # "divenc" (the seed's divide-and-encode) or "fc"

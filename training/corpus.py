@@ -26,9 +26,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.errors import AudioDecodeError
-from engine.features import log_mel
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.core.errors import AudioDecodeError
+from engine.core.features import log_mel
 
 # Packages whose music may be used for training and tuning (DESIGN.md section 4): the first
 # fourteen, which also give the degradation bank its real noise (noise.py), ...

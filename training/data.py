@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE, SEGMENT_SAMPLES
+from engine.core.audio import SAMPLE_RATE, SEGMENT_SAMPLES
 from training.corpus import load_manifest
 from training.degrade import DegradeParams, Sources, degrade
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from engine.audio import SAMPLE_RATE
+from engine.core.audio import SAMPLE_RATE
 
 NOISE_KINDS = ("background", "babble", "synthetic")
 EQ_POINTS = 8  # random gains across the band, linearly interpolated: a device's uneven response

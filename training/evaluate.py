@@ -25,10 +25,10 @@ Non-library music comes from whole packages in neither the training split nor th
 length, the evidence at which TARGET_FPR of its queries would pass; part b measures the
 false-positive rate at the app's confidence threshold with that calibration, with a 95 % Wilson
 interval; the parts' roles swapped give a second measurement. The calibration is returned (and
-written into the checkpoint with --write-checkpoint) in the form engine.search expects, with the
-scoring constants it was made under (engine.scoring) and the background fingerprints its noise
-floor was measured with (engine.search.noise_floor): a sample of the train tracks, leaving out
-the packages the tests and benchmarks play.
+written into the checkpoint with --write-checkpoint) in the form engine.query.search expects, with
+the scoring constants it was made under (engine.model.scoring) and the background fingerprints its
+noise floor was measured with (engine.query.search.noise_floor): a sample of the train tracks,
+leaving out the packages the tests and benchmarks play.
 
 Everything is drawn from one seed, so a rerun gives the same numbers. The parts: protocol.py
 (what is measured), queries.py (query synthesis), outcomes.py (the answers), rates.py (calibration
@@ -47,14 +47,16 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE
-from engine.checkpoint import Checkpoint, load_checkpoint
-from engine.fingerprint import Fingerprinter
-from engine.index import VectorIndex
-from engine.recognize import Recognizer
-from engine.scoring import BACKGROUND_ROWS, Scoring
-from engine.search import SegmentMap
-from engine.torch_backend import load_torch, save_checkpoint
+from engine.core.audio import SAMPLE_RATE
+from engine.library.index import VectorIndex
+from engine.library.segments import SegmentMap
+from engine.model.checkpoint import Checkpoint
+from engine.model.export import save_checkpoint
+from engine.model.fingerprint import Fingerprinter
+from engine.model.load import load_checkpoint
+from engine.model.scoring import BACKGROUND_ROWS, Scoring
+from engine.model.torch_backend import load_torch
+from engine.query.recognize import Recognizer
 from training.corpus import Track, load_manifest
 from training.degrade import Sources
 from training.outcomes import find_repeats, run_queries

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.encoders import count_parameters
-from engine.scoring import BACKGROUND_K, TOP_K
-from engine.torch_backend import load_torch
+from engine.model.encoders import count_parameters
+from engine.model.scoring import BACKGROUND_K, TOP_K
+from engine.model.torch_backend import load_torch
 from training.corpus import UNSEEN_PACKAGES
 from training.report import RATE_KINDS, STRETCH_KINDS
 
@@ -190,7 +190,7 @@ def background_line(background, protocol: dict) -> list[str]:
     left_out = ", ".join(protocol.get("background_excludes", ())) or "nothing"
     return [f"- background: {len(background):,} fingerprints of train music (leaving out "
             f"{left_out}), stored with the calibration; the noise floor never drops below "
-            f"their {BACKGROUND_K}th neighbour (engine.search.noise_floor)"]  # fmt: skip
+            f"their {BACKGROUND_K}th neighbour (engine.query.search.noise_floor)"]  # fmt: skip
 
 
 def build_card(

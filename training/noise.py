@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE, load_audio
-from engine.errors import AudioDecodeError
+from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.core.errors import AudioDecodeError
 from training.corpus import SEED_PACKAGES, is_music_path, package_files, probe_duration_s
 
 BANK_VERSION = 1

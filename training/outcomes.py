@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.audio import HOP_S, HOP_SAMPLES, SAMPLE_RATE, count_segments
-from engine.recognize import Recognizer
+from engine.core.audio import HOP_S, HOP_SAMPLES, SAMPLE_RATE, count_segments
+from engine.query.recognize import Recognizer
 from training.protocol import DOMAINS
 from training.queries import QuerySet
 

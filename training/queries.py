@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.audio import HOP_SAMPLES, SAMPLE_RATE
+from engine.core.audio import HOP_SAMPLES, SAMPLE_RATE
 from training.degrade import LEVELS, Sources, at_tempo, degrade
 
 CONTEXT_S = 1.0  # audio before each query that feeds its reverb tail (the rooms ring up to 1 s)

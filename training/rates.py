@@ -9,9 +9,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from engine.checkpoint import Checkpoint
-from engine.recognize import Recognizer
-from engine.search import CONFIDENCE_THRESHOLD, confidence_from_evidence
+from engine.model.checkpoint import Checkpoint
+from engine.query.recognize import Recognizer
+from engine.query.search import CONFIDENCE_THRESHOLD, confidence_from_evidence
 from training.degrade import LEVELS
 from training.outcomes import Outcome
 from training.protocol import DOMAINS, NONLIBRARY, STRETCH_LEVEL, EvalConfig
@@ -133,7 +133,7 @@ def summarize(
             "levels_defined": {name: asdict(LEVELS[name]) for name in cfg.levels},
             "database_hours": round(database_hours, 3),
             "confidence_threshold": CONFIDENCE_THRESHOLD,
-            "path": "engine.recognize.Recognizer.best_match",
+            "path": "engine.query.recognize.Recognizer.best_match",
         },
         "checkpoint_sha256": checkpoint.sha256,
         "wall_time_s": round(wall_s, 1),

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.encoders import build_encoder, count_parameters
-from engine.features import log_mel
-from engine.threads import cpu_model
-from engine.torch_backend import load_torch, save_checkpoint
+from engine.core.features import log_mel
+from engine.core.threads import cpu_model
+from engine.model.encoders import build_encoder, count_parameters
+from engine.model.export import save_checkpoint
+from engine.model.torch_backend import load_torch
 from training.augment import spec_augment
 from training.config import TrainConfig
 from training.corpus import hours_per_split, load_manifest

@@ -1,14 +1,14 @@
 """Writes logmel_golden.npz: a reference log-mel computed with numpy alone (no torch).
 
-Run once: `python tests/data/make_golden.py`. The test compares engine.features.log_mel against it,
-so a change of the front end that changes the model's input shows up.
+Run once: `python tests/data/make_golden.py`. The test compares engine.core.features.log_mel against
+it, so a change of the front end that changes the model's input shows up.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from engine.features import AMIN, HOP_LENGTH, N_FFT, TOP_DB, mel_filterbank_np
+from engine.core.features import AMIN, HOP_LENGTH, N_FFT, TOP_DB, mel_filterbank_np
 
 
 def reference_log_mel(x: np.ndarray) -> np.ndarray:

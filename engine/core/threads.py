@@ -1,0 +1,81 @@
+"""One threading policy for the whole process: the `nfp` command, the desktop app (GUI thread and
+workers) and the indexer alike.
+
+An nfp process holds three kinds of thread pool: the encoder's (ONNX Runtime's own, set per
+session in engine.model.onnx_backend, or torch's OpenMP in engine.model.torch_backend), faiss's
+OpenMP, and OpenBLAS (numpy's, for the noise floor's matrix products, and faiss's own copy). Each
+pool spins a while after its work, waiting for more, so on two cores a pool waking between two
+others' regions fights them.
+Measured here with the encoder on torch (2-core Xeon, 2.1 h library, shipped d = 128, ten
+repeats of `Recognizer.identify`):
+
+    OpenMP threads  BLAS threads   1 s query p50/p95   5 s query p50/p95   10 s query p50/p95
+    2 (default)     2 (default)    16 / 143 ms         198 / 230 ms        341 / 398 ms
+    2               1              8 / 9 ms            123 / 128 ms        279 / 291 ms
+    1               1              15 / 20 ms          198 / 214 ms        459 / 483 ms
+
+So the encoder and faiss get every usable core (the encoder is where a query's and an index's
+time goes) and BLAS one thread (its work per call is a few small matrix products, not worth
+waking a pool for). ONNX Runtime's pool does not spin after a call (engine.model.onnx_backend), so
+it leaves the cores to the search that follows; with it, `nfp identify` of a 5 s file takes
+38-42 / 42-44 ms (p50 / p95) on the same library.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from pathlib import Path
+
+import faiss
+from threadpoolctl import threadpool_limits
+
+from engine.core.errors import NfpError
+
+# Cores one process may use, when set: each of N Dask workers on one machine gets 1
+THREADS_ENV = "NFP_THREADS"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity (which containers and taskset narrow),
+    or fewer where $NFP_THREADS asks for fewer (more threads than cores only fight)."""
+    cores = _affinity_cores()
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return cores
+    # isdecimal, not isdigit: "²" is a digit that int() refuses
+    if not value.isdecimal() or int(value) < 1:
+        raise NfpError(f"{THREADS_ENV}={value[:20]!r}: expected a number of threads, 1 or more")
+    return min(int(value), cores)
+
+
+def _affinity_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return max(1, os.cpu_count() or 1)
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's marketing name where Linux tells it (platform.processor() is often empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def apply_thread_policy() -> dict[str, int]:
+    """Set the policy (once per process; later calls return what was set)."""
+    cores = usable_cores()
+    faiss.omp_set_num_threads(cores)
+    threadpool_limits(limits=1, user_api="blas")
+    # faiss answers fewer than 20 queries with its own loop over rows and one matrix product
+    # for more; a query's 9-50 segments against a 2 h library took 4.8 ms that way, 1.6 ms as
+    # one sgemm (single-threaded, as above).
+    faiss.cvar.distance_compute_blas_threshold = 1
+    return {"openmp": cores, "blas": 1}

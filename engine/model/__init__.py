@@ -1,0 +1,1 @@
+"""The encoder: checkpoints, their ONNX Runtime and torch backends, and fingerprinting."""

@@ -1,0 +1,343 @@
+"""Inference on ONNX Runtime: a checkpoint's export, with everything the engine reads from the
+checkpoint in the model's metadata, so no torch is needed to index or identify.
+
+The export (engine.model.export) stores the .pt's encoder config, training facts, evaluation and
+calibration, background and reference fingerprints, its weights' hash (which libraries are bound
+to) and the .pt's file hash (so an export made before the .pt was re-saved is not used for it).
+
+An export may have an int8 twin beside it (NAME.int8.onnx, engine.model.quantize), with the same
+metadata; it runs only where the probe passes on this machine, or where it is asked for.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.core.errors import CheckpointError
+from engine.core.features import N_FRAMES, N_MELS
+from engine.core.threads import usable_cores
+from engine.model.checkpoint import (
+    FORMAT_VERSION,
+    Checkpoint,
+    checkpoint_from_payload,
+    first_line,
+    parse_config,
+)
+from engine.model.precision import PRECISION_ENV, Precision
+from engine.model.probe import MIN_COSINE, min_cosine, probe_mel, same_neighbours
+from engine.model.pt_reader import read_pt_payload, weights_digest
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+INPUT = "mel"  # float32 (n, 1, N_MELS, N_FRAMES)
+OUTPUT = "fingerprints"  # float32 (n, d)
+PREFIX = "nfp."  # the metadata keys the engine owns
+JSON_KEYS = ("encoder_config", "training", "evaluation")
+ARRAY_KEYS = ("background", "reference")
+TEXT_KEYS = ("format_version", "source_sha256", "source_name", "weights_sha256")
+INT8_SUFFIX = ".int8.onnx"  # an export's int8 twin, beside it
+TELEMETRY_OFF_ENV = "ORT_DISABLE_TELEMETRY"  # read once, as the runtime starts
+MIN_EXPORT_COSINE = 0.999  # ONNX Runtime against torch's float32 reference, on the probe
+
+
+def metadata(payload: dict) -> dict[str, str]:
+    """The export's metadata (str → str) of a checkpoint payload: plain data as JSON, arrays
+    as dtype, shape and base64 bytes (the shipped d = 128 export is 9.6 MB, 3.7 MB of it the
+    network: the 16,384 float16 background rows are most of the rest)."""
+    out = {PREFIX + key: str(payload[key]) for key in TEXT_KEYS}
+    out |= {PREFIX + key: json.dumps(payload.get(key) or {}) for key in JSON_KEYS}
+    for key in ARRAY_KEYS:
+        rows = payload.get(key)
+        if rows is not None:
+            rows = np.ascontiguousarray(rows)
+            encoded = {"dtype": rows.dtype.str, "shape": list(rows.shape),
+                       "data": base64.b64encode(rows.tobytes()).decode()}  # fmt: skip
+            out[PREFIX + key] = json.dumps(encoded)
+    return out
+
+
+def runtime():
+    """ONNX Runtime, started with its telemetry off: by default it writes a device id and an
+    event cache into the home folder (and warns in colour where it cannot), and nfp promises to
+    run offline and record nothing about the machine. The switch is an environment variable
+    the runtime reads when it is first imported, so every import goes through here."""
+    os.environ[TELEMETRY_OFF_ENV] = "1"
+    import onnxruntime
+
+    return onnxruntime
+
+
+def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
+    """An export ready for inference; `source` is the .pt it stands for (its path becomes the
+    checkpoint's). CheckpointError names the file and the cause."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "file not found")
+    try:
+        session = open_session(path)
+    except Exception as e:  # ONNX Runtime raises its own types for damaged or foreign files
+        raise CheckpointError(path, f"unreadable ONNX model: {first_line(e)}") from e
+    payload = _parse_metadata(path, session.get_modelmeta().custom_metadata_map)
+    config = parse_config(path, payload)
+    _check_signature(path, session, config.d)
+    return checkpoint_from_payload(
+        source or path,
+        payload,
+        config,
+        sha256=payload["source_sha256"],
+        weights_sha256=payload["weights_sha256"],
+        backend="onnx",
+        model=session,
+        onnx_path=path,
+    )
+
+
+def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """An ONNX Runtime session of the model at `path` with the engine's options."""
+    return runtime().InferenceSession(str(path), session_options(threads),
+                                      providers=["CPUExecutionProvider"])  # fmt: skip
+
+
+def onnx_encoder(checkpoint: Checkpoint, requested: str, threads: int = 0) -> OnnxEncoder:
+    """The checkpoint's export (and int8 twin) on ONNX Runtime, each call on every usable core
+    or on `threads` cores (a session of its own)."""
+    session = open_session(checkpoint.onnx_path, threads) if threads else checkpoint.model
+    int8 = load_int8(checkpoint, session, threads) if requested in ("auto", "int8") else None
+    return OnnxEncoder(session, requested, int8=int8, reference=checkpoint.reference)
+
+
+def verify_export(export: Checkpoint, source: Path) -> None:
+    """Refuse (CheckpointError naming the export) an export that is not its .pt's: metadata
+    that differs from the .pt's (config, weights' hash, training, evaluation and calibration,
+    background, reference), or a network whose fingerprints of the probe are not the .pt's
+    reference. Reads the .pt without torch (engine.model.pt_reader)."""
+    payload = read_pt_payload(source)
+    config = parse_config(source, payload)
+    stored = checkpoint_from_payload(source, payload, config, sha256="", weights_sha256="",
+                                     backend="", model=None)  # fmt: skip
+    differs = _differing_metadata(export, stored, weights_digest(config, payload["state_dict"]))
+    if differs:
+        raise CheckpointError(export.onnx_path, f"its {differs} differ from {source.name}'s: "
+                              "edited or made from another checkpoint")  # fmt: skip
+    if stored.reference is None:
+        return  # a .pt older than reference fingerprints: its metadata is all there is to check
+    cosine = min_cosine(OnnxEncoder(export.model, "float32")(probe_mel()), stored.reference)
+    if not cosine >= MIN_EXPORT_COSINE:
+        cause = f"cosine {cosine:.4f} < {MIN_EXPORT_COSINE} on the probe"
+        raise CheckpointError(
+            export.onnx_path, f"its network disagrees with {source.name} ({cause})"
+        )
+
+
+def _differing_metadata(export: Checkpoint, stored: Checkpoint, weights_sha256: str) -> str:
+    """The names of the export's metadata that are not the .pt's, joined, or ''."""
+    same = {
+        "encoder config": export.config.to_dict() == stored.config.to_dict(),
+        "weights' hash": export.weights_sha256 == weights_sha256,
+        "training facts": _canonical(export.training) == _canonical(stored.training),
+        "evaluation and calibration": _canonical(export.evaluation)
+        == _canonical(stored.evaluation),
+        "background": _same_rows(export.background, stored.background, np.float16),
+        "reference": _same_rows(export.reference, stored.reference, np.float32),
+    }
+    return ", ".join(name for name, ok in same.items() if not ok)
+
+
+def _canonical(data: dict) -> str:
+    """Plain data as the export stores it (a JSON round trip), comparable as text (NaN too)."""
+    try:
+        return json.dumps(json.loads(json.dumps(data or {})), sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(data)
+
+
+def _same_rows(exported: np.ndarray | None, stored: np.ndarray | None, kept_as: type) -> bool:
+    """Whether the export's rows are the .pt's as the export keeps them (background: float16)."""
+    if exported is None or stored is None:
+        return exported is None and stored is None
+    return np.array_equal(exported, np.asarray(stored, kept_as).astype(np.float32))
+
+
+class OnnxEncoder:
+    """An export's inference: log-mel float32 (n, 1, N_MELS, N_FRAMES) → fingerprints float32
+    (n, d). ONNX Runtime's run() is thread-safe; the only state is the one-way switch from int8
+    back to float32. Float32 is the torch float32 model's output on the probe signal to cosine
+    0.99999994 (the shipped d = 128; tests/test_onnx.py holds it to 0.999 on real music); int8
+    (`int8`, the export's twin) runs where chosen by choose_onnx_precision."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        requested: str,
+        *,
+        int8: ort.InferenceSession | None = None,
+        reference: np.ndarray | None = None,
+    ) -> None:
+        """`reference`: the checkpoint's float32 fingerprints (15, d) of the probe, if any."""
+        self.session = session
+        self.int8 = int8
+        self.d = session.get_outputs()[0].shape[1]
+        self.precision = choose_onnx_precision(self, requested, reference)
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        if not len(mel):
+            return np.empty((0, self.d), np.float32)
+        mel = np.ascontiguousarray(mel, np.float32)
+        if self.precision.chosen != "int8":
+            return _run(self.session, mel)
+        fp = _run(self.int8, mel)
+        if np.isfinite(fp).all():
+            return fp
+        log.warning("int8 fingerprints were not finite; switching to float32")
+        self.precision = Precision(self.precision.requested, "float32",
+                                   "int8 gave non-finite fingerprints at run time")  # fmt: skip
+        return _run(self.session, mel)
+
+    def probe(self, path: str) -> np.ndarray:
+        """Fingerprints (15, d) of the probe signal on `path` (float32 or int8), no fallback."""
+        return _run(self.session if path == "float32" else self.int8, probe_mel())
+
+
+def _run(session: ort.InferenceSession, mel: np.ndarray) -> np.ndarray:
+    return session.run([OUTPUT], {INPUT: mel})[0]
+
+
+# One probe per loaded int8 model, not one per Fingerprinter made from it.
+_DECISIONS: weakref.WeakKeyDictionary[ort.InferenceSession, Precision] = weakref.WeakKeyDictionary()
+
+
+def choose_onnx_precision(
+    encoder: OnnxEncoder, requested: str, reference: np.ndarray | None
+) -> Precision:
+    """float32 unless int8 is requested, or asked for by auto and proven by the probe: every
+    row finite, within cosine MIN_COSINE of float32 and nearest to its own float32 row. The
+    checkpoint's reference is float32 fingerprints of that very probe, so where there is one
+    it stands in for running float32 here."""
+    if requested in ("float32", "bfloat16"):
+        reason = f"float32 requested ({PRECISION_ENV})" if requested == "float32" else (
+            f"bfloat16 is a torch path: {PRECISION_ENV} with NFP_BACKEND=torch")  # fmt: skip
+        return Precision(requested, "float32", reason)
+    if encoder.int8 is None:
+        return Precision(requested, "float32", "the export has no int8 twin")
+    if requested == "int8":
+        return Precision(requested, "int8", f"int8 requested ({PRECISION_ENV})")
+    if encoder.int8 not in _DECISIONS:
+        target = reference if reference is not None else encoder.probe("float32")
+        _DECISIONS[encoder.int8] = _probe_int8(encoder.probe("int8"), target)
+    return _DECISIONS[encoder.int8]
+
+
+def _probe_int8(fingerprints: np.ndarray, float32: np.ndarray) -> Precision:
+    cosine = min_cosine(fingerprints, float32)
+    if cosine >= MIN_COSINE and same_neighbours(fingerprints, float32):
+        return Precision("auto", "int8", f"int8 passed the probe (cosine {cosine:.4f})")
+    if np.isnan(cosine):
+        found = "non-finite output"
+    elif cosine < MIN_COSINE:
+        found = f"cosine {cosine:.3f} to float32"
+    else:
+        found = "nearest neighbours differ from float32's"
+    return Precision("auto", "float32", f"int8 failed the probe ({found})")
+
+
+def int8_path(export: Path) -> Path:
+    """Where an export's int8 twin is kept (engine.model.quantize makes it)."""
+    return export.with_name(export.name.removesuffix(".onnx") + INT8_SUFFIX)
+
+
+def has_int8_twin(checkpoint: Path) -> bool:
+    """Whether the checkpoint (a .pt or its export) has an int8 twin beside its export."""
+    return int8_path(Path(checkpoint).with_suffix(".onnx")).is_file()
+
+
+# The int8 twin of each float32 session, opened once with the same thread count.
+_TWINS: weakref.WeakKeyDictionary[ort.InferenceSession, ort.InferenceSession | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def load_int8(
+    checkpoint: Checkpoint, session: ort.InferenceSession | None = None, threads: int = 0
+) -> ort.InferenceSession | None:
+    """The int8 twin of the checkpoint's export, if it has one made from these very weights,
+    for the float32 `session` (default: the checkpoint's) on `threads` cores (0: every usable
+    one); None otherwise (a damaged or stale twin is logged and not used)."""
+    session = checkpoint.model if session is None else session
+    if session not in _TWINS:
+        _TWINS[session] = _open_twin(checkpoint, threads)
+    return _TWINS[session]
+
+
+def _open_twin(checkpoint: Checkpoint, threads: int) -> ort.InferenceSession | None:
+    path = int8_path(checkpoint.onnx_path) if checkpoint.onnx_path else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        session = open_session(path, threads)
+        meta = session.get_modelmeta().custom_metadata_map
+        _check_signature(path, session, checkpoint.d)
+    except Exception as e:  # ONNX Runtime raises its own types for damaged files
+        log.warning("%s: unreadable int8 model, not used (%s)", path, first_line(e))
+        return None
+    if meta.get(PREFIX + "weights_sha256") != checkpoint.weights_sha256:
+        log.warning("%s: made from other weights than %s; not used", path, checkpoint.path.name)
+        return None
+    return session
+
+
+def session_options(threads: int = 0) -> ort.SessionOptions:
+    """Every core for one call (engine.core.threads; `threads` > 0 sets the count, for benchmarks),
+    and no spinning after it: a spinning pool would take the cores from faiss's search, which
+    runs right after each encoder call."""
+    options = runtime().SessionOptions()
+    options.intra_op_num_threads = threads or usable_cores()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: its warnings are about graph optimisation
+    return options
+
+
+def _parse_metadata(path: Path, meta: dict[str, str]) -> dict:
+    """The checkpoint payload the export carries; refused unless it is whole."""
+    missing = [k for k in TEXT_KEYS + JSON_KEYS if PREFIX + k not in meta]
+    if missing:
+        raise CheckpointError(path, f"not an nfp export: metadata lacks {', '.join(missing)}")
+    if meta[PREFIX + "format_version"] != str(FORMAT_VERSION):
+        found = meta[PREFIX + "format_version"][:20]
+        raise CheckpointError(path, f"format version {found!r}, expected {FORMAT_VERSION}")
+    payload: dict = {k: meta[PREFIX + k] for k in TEXT_KEYS}
+    try:
+        payload |= {k: json.loads(meta[PREFIX + k]) for k in JSON_KEYS}
+        payload |= {k: _decode_rows(meta.get(PREFIX + k)) for k in ARRAY_KEYS}
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(path, f"damaged metadata: {first_line(e)}") from e
+    return payload
+
+
+def _decode_rows(text: str | None) -> np.ndarray | None:
+    if text is None:
+        return None
+    encoded = json.loads(text)
+    rows = np.frombuffer(base64.b64decode(encoded["data"]), np.dtype(encoded["dtype"]))
+    return rows.reshape(encoded["shape"])
+
+
+def _check_signature(path: Path, session: ort.InferenceSession, d: int) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shapes = (inputs[0].shape[1:], outputs[0].shape[1:])
+    if [i.name for i in inputs] != [INPUT] or OUTPUT not in [o.name for o in outputs]:
+        raise CheckpointError(path, f"the model does not map {INPUT!r} to {OUTPUT!r}")
+    if shapes != ([1, N_MELS, N_FRAMES], [d]):
+        raise CheckpointError(path, f"the model maps {shapes[0]} to {shapes[1]}, not "
+                                    f"[1, {N_MELS}, {N_FRAMES}] to [{d}]")  # fmt: skip

@@ -1,0 +1,100 @@
+"""Every constant a calibration depends on, in one place and stored with it.
+
+The harness (`nfp eval`) calibrates the evidence a query needs under these values; a checkpoint
+keeps them in its calibration (`calibration["scoring"]`), and the engine scores with the stored
+values, so changing a default here cannot silently invalidate a shipped model. A calibration
+that names a constant this engine does not know is refused (CheckpointError).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from engine.core.audio import SAMPLE_RATE
+
+TOP_K = 20  # neighbours per query segment; the k-th is that segment's noise floor
+MIN_COVERAGE = 0.5  # share of the usable query segments an alignment must cover
+# Chance similarity depends on library size: the k-th neighbour of a segment in a small library
+# is a poorer match than in the ~9 h library the thresholds were calibrated on, which would
+# inflate every margin. So the floor is also never below the BACKGROUND_K-th neighbour among
+# BACKGROUND_ROWS fingerprints of other music that travel with the checkpoint.
+BACKGROUND_ROWS = 16384  # ≈ 2.3 h of music
+BACKGROUND_K = 5  # TOP_K × BACKGROUND_ROWS / 64k rows (the calibration library): same quantile
+QUERY_SHIFTS_S = (0.0, 0.1, 0.2, 0.3, 0.4)  # sub-hop starts tried for a short file query
+# From 5 s on, two starts half a hop apart find the track and its offset as often as five, for
+# 2/5 of the encoder's work: on 200 noisy queries each (bench/bench_shifts.py) song / exact rates
+# were .98 / .96 at 5 s and .99 / .98 at 10 s both ways. At 2 s, two lost 1 % song, 2 % exact.
+LONG_QUERY_S = 5.0
+LONG_QUERY_SHIFTS_S = (0.0, 0.25)
+# Shifts whose evidence is within this share of the best are ties, broken by the closest fit
+# (mean similarity): a repeated phrase elsewhere in a track can gather as much evidence.
+EVIDENCE_TIE = 0.9
+SILENCE_RMS = 1e-3  # ≈ -60 dBFS: quieter segments are left out of a query
+# A long query whose two shifts disagree (another track, or starts over half a hop apart) is
+# ambiguous: a repeated phrase that lies nearer the stored grid in one shift can outscore the
+# true place seen off the grid in the other. Such a query also tries the short query's shifts.
+ESCALATE_SHIFTS = True
+# Constants added after calibrations began storing their scoring, with the value every earlier
+# calibration was made under: a calibration that does not name one was not made with today's.
+INTRODUCED_LATER = {"escalate_shifts": False}
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a query's evidence is computed: the values a calibration was made under."""
+
+    top_k: int = TOP_K
+    min_coverage: float = MIN_COVERAGE
+    background_k: int = BACKGROUND_K
+    query_shifts_s: tuple[float, ...] = QUERY_SHIFTS_S
+    long_query_s: float = LONG_QUERY_S
+    long_query_shifts_s: tuple[float, ...] = LONG_QUERY_SHIFTS_S
+    evidence_tie: float = EVIDENCE_TIE
+    silence_rms: float = SILENCE_RMS
+    escalate_shifts: bool = ESCALATE_SHIFTS
+
+    def shifts_s(self, n_samples: int) -> tuple[float, ...]:
+        """The sub-hop starts to try for a query of n_samples at SAMPLE_RATE."""
+        long = n_samples >= self.long_query_s * SAMPLE_RATE
+        return self.long_query_shifts_s if long else self.query_shifts_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_calibration(cls, calibration: dict[str, Any] | None) -> Scoring:
+        """The scoring a calibration was made under. Where it stores none, today's defaults
+        but for the constants introduced later (every calibration made before scoring was
+        stored used those values); where it names a constant, the named value.
+
+        Raises ValueError naming the problem for unknown constants or values of a wrong type.
+        """
+        stored = (calibration or {}).get("scoring")
+        if stored is None:
+            return cls(**INTRODUCED_LATER)
+        if not isinstance(stored, dict):
+            raise ValueError(f"scoring is a {type(stored).__name__}, not a dict")
+        stored = {**INTRODUCED_LATER, **stored}
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(stored) - set(known))
+        if unknown:
+            raise ValueError(f"made under scoring constants this engine does not know: "
+                             f"{', '.join(unknown)} (upgrade nfp, or re-run nfp eval)")  # fmt: skip
+        values = {}
+        for name, value in stored.items():
+            default = getattr(cls, name)
+            try:
+                values[name] = _typed(default, value)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"scoring {name} = {value!r}: {e}") from e
+        return cls(**values)
+
+
+def _typed(default: object, value: object) -> object:
+    """value as the type of the constant's default; TypeError or ValueError if it is not one."""
+    if isinstance(default, tuple):
+        return tuple(float(v) for v in value)
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise TypeError(f"{value!r} is not true or false")
+    return type(default)(value)
