@@ -103,8 +103,9 @@ class PairSampler:
         self.speed_prob, self.speed_max = speed_prob, speed_max
         # Valid clean starts leave room for the offset and the (faster) context before, the
         # offset and a faster replica after.
-        lo = bounds[:-1] + self.max_offset + int(np.ceil(self.context * (1 + speed_max)))
-        hi = bounds[1:] - int(np.ceil(SEGMENT_SAMPLES * (1 + speed_max))) - self.max_offset - 1
+        most = 1 + speed_max if speed_prob > 0 else 1.0
+        lo = bounds[:-1] + self.max_offset + int(np.ceil(self.context * most))
+        hi = bounds[1:] - int(np.ceil(SEGMENT_SAMPLES * most)) - self.max_offset - (most > 1)
         keep = hi > lo
         self._lo, self._cum = lo[keep], np.concatenate([[0], np.cumsum((hi - lo)[keep])])
         if self._cum[-1] <= 0:
@@ -115,11 +116,16 @@ class PairSampler:
         starts = self._clean_starts(n_pairs, rng)
         clean = self.audio[starts[:, None] + np.arange(SEGMENT_SAMPLES)].astype(np.float32)
         shift = rng.integers(-self.max_offset, self.max_offset + 1, size=n_pairs)
-        rate = self._rates(n_pairs, rng)
-        # The replica's segment starts where the clean one does (give or take the shift); its
-        # context before it is read at its own speed.
-        first = starts + shift - rate * self.context
-        raw = gather_at_speed(self.audio, first, rate, self.context + SEGMENT_SAMPLES)
+        window = self.context + SEGMENT_SAMPLES
+        if self.speed_prob > 0:
+            rate = self._rates(n_pairs, rng)
+            # The replica's segment starts where the clean one does (give or take the shift);
+            # its context before it is read at its own speed.
+            first = starts + shift - rate * self.context
+            raw = gather_at_speed(self.audio, first, rate, window)
+        else:  # a plain gather: no interpolation, and the random draws of runs before speeds
+            first = starts + shift - self.context
+            raw = self.audio[first[:, None] + np.arange(window)].astype(np.float32)
         replica = degrade(raw, SEGMENT_SAMPLES, self.params, self.sources, rng)
         return clean, replica
 
