@@ -15,6 +15,7 @@ from conftest import TINY_CONFIG, make_tiny_checkpoint
 
 from engine.library.tracks import Track as EngineTrack
 from engine.model.checkpoint import default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter
 from engine.model.load import load_checkpoint
 from engine.model.scoring import BACKGROUND_ROWS, Scoring
 from engine.model.torch_backend import load_torch
@@ -22,7 +23,7 @@ from engine.query.recognize import Recognizer
 from training.config import TrainConfig, load_config
 from training.data import open_split
 from training.degrade import Sources
-from training.evaluate import evaluate, harness_recognizer, load_corpus
+from training.evaluate import database_fingerprints, evaluate, harness_recognizer, load_corpus
 from training.outcomes import run_queries
 from training.protocol import EvalConfig
 from training.queries import make_queries
@@ -226,6 +227,27 @@ def test_the_harness_counts_what_identify_reports(tiny_corpus: Path) -> None:
 def _track(i: int) -> EngineTrack:
     return EngineTrack(id=i, path=f"/music/{i}.ogg", title=str(i), artist="", album="",
                        duration_s=24.0, first_segment=0, n_segments=0)  # fmt: skip
+
+
+def test_database_fingerprints_are_kept_per_model_and_remade_when_damaged(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """A second run reads the first run's fingerprints; another model or damaged file does not."""
+    cfg = EvalConfig(checkpoint="", corpus=str(tiny_corpus), distractors="resampled")
+    corpus, cache = load_corpus(cfg), tmp_path / "cache"
+    tiny = Fingerprinter(load_checkpoint(make_tiny_checkpoint(tmp_path / "tiny.pt")))
+    made = database_fingerprints(tiny, corpus, cache)
+    (kept,) = cache.iterdir()
+    assert [len(made[name]) for name in ("held_out", "train", "copies")] == [5, 3, 6]
+    for name, fps in database_fingerprints(tiny, corpus, cache).items():
+        for stored, fresh in zip(fps, made[name], strict=True):
+            np.testing.assert_array_equal(stored, fresh)
+    kept.write_bytes(b"not an npz")
+    remade = database_fingerprints(tiny, corpus, cache)
+    np.testing.assert_array_equal(remade["copies"][0], made["copies"][0])
+    shipped = Fingerprinter(load_checkpoint(default_checkpoint_path()))
+    assert database_fingerprints(shipped, corpus, cache)["train"][0].shape[1] == shipped.d
+    assert len(list(cache.iterdir())) == 2
 
 
 def test_eval_gives_the_same_hit_rates_on_onnx_runtime_as_on_torch(
