@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from training.protocol import EvalConfig
 from training.queries import make_queries
 from training.rates import accepted
 from training.report import format_table
-from training.trainer import EXPORT_MARGIN_S, train
+from training.trainer import EXPORT_MARGIN_S, make_sampler, train
 
 SPLITS = {"train": 3, "val": 1, "test": 2, "unseen": 2, "nonlibrary-a": 1, "nonlibrary-b": 1}
 TRACK_S = 24.0
@@ -107,6 +108,21 @@ def test_a_time_budget_counts_training_time_not_the_calendar(
     resumed = []
     train(replace(cfg, session_minutes=0.0), callback=resumed.append)
     assert resumed[-1].kind == "done" and resumed[-1].step == first["steps"]
+
+
+def test_time_waiting_for_the_cpu_is_not_training_time(tiny_corpus: Path, tmp_path: Path) -> None:
+    """On a machine shared with other jobs the budget counts what the run itself did: a step
+    that waits (here a sampler that sleeps, as if the cores were taken) costs no budget."""
+    cfg = tiny_config(tiny_corpus, tmp_path / "run", 3)
+    sampler = make_sampler(cfg)
+
+    class Waiting:
+        def sample(self, n_pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+            time.sleep(0.5)
+            return sampler.sample(n_pairs, rng)
+
+    training = load_torch(train(cfg, sampler=Waiting())).training
+    assert training["wall_time_s"] >= 1.5 > training["training_time_s"] + 0.5
 
 
 def test_a_finished_run_given_a_larger_budget_goes_on(tiny_corpus: Path, tmp_path: Path) -> None:

@@ -137,7 +137,9 @@ def training_lines(t: dict) -> list[str]:
                 f"s/step (data {t.get('data_s_per_step')} s/step), hardware: "
                 f"{t.get('hardware')}"]  # fmt: skip
     total = sum(x["wall_s"] for x in sessions) / 60
-    lines = [f"- wall time {total:.1f} min over {len(sessions)} session(s); last speed "
+    trained = (f" (training time {t['training_time_s'] / 60:.1f} min)"
+               if "training_time_s" in t else "")  # fmt: skip
+    lines = [f"- wall time {total:.1f} min{trained} over {len(sessions)} session(s); last speed "
              f"{t.get('s_per_step')} s/step (data {t.get('data_s_per_step')} s/step):"]  # fmt: skip
     for x in sessions:
         lines.append(f"  - {x['started_utc']}: steps {x['first_step']}-{x['last_step']}, "
