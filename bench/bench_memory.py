@@ -20,17 +20,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import real_tracks, report
+from common import real_tracks, report, write_wav
+from virtual_mic import Player, pulseaudio_server
 
-from engine.core.audio import load_audio
+from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.library.library import Library, remove_library
 from engine.model.checkpoint import Checkpoint, default_checkpoint_path
 from engine.model.fingerprint import Fingerprinter
 from engine.model.load import load_checkpoint
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from audio_files import write_audio
-from virtual_mic import Player, pulseaudio_server
 
 SEGMENTS_PER_HOUR = 7200
 PLAYING_START_S = 40.0
@@ -65,7 +62,7 @@ def build_library(db: Path, hours: float, tracks: list[Path], checkpoint: Checkp
         n_filler = round(hours - library.committed_rows / SEGMENTS_PER_HOUR)
         filler.mkdir(exist_ok=True)
         for i in range(n_filler):
-            write_audio(filler / f"filler-{i:05d}.wav", np.zeros(8000, np.float32), 8000)
+            write_wav(filler / f"filler-{i:05d}.wav", np.zeros(SAMPLE_RATE, np.float32))
         for _ in library.update(filler, FillerFingerprinter(checkpoint)):
             pass
     return time.perf_counter() - started

@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from audio_files import music_like
-from conftest import TINY_CONFIG, make_tiny_checkpoint
 
 from engine.library.tracks import Track as EngineTrack
 from engine.model.checkpoint import default_checkpoint_path
@@ -21,6 +19,8 @@ from engine.model.load import load_checkpoint
 from engine.model.scoring import BACKGROUND_ROWS, Scoring
 from engine.model.torch_backend import load_torch
 from engine.query.recognize import Recognizer
+from tests.support.audio_files import music_like
+from tests.support.tiny import TINY_CONFIG, make_tiny_checkpoint
 from training.config import TrainConfig, load_config
 from training.data import open_split
 from training.degrade import Sources
