@@ -24,7 +24,13 @@ from tests.support.tiny import TINY_CONFIG, make_tiny_checkpoint
 from training.config import TrainConfig, load_config
 from training.data import open_split
 from training.degrade import Sources
-from training.evaluate import database_fingerprints, evaluate, harness_recognizer, load_corpus
+from training.evaluate import (
+    database_fingerprints,
+    evaluate,
+    harness_recognizer,
+    load_corpus,
+    store_results,
+)
 from training.outcomes import run_queries
 from training.protocol import EvalConfig
 from training.queries import make_queries
@@ -264,6 +270,25 @@ def test_database_fingerprints_are_kept_per_model_and_remade_when_damaged(
     shipped = Fingerprinter(load_checkpoint(default_checkpoint_path()))
     assert database_fingerprints(shipped, corpus, cache)["train"][0].shape[1] == shipped.d
     assert len(list(cache.iterdir())) == 2
+
+
+def test_an_earlier_runs_results_are_stored_with_the_background_it_drew(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """`nfp eval --write-checkpoint --from-results DIR` stores what the run itself would have."""
+    checkpoint = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    cfg = EvalConfig(checkpoint=str(checkpoint), corpus=str(tiny_corpus),
+                     bank=str(tiny_corpus / "degradations.npz"), out_dir=str(tmp_path / "eval"),
+                     queries=4, nonlibrary_queries=4, levels=("mid",), lengths_s=(3.0,),
+                     stretch_tempos=())  # fmt: skip
+    result, background = evaluate(cfg)
+    other = make_tiny_checkpoint(tmp_path / "other.pt", seed=1)
+    with pytest.raises(ValueError, match="another checkpoint"):
+        store_results(replace(cfg, checkpoint=str(other)), tmp_path / "eval")
+    store_results(cfg, tmp_path / "eval")
+    stored = load_torch(checkpoint)
+    assert stored.evaluation["hit_rates"] == result["hit_rates"]
+    np.testing.assert_allclose(stored.background, background, atol=1e-3)  # stored as float16
 
 
 def test_eval_gives_the_same_hit_rates_on_onnx_runtime_as_on_torch(

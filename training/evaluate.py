@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import time
@@ -196,13 +197,39 @@ def harness_recognizer(
     fps = held_out + (train if corpus.distractors != "none" else []) + copies
     index = VectorIndex.build(np.concatenate(fps))
     searched = (index, SegmentMap.from_lengths([len(f) for f in fps]), [])
-    pool = np.concatenate([f for f, ok in zip(train, corpus.in_background, strict=True) if ok])
-    rng = np.random.default_rng([seed, len(pool)])
-    background = pool[rng.choice(len(pool), min(BACKGROUND_ROWS, len(pool)), replace=False)]
+    background = draw_background(train, corpus.in_background, seed)
     # Today's scoring constants and no thresholds yet: the harness makes them under those.
     uncalibrated = {"calibration": {"scoring": Scoring().to_dict()}}
     checkpoint = replace(checkpoint, evaluation=uncalibrated, background=background)
     return Recognizer(None, checkpoint, searched=searched), background
+
+
+def draw_background(train: list[np.ndarray], in_background: list[bool], seed: int) -> np.ndarray:
+    """BACKGROUND_ROWS fingerprints float32 (B, d) drawn (seed) from the train tracks' (n_i, d)
+    that may serve as background: the chance similarity the calibration is measured against."""
+    pool = np.concatenate([f for f, ok in zip(train, in_background, strict=True) if ok])
+    rng = np.random.default_rng([seed, len(pool)])
+    return pool[rng.choice(len(pool), min(BACKGROUND_ROWS, len(pool)), replace=False)]
+
+
+def store_results(cfg: EvalConfig, results_dir: Path) -> None:
+    """Write an earlier run's results.json (same checkpoint, corpus and seed) into the
+    checkpoint, with the background that run drew, without running its queries again."""
+    path = results_dir / "results.json"
+    result = json.loads(path.read_text())
+    checkpoint = load_checkpoint(cfg.checkpoint)
+    seed = result.get("protocol", {}).get("seed") if isinstance(result, dict) else None
+    if seed is None:
+        raise ValueError(f"{path}: not the results.json of an nfp eval run")
+    if result.get("checkpoint_sha256") != checkpoint.sha256:
+        raise ValueError(f"{path}: made with another checkpoint than {cfg.checkpoint}")
+    corpus = load_corpus(cfg)
+    fingerprinter = Fingerprinter(checkpoint)
+    cached = _read_cache(_cache_path(Path(cfg.corpus) / FINGERPRINT_CACHE, fingerprinter, corpus))
+    train = cached["train"] if cached else [fingerprinter.audio(t) for t in corpus.train]
+    write_into_checkpoint(
+        cfg.checkpoint, result, draw_background(train, corpus.in_background, seed)
+    )
 
 
 def write_into_checkpoint(
@@ -234,6 +261,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "and 1.05x speed (default), the train split, or none")  # fmt: skip
     parser.add_argument("--write-checkpoint", action="store_true",
                         help="store the results and calibration inside the checkpoint")  # fmt: skip
+    parser.add_argument("--from-results", metavar="DIR",
+                        help="with --write-checkpoint: store the results.json that an "
+                             "earlier run of this checkpoint left in DIR")  # fmt: skip
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -241,6 +271,8 @@ def run_eval(args: argparse.Namespace) -> int:
                      out_dir=args.out, seed=args.seed, queries=args.queries,
                      nonlibrary_queries=args.nonlibrary_queries, tracks=args.tracks,
                      distractors=args.distractors)  # fmt: skip
+    if args.from_results:
+        return _store_earlier_results(cfg, args)
     try:
         result, background = evaluate(
             cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True)
@@ -255,18 +287,29 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_earlier_results(cfg: EvalConfig, args: argparse.Namespace) -> int:
+    if not args.write_checkpoint:
+        print("nfp eval: --from-results stores results: add --write-checkpoint", file=sys.stderr)
+        return 2
+    try:
+        store_results(cfg, Path(args.from_results))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"nfp eval: {e}", file=sys.stderr)
+        return 1
+    print(f"evaluation from {args.from_results} written into {args.checkpoint}")
+    return 0
+
+
 def database_fingerprints(
     fingerprinter: Fingerprinter, corpus: Corpus, cache_dir: Path | None
 ) -> dict[str, list[np.ndarray]]:
     """Fingerprints float32 (segments, d) of every database track, by part (DATABASE_PARTS),
     read from cache_dir when an earlier run of the same weights, backend and precision on the
     same corpus left them there (two thirds of a run's time is spent making them)."""
-    path = None if cache_dir is None else cache_dir / f"{_cache_key(fingerprinter, corpus)}.npz"
-    if path is not None and path.is_file():
-        try:
-            return _read_parts(path)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # a damaged or foreign cache file is made again
+    path = None if cache_dir is None else _cache_path(cache_dir, fingerprinter, corpus)
+    cached = _read_cache(path)
+    if cached is not None:
+        return cached
     parts = _fingerprint_parts(fingerprinter, corpus)
     if path is not None:
         _write_parts(path, parts)
@@ -295,10 +338,20 @@ def _cache_key(fingerprinter: Fingerprinter, corpus: Corpus) -> str:
     return digest.hexdigest()[:32]
 
 
-def _read_parts(path: Path) -> dict[str, list[np.ndarray]]:
-    with np.load(path) as stored:
-        return {name: np.split(stored[name], np.cumsum(stored[f"{name}_lengths"])[:-1])
-                for name in DATABASE_PARTS}  # fmt: skip
+def _cache_path(cache_dir: Path, fingerprinter: Fingerprinter, corpus: Corpus) -> Path:
+    return cache_dir / f"{_cache_key(fingerprinter, corpus)}.npz"
+
+
+def _read_cache(path: Path | None) -> dict[str, list[np.ndarray]] | None:
+    """The cached parts, or None where there are none (or only a damaged or foreign file)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path) as stored:
+            return {name: np.split(stored[name], np.cumsum(stored[f"{name}_lengths"])[:-1])
+                    for name in DATABASE_PARTS}  # fmt: skip
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
 
 
 def _write_parts(path: Path, parts: dict[str, list[np.ndarray]]) -> None:
