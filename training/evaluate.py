@@ -15,8 +15,8 @@ noise; at "high" also clipping, an early start and MP3), with the "eval" half of
 bank (noise, voices and rooms the model never heard). A stretch cell plays unseen-package
 queries 2 and 5 % faster and slower (tempo only, the pitch kept) at mid level. Top-1 hit rates:
 
-- exact: right track, and the reported start lies in the segment nearest the true start;
-- near: right track, start within ±1 segment (±0.5 s);
+- exact: right track, and the reported start within half a hop (0.25 s) of the true start;
+- near: right track, start within a hop (0.5 s);
 - song: right track;
 - confident: any answer the app would report; song_confident: the right one.
 

@@ -13,7 +13,7 @@ from engine.model.checkpoint import Checkpoint
 from engine.query.recognize import Recognizer
 from engine.query.search import CONFIDENCE_THRESHOLD, confidence_from_evidence
 from training.degrade import LEVELS
-from training.outcomes import Outcome
+from training.outcomes import EXACT_S, NEAR_S, Outcome
 from training.protocol import DOMAINS, NONLIBRARY, STRETCH_LEVEL, EvalConfig
 
 # Calibrated false-positive rate on non-library music: below the app's target of 0.5 % measured
@@ -45,21 +45,20 @@ def accepted(outcome: Outcome, calibration: dict) -> np.ndarray:
 def hit_rates(outcome: Outcome, calibration: dict) -> dict[str, float]:
     """Top-1 rates of library queries: exact / near / song, and the answers the app reports."""
     song = outcome.found_track == outcome.true_track
-    delta = np.abs(outcome.found_segment - outcome.true_segment)
+    error = outcome.offset_error_s
+    exact = error <= EXACT_S
     sure = accepted(outcome, calibration)
     return {
-        "exact": float(np.mean(song & (delta == 0))),
-        "near": float(np.mean(song & (delta <= 1))),
+        "exact": float(np.mean(song & exact)),
+        "near": float(np.mean(song & (error <= NEAR_S))),
         "song": float(np.mean(song)),
-        # exact, or a wrong segment holding the same music (a loop): the best any system can do
-        "exact_or_repeat": float(np.mean(song & ((delta == 0) | outcome.repeat))),
+        # exact, or a wrong place holding the same music (a loop): the best any system can do
+        "exact_or_repeat": float(np.mean(song & (exact | outcome.repeat))),
         "confident": float(np.mean(sure)),  # the app names a track at all
         "song_confident": float(np.mean(song & sure)),  # … and it is the right one
-        "exact_confident": float(np.mean(song & sure & ((delta == 0) | outcome.repeat))),
+        "exact_confident": float(np.mean(song & sure & (exact | outcome.repeat))),
         # Median |offset_s - true start| of right-track answers; None when there are none.
-        "offset_error_s": float(np.median(np.abs(outcome.offset_s - outcome.true_start_s)[song]))
-        if song.any()
-        else None,
+        "offset_error_s": float(np.median(error[song])) if song.any() else None,
         "queries": len(song),
     }
 

@@ -72,8 +72,8 @@ def write_outputs(result: dict, outcomes: Sequence[Outcome], out_dir: Path) -> N
     """results.json, table.txt, queries.npz (every query's outcome), hit_rate.png, scores.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = {}
-    for name in ("found_track", "true_track", "true_segment", "found_segment", "offset_s",
-                 "true_start_s", "evidence", "score", "used_segments"):  # fmt: skip
+    for name in ("found_track", "true_track", "offset_s", "true_start_s", "evidence", "score",
+                 "used_segments"):  # fmt: skip
         columns[name] = np.concatenate([getattr(o, name) for o in outcomes])
     for name in ("level", "kind", "length_s", "n_segments", "tempo"):
         columns[name] = np.concatenate([[getattr(o, name)] * len(o.evidence) for o in outcomes])
