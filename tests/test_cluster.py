@@ -26,6 +26,7 @@ from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.core.errors import AudioDecodeError
 from engine.library.library import Library
 from engine.library.parallel import WORKER_DIED, _dask_outcome
+from engine.library.searching import search_index
 
 REPO = Path(__file__).parents[1]
 
@@ -69,7 +70,7 @@ def six_tracks(tmp_path: Path) -> Path:
 def fingerprints_of(db: Path) -> dict[str, tuple[int, np.ndarray]]:
     """path → (n_segments, fingerprints float32 (n_segments, d)) of every track."""
     with Library(db, writable=False) as library:
-        index, _, tracks = library.search_index()
+        index, _, tracks = search_index(library)
         rows = index.vectors
         return {t.path: (t.n_segments, rows[t.first_segment : t.first_segment + t.n_segments])
                 for t in tracks}  # fmt: skip
