@@ -2,7 +2,7 @@
 
 Each library is made the way `nfp index` makes one: real Wesnoth tracks fingerprinted by the
 shipped checkpoint, then filler files standing for an hour of music each, whose fingerprints are
-random unit vectors (FillerFingerprinter). Both go through Library.update, so the store, its
+random unit vectors (FillerFingerprinter). Both go through index_folders, so the store, its
 compression past FLAT_MAX_VECTORS and the search index are exactly what a user gets. `nfp listen`
 then runs as its own process on a PulseAudio virtual microphone while a real track plays into
 it; its peak resident memory is the kernel's VmHWM, read while it runs (wait4's ru_maxrss would
@@ -20,13 +20,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import real_tracks, report
+from common import build_library, real_tracks, report
 
-from engine.core.audio import load_audio
-from engine.library.library import Library, remove_library
-from engine.model.checkpoint import Checkpoint, default_checkpoint_path
-from engine.model.fingerprint import Fingerprinter
-from engine.model.load import load_checkpoint
+from engine.api import (
+    Checkpoint,
+    Fingerprinter,
+    Library,
+    default_checkpoint_path,
+    index_folders,
+    load_audio,
+    load_checkpoint,
+    remove_library,
+    run_steps,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from audio_files import write_audio
@@ -49,25 +55,20 @@ class FillerFingerprinter:
         return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def build_library(db: Path, hours: float, tracks: list[Path], checkpoint: Checkpoint) -> float:
+def build_sized_library(
+    db: Path, hours: float, tracks: list[Path], checkpoint: Checkpoint
+) -> float:
     """Index tracks for real, then filler up to `hours`, into a new library; returns the
     seconds it took."""
     remove_library(db)
     started = time.perf_counter()
-    music, filler = db.parent / "music", db.parent / f"filler-{hours:g}h"
-    music.mkdir(parents=True, exist_ok=True)
-    for track in tracks:
-        if not (music / track.name).exists():
-            (music / track.name).symlink_to(track)
-    with Library(db) as library:
-        for _ in library.update(music, Fingerprinter(checkpoint)):
-            pass
+    filler = db.parent / f"filler-{hours:g}h"
+    with build_library(db, tracks, Fingerprinter(checkpoint)) as library:
         n_filler = round(hours - library.committed_rows / SEGMENTS_PER_HOUR)
         filler.mkdir(exist_ok=True)
         for i in range(n_filler):
             write_audio(filler / f"filler-{i:05d}.wav", np.zeros(8000, np.float32), 8000)
-        for _ in library.update(filler, FillerFingerprinter(checkpoint)):
-            pass
+        run_steps(index_folders(library, [filler], FillerFingerprinter(checkpoint)))
     return time.perf_counter() - started
 
 
@@ -121,7 +122,7 @@ def main() -> None:
     with pulseaudio_server(_fresh(args.work / "pulse")) as server:
         for hours in (float(h) for h in args.hours.split(",")):
             db = args.work / f"{hours:g}h" / "db"
-            build_s = build_library(db, hours, tracks, checkpoint)
+            build_s = build_sized_library(db, hours, tracks, checkpoint)
             with Library(db) as library:
                 info = library.info()
             listened = listen_peak_rss(db, tracks[0], args.listen_s, server, db.parent)

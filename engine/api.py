@@ -48,6 +48,7 @@ from engine.library.library import Library
 from engine.library.parallel import FingerprintSource, connect, dask_source
 from engine.library.rebuild import read_library, rebuild_library
 from engine.library.scan import display_path, printable
+from engine.library.store import remove_library
 from engine.library.tracks import DB_FILE, Track
 from engine.model.checkpoint import (
     DEFAULT_CHECKPOINT,
@@ -66,17 +67,18 @@ from engine.query.stream import LiveMatcher, LiveState
 from engine.selftest import run_self_test
 
 __all__ = [  # noqa: RUF022 (grouped by what a caller does, not sorted)
-    # a library: opening, indexing, what is in it
-    "Library", "library_exists", "default_db_dir", "library_info", "Track", "read_library",
-    "music_folder", "index_folders", "rebuild_library", "remove_folder", "MISSING_FOLDER",
-    "IndexProgress", "IndexSummary", "fingerprint_source", "Fingerprinter", "FingerprintSource",
+    # a library: opening, indexing, what is in it, removing it
+    "Library", "library_exists", "default_db_dir", "read_library", "library_info", "Track",
+    "music_folder", "index_folders", "rebuild_library", "remove_folder", "remove_library",
+    "MISSING_FOLDER", "IndexProgress", "IndexSummary", "fingerprint_source", "Fingerprinter",
+    "FingerprintSource",
     # checkpoints: which one a library belongs to, the shipped ones, their numeric paths
     "Checkpoint", "checkpoint_for_index", "check_checkpoint", "built_by", "load_checkpoint",
     "read_config", "default_checkpoint_path", "shipped_checkpoints", "DEFAULT_CHECKPOINT",
     "PRECISIONS", "fast_precision",
     # identifying: files, recordings, live input
     "open_recognizer", "read_catalogue", "Recognizer", "identify", "Match", "tracklist",
-    "TracklistEntry", "listen", "LiveMatcher", "LiveState", "load_audio", "SAMPLE_RATE",
+    "TracklistEntry", "listen", "LiveState", "load_audio", "SAMPLE_RATE",
     "AUDIO_EXTENSIONS", "InputDevice", "input_devices", "record_blocks", "resolve_device",
     # long work, errors, and the rest a caller needs
     "Steps", "run_steps", "NfpError", "CheckpointError", "EmptyLibraryError",

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.api import IndexProgress, IndexSummary, NfpError, Track
+from engine.api import IndexProgress, IndexSummary, NfpError, Track, remove_folder
 from nfp_desktop.context import AppContext
 from nfp_desktop.formatting import estimate_eta_s, format_eta, plural
 from nfp_desktop.models import SkippedModel, TrackTableModel, sortable_filter_proxy
@@ -222,7 +222,7 @@ class LibraryPanel(QWidget):
         removed = 0
         if self.app.session.exists():
             try:
-                removed = self.app.session.library().remove_folder(folder)
+                removed = remove_folder(self.app.session.library(), folder)
             except NfpError as e:
                 self.error.emit(e)
             self.app.session.index_changed()
