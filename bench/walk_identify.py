@@ -1,12 +1,12 @@
 """The walk of one `nfp identify FILE` through the engine's modules: how many it crosses and how
 often it comes back to one it had left (issue 25: a query should go down the layers and back).
 
-Every call into and return from a function of the engine (module bodies excluded: imports are
-not the walk) is traced with sys.setprofile in a fresh process; the walk is the sequence of the
-modules the innermost engine frame belongs to, each change of module a step. Reported: the
-modules crossed, the steps, and the re-entries (steps into a module the walk had already been
-in), in all and per module. The library indexes --tracks of Debian's Wesnoth music; the query
-is 5 s of the first.
+Every call of an engine function (module bodies excluded: imports are not the walk) is traced
+with sys.setprofile in a fresh process. A step enters a module that has no function running:
+the first step into a module is new ground, a later one re-enters a module the walk had left
+(a return to a caller that is still running is no step). Reported: the modules crossed, the
+steps, the re-entries in all and per module, and who re-entered them most. The library indexes
+--tracks of Debian's Wesnoth music; the query is 5 s of the first.
 Usage: python bench/walk_identify.py [--tracks 2] [--show]
 """
 
@@ -25,6 +25,7 @@ from common import real_tracks, write_wav
 ENGINE = Path(__file__).resolve().parent.parent / "engine"
 QUERY_S = 5.0
 QUERY_START_S = 30.0
+MOST = 10  # callers listed
 
 
 def module_of(filename: str) -> str | None:
@@ -36,31 +37,43 @@ def module_of(filename: str) -> str | None:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def innermost_module(frame) -> str | None:
-    """The engine module of the nearest engine function on the stack from frame up."""
-    while frame is not None:
-        if frame.f_code.co_name != "<module>":
-            module = module_of(frame.f_code.co_filename)
-            if module is not None:
-                return module
+class Walk:
+    """The steps of a traced run: (module entered, the engine function that called into it)."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, str]] = []
+        self._running: collections.Counter[str] = collections.Counter()
+
+    def profile(self, frame, event: str, arg: object) -> None:
+        if event not in ("call", "return") or frame.f_code.co_name == "<module>":
+            return
+        module = module_of(frame.f_code.co_filename)
+        if module is None:
+            return
+        if event == "return":
+            self._running[module] -= 1
+            return
+        if not self._running[module]:
+            self.steps.append((module, f"{_caller(frame)} → {frame.f_code.co_name}"))
+        self._running[module] += 1
+
+
+def _caller(frame) -> str:
+    """The engine function that called frame's, perhaps through other code."""
+    frame = frame.f_back
+    while frame is not None and module_of(frame.f_code.co_filename) is None:
         frame = frame.f_back
-    return None
+    if frame is None:
+        return "?"
+    return f"{module_of(frame.f_code.co_filename)}.{frame.f_code.co_name}"
 
 
-def trace_walk(argv: list[str]) -> list[str]:
-    """The modules, in order, that `nfp ARGV` runs engine code in (repeats collapsed)."""
+def trace_walk(argv: list[str]) -> Walk:
+    """The walk of `nfp ARGV` in this process."""
     from engine import cli  # imported before tracing: module bodies are not the walk
 
-    walk: list[str] = []
-
-    def profile(frame, event: str, arg: object) -> None:
-        if event not in ("call", "return"):
-            return
-        here = innermost_module(frame if event == "call" else frame.f_back)
-        if here is not None and (not walk or walk[-1] != here):
-            walk.append(here)
-
-    sys.setprofile(profile)
+    walk = Walk()
+    sys.setprofile(walk.profile)
     try:
         status = cli.main(argv)
     finally:
@@ -70,16 +83,25 @@ def trace_walk(argv: list[str]) -> list[str]:
     return walk
 
 
-def describe(walk: list[str], show: bool) -> None:
-    entries = collections.Counter(walk)
-    reentries = {m: n - 1 for m, n in entries.items() if n > 1}
-    print(f"modules crossed: {len(entries)}")
-    print(f"steps: {len(walk)}")
+def describe(walk: Walk, show: bool) -> None:
+    seen: set[str] = set()
+    reentries: collections.Counter[str] = collections.Counter()
+    by: collections.Counter[str] = collections.Counter()
+    for module, call in walk.steps:
+        if module in seen:
+            reentries[module] += 1
+            by[call] += 1
+        seen.add(module)
+    print(f"modules crossed: {len(seen)}")
+    print(f"steps: {len(walk.steps)}")
     print(f"re-entries into a module it had left: {sum(reentries.values())}")
-    for module, n in sorted(reentries.items(), key=lambda kv: -kv[1]):
+    for module, n in reentries.most_common():
         print(f"  {module}: {n}")
+    print("most re-entering calls:")
+    for call, n in by.most_common(MOST):
+        print(f"  {n} × {call}")
     if show:
-        print(" → ".join(m.removeprefix("engine.") for m in walk))
+        print(" → ".join(m.removeprefix("engine.") for m, _ in walk.steps))
 
 
 def main() -> None:

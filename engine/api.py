@@ -1,12 +1,12 @@
 """The engine's front door: what the `nfp` command, the app and the benchmarks use.
 
-    library = Library(db_dir)                             # open (or create) a library
-    steps = index_folders(library, [folder], Fingerprinter(checkpoint))
-    summary = run_steps(steps, on_step=print)             # an IndexProgress per file
-    recognizer = open_recognizer(library)                 # with the checkpoint that built it
-    match = identify(recognizer, "clip.ogg")              # a Match, or None
-    entries = run_steps(tracklist(recognizer, "mix.ogg")) # which tracks play when
-    for state in listen(recognizer, record_blocks(device)): ...   # a LiveState per block
+    library = Library(db_dir)  # opens the library there, or makes a new one
+    checkpoint = load_checkpoint(default_checkpoint_path())
+    summary = run_steps(index_folders(library, [folder], Fingerprinter(checkpoint)), print)
+    recognizer = open_recognizer(library)  # with the checkpoint that built it
+    match = identify(recognizer, "clip.ogg")  # a Match, or None
+    entries = run_steps(tracklist(recognizer, "mix.ogg"))  # which tracks play when
+    for state in listen(recognizer, record_blocks(device)): ...  # a LiveState per block
 
 Long work is a generator of progress records that returns its result (run_steps drives one;
 Steps keeps the result of a for-loop over one). The types these return, the errors they raise

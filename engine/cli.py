@@ -18,7 +18,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine.api import (
+    Checkpoint,
     EmptyLibraryError,
+    Fingerprinter,
+    FingerprintSource,
     IndexProgress,
     IndexSummary,
     Library,
@@ -225,18 +228,24 @@ def cmd_index(args: argparse.Namespace) -> int:
     # leaves no empty library behind.
     music_folder(args.folder)
     checkpoint = checkpoint_for_index(db, args.checkpoint)
-    library = None if args.rebuild else Library(db)
-    if library is not None:
-        check_checkpoint(library, checkpoint)  # before any Dask worker starts
-    # Started only after the library and checkpoint checks passed; closed when indexing ends.
-    with fingerprint_source(checkpoint, workers=args.workers, scheduler=args.scheduler) as source:
-        if library is None:
-            run = rebuild_library(db, [args.folder], source)
-        else:
-            run = index_folders(library, [args.folder], source)
-        summary = _run_with_progress(run)
+    if args.rebuild:
+        with _fingerprint_source(args, checkpoint) as source:
+            summary = _run_with_progress(rebuild_library(db, [args.folder], source))
+    else:
+        library = Library(db)
+        check_checkpoint(library, checkpoint)
+        with _fingerprint_source(args, checkpoint) as source:
+            summary = _run_with_progress(index_folders(library, [args.folder], source))
     _print_summary(summary)
     return 0
+
+
+def _fingerprint_source(
+    args: argparse.Namespace, checkpoint: Checkpoint
+) -> contextlib.AbstractContextManager[Fingerprinter | FingerprintSource]:
+    """This process's Fingerprinter, or Dask workers with --workers / --scheduler (started
+    only after the library and checkpoint checks passed, and closed when indexing ends)."""
+    return fingerprint_source(checkpoint, workers=args.workers, scheduler=args.scheduler)
 
 
 def _run_with_progress(run: Generator[IndexProgress, None, IndexSummary]) -> IndexSummary:

@@ -38,9 +38,10 @@ def check_checkpoint(library: Library, checkpoint: Checkpoint) -> None:
             library.db_dir, f"its fingerprints were made by {name}, not by {checkpoint.path}",
             repair,
         )  # fmt: skip
-    if library.d is not None and library.d != checkpoint.d:
-        raise IndexCorruptError(library.db_dir, f"record d={library.d} is not its checkpoint's "
-                                f"d={checkpoint.d}", repair)  # fmt: skip
+    d = library.d
+    if d is not None and d != checkpoint.d:
+        cause = f"record d={d} is not its checkpoint's d={checkpoint.d}"
+        raise IndexCorruptError(library.db_dir, cause, repair)
 
 
 def bind(library: Library, checkpoint: Checkpoint) -> None:

@@ -157,8 +157,10 @@ class _Position:
         audio_s: float = 0.0,
         track: Track | None = None,
     ) -> IndexProgress:
-        return IndexProgress(self.done, self.total, str(f.path), outcome, reason, audio_s, track,
-                             self.folder_no, self.n_folders)  # fmt: skip
+        return IndexProgress(
+            done=self.done, total=self.total, path=str(f.path), outcome=outcome, reason=reason,
+            audio_s=audio_s, track=track, folder_no=self.folder_no, n_folders=self.n_folders,
+        )  # fmt: skip
 
 
 def _index(

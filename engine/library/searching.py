@@ -39,9 +39,9 @@ def refresh_search_index(library: Library) -> None:
 
 
 def _load_or_build_index(library: Library) -> VectorIndex:
-    store = library.store()
-    vectors = store.read(library.committed_rows)
-    if len(vectors) != library.committed_rows:
+    store, committed = library.store(), library.committed_rows
+    vectors = store.read(committed)
+    if len(vectors) != committed:
         raise library.damaged_error("stored fingerprints are missing (fewer than the tracks need)")
     bad = 0 if store.codec is not None else non_unit_rows(vectors)
     if bad:
