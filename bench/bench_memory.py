@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import build_library, real_tracks, report
+from common import build_library, real_tracks, report, write_wav
+from virtual_mic import Player, pulseaudio_server
 
 from engine.api import (
+    SAMPLE_RATE,
     Checkpoint,
     Fingerprinter,
     Library,
@@ -33,10 +35,6 @@ from engine.api import (
     remove_library,
     run_steps,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from audio_files import write_audio
-from virtual_mic import Player, pulseaudio_server
 
 SEGMENTS_PER_HOUR = 7200
 PLAYING_START_S = 40.0
@@ -67,7 +65,7 @@ def build_sized_library(
         n_filler = round(hours - library.committed_rows / SEGMENTS_PER_HOUR)
         filler.mkdir(exist_ok=True)
         for i in range(n_filler):
-            write_audio(filler / f"filler-{i:05d}.wav", np.zeros(8000, np.float32), 8000)
+            write_wav(filler / f"filler-{i:05d}.wav", np.zeros(SAMPLE_RATE, np.float32))
         run_steps(index_folders(library, [filler], FillerFingerprinter(checkpoint)))
     return time.perf_counter() - started
 

@@ -1,30 +1,23 @@
-"""Shared fixtures: a seeded rng, a tiny random encoder, a tiny library of generated tracks."""
+"""Shared fixtures: a seeded rng, a tiny random encoder, a tiny library of generated tracks, a
+virtual microphone."""
 
 from __future__ import annotations
 
 import shutil
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from audio_files import music_folder, music_like, write_audio
-from library_helpers import nfp
-
+from bench.virtual_mic import pulseaudio_server
 from engine.cli import main
 from engine.core.audio import SAMPLE_RATE, load_audio
-from engine.model.encoders import EncoderConfig, build_encoder
-from engine.model.export import save_checkpoint
 from engine.model.load import load_checkpoint
-
-pytest_plugins = ["virtual_mic"]  # the `virtual_mic` fixture, for the end-to-end tests
-
-TINY_CONFIG = EncoderConfig(name="scnn", d=64, width=0.0625)
-TRACK_SECONDS = (20.0, 26.0, 17.0)
+from tests.support.audio_files import music_folder, music_like, write_audio
+from tests.support.library_helpers import nfp
+from tests.support.tiny import TRACK_SECONDS, make_tiny_checkpoint
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,21 +39,6 @@ def rng() -> np.random.Generator:
 def seeded_torch() -> None:
     """Every test's torch randomness (random inputs, fresh models) is the same on every run."""
     torch.manual_seed(0)
-
-
-def make_tiny_checkpoint(
-    path: Path, seed: int = 0, evaluation: dict | None = None, background: np.ndarray | None = None
-) -> Path:
-    torch.manual_seed(seed)
-    save_checkpoint(
-        path,
-        build_encoder(TINY_CONFIG),
-        TINY_CONFIG,
-        evaluation=evaluation or {},
-        training={"note": "random initialisation for tests"},
-        background=background,
-    )
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -128,3 +106,12 @@ def db(music: Path, tmp_path: Path, capsys) -> Path:
     assert nfp("index", music, "--db", db) == 0
     capsys.readouterr()
     return db
+
+
+@pytest.fixture(scope="module")
+def virtual_mic(tmp_path_factory) -> Iterator[str]:
+    """A private PulseAudio server with a null sink `vsink`; its monitor is the input 'pulse'."""
+    if not shutil.which("pulseaudio") or not shutil.which("paplay"):
+        pytest.fail("needs pulseaudio and pulseaudio-utils (scripts/setup.sh installs them)")
+    with pulseaudio_server(tmp_path_factory.mktemp("pulse")) as server:
+        yield server

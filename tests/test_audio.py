@@ -3,7 +3,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from audio_files import FORMATS, write_audio
 
 from engine.core import audio as audio_module
 from engine.core.audio import (
@@ -16,6 +15,7 @@ from engine.core.audio import (
     load_audio,
 )
 from engine.core.errors import AudioDecodeError
+from tests.support.audio_files import FORMATS, write_audio
 
 
 def sine(freq: float, seconds: float, rate: int) -> np.ndarray:

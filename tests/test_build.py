@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from audio_files import music_like, write_audio
+
+from tests.support.audio_files import music_like, write_audio
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CONFIG, make_tiny_checkpoint
 
 from engine.core.errors import CheckpointError
 from engine.model.checkpoint import (
@@ -19,6 +18,7 @@ from engine.model.export import save_checkpoint
 from engine.model.load import load_checkpoint
 from engine.model.torch_backend import load_torch
 from engine.query.search import evidence_threshold
+from tests.support.tiny import TINY_CONFIG, make_tiny_checkpoint
 
 
 def test_round_trip_rebuilds_the_same_model(tmp_path: Path):

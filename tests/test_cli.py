@@ -4,13 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_files import write_audio
 
 from engine.cli import main
 from engine.core import mic
 from engine.core.audio import load_audio
 from engine.library.tracks import Track
 from engine.query.search import Match
+from tests.support.audio_files import write_audio
 
 JSON_KEYS = {"path", "title", "artist", "offset_s", "score", "confidence"}
 

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_checkpoint
 
 from engine import cli
 from engine.cli import main
 from engine.core.errors import CheckpointError
+from tests.support.tiny import make_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,15 +18,15 @@ import dask
 import distributed  # the cluster extra: scripts/setup.sh installs it, so the suite runs this
 import numpy as np
 import pytest
-from audio_files import music_folder, music_like, write_audio
 from distributed.client import FutureCancelledError
-from library_helpers import nfp, one_line_error, rows_file, run_frozen, tracks_of
 
 from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.core.errors import AudioDecodeError
 from engine.library.library import Library
 from engine.library.parallel import WORKER_DIED, _dask_outcome
 from engine.library.searching import search_index
+from tests.support.audio_files import music_folder, music_like, write_audio
+from tests.support.library_helpers import nfp, one_line_error, rows_file, run_frozen, tracks_of
 
 REPO = Path(__file__).parents[1]
 
@@ -40,9 +40,10 @@ def kill_control(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory, kill_control: Path) -> str:
     """The address of a two-worker LocalCluster shaped like `--workers 2`'s, whose workers (and
-    those their nanny restarts) carry tests/worker_hook.py. A task may kill workers twice."""
+    those their nanny restarts) carry tests/support/worker_hook.py. A task may kill workers
+    twice."""
     hook = tmp_path_factory.mktemp("hook")
-    shutil.copy(Path(__file__).with_name("worker_hook.py"), hook / "sitecustomize.py")
+    shutil.copy(Path(__file__).parent / "support" / "worker_hook.py", hook / "sitecustomize.py")
     spawn_env = {"PYTHONPATH": f"{hook}{os.pathsep}{REPO}",
                  "NFP_TEST_KILL_CONTROL": str(kill_control)}  # fmt: skip
     saved = {k: os.environ.get(k) for k in spawn_env}  # pre-spawn-environ lands in os.environ

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_files import music_like
-from desktop_helpers import index_library, make_context
 from PySide6.QtCore import Qt
 from pytestqt.exceptions import TimeoutError
-from virtual_mic import Player
 
+from bench.virtual_mic import Player
 from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.model.checkpoint import default_checkpoint_path
 from nfp_desktop.main_window import MainWindow
+from tests.support.audio_files import music_like
+from tests.support.desktop_helpers import index_library, make_context
 
 pytestmark = [pytest.mark.e2e, pytest.mark.gui, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
 """Nothing is clipped (geometry, not pixels): the main window in its busiest state (a banner, a
 long title, skipped files) at 1000 × 700, at its minimum size and at 150 % scaling, and the
-settings dialog with its re-index note (tests/layout_check.py)."""
+settings dialog with its re-index note (tests/support/layout_check.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from layout_check import busiest_window, check, clipped
 
 from nfp_desktop.preferences import Preferences
 from nfp_desktop.settings_dialog import SettingsDialog
+from tests.support.layout_check import busiest_window, check, clipped
 
 pytestmark = pytest.mark.gui
 
@@ -29,8 +29,8 @@ def test_the_busiest_window_clips_nothing(qtbot, tmp_path, size: str):
 
 def test_at_150_percent_scaling_nothing_is_clipped():
     env = {**os.environ, "QT_SCALE_FACTOR": "1.5", "QT_QPA_PLATFORM": "offscreen"}
-    script = Path(__file__).with_name("layout_check.py")
-    done = subprocess.run([sys.executable, str(script), "1000x700", "min"], env=env,
+    done = subprocess.run([sys.executable, "-m", "tests.support.layout_check", "1000x700", "min"],
+                          cwd=Path(__file__).parents[1], env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
 

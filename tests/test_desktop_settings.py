@@ -9,7 +9,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from pathlib import Path
 
 import pytest
-from desktop_helpers import spectral_checkpoint_file
 from PySide6.QtCore import QSettings
 
 from engine.core.errors import NoInputDeviceError
@@ -22,6 +21,7 @@ from nfp_desktop.preferences import (
     save_preferences,
 )
 from nfp_desktop.settings_dialog import CHOOSE_FILE, SettingsDialog
+from tests.support.desktop_helpers import spectral_checkpoint_file
 
 pytestmark = pytest.mark.gui
 

@@ -13,15 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_files import music_like, write_audio
-from desktop_helpers import (
-    MIC_RATE,
-    index_library,
-    install_fake_mic,
-    make_context,
-    spectral_checkpoint_file,
-    track_audio,
-)
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import (
     QColor,
@@ -51,6 +42,15 @@ from nfp_desktop.context import AppContext
 from nfp_desktop.main_window import MainWindow, styled
 from nfp_desktop.preferences import load_preferences
 from nfp_desktop.track_menu import track_menu, track_ref
+from tests.support.audio_files import music_like, write_audio
+from tests.support.desktop_helpers import (
+    MIC_RATE,
+    index_library,
+    install_fake_mic,
+    make_context,
+    spectral_checkpoint_file,
+    track_audio,
+)
 
 pytestmark = pytest.mark.gui
 WAIT_MS = 60_000

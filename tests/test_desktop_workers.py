@@ -11,13 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from desktop_helpers import (
-    MIC_RATE,
-    index_library,
-    install_fake_mic,
-    spectral_checkpoint_file,
-    track_audio,
-)
 from PySide6.QtCore import Qt
 
 from engine.core.errors import EmptyLibraryError, NoInputDeviceError
@@ -33,6 +26,13 @@ from nfp_desktop.workers import (
     identify_job,
     index_job,
     listen_job,
+)
+from tests.support.desktop_helpers import (
+    MIC_RATE,
+    index_library,
+    install_fake_mic,
+    spectral_checkpoint_file,
+    track_audio,
 )
 
 pytestmark = pytest.mark.gui
@@ -161,7 +161,7 @@ def test_listen_job_reports_an_empty_library(qtbot, monkeypatch, tmp_path) -> No
 
 
 def test_identify_job_short_file_and_long_file(qtbot, indexed, music_dir, tmp_path) -> None:
-    from audio_files import write_audio
+    from tests.support.audio_files import write_audio
 
     short = write_audio(
         tmp_path / "clip.wav", track_audio(music_dir / "album" / "two.mp3", 4.0, 6.0), MIC_RATE
@@ -179,7 +179,7 @@ def test_identify_job_short_file_and_long_file(qtbot, indexed, music_dir, tmp_pa
 
 
 def test_a_long_track_list_can_be_cancelled(qtbot, indexed, music_dir, tmp_path) -> None:
-    from audio_files import write_audio
+    from tests.support.audio_files import write_audio
 
     parts = [track_audio(music_dir / n, 0.0, 16.0) for n in ("three.ogg", "album/one.flac")]
     mix = write_audio(tmp_path / "mix.wav", np.concatenate(parts * 2), MIC_RATE)

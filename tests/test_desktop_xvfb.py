@@ -75,7 +75,7 @@ def test_listening_to_a_monitor_chosen_by_description_shows_the_track_on_xcb(
     x_display, virtual_mic, tmp_path
 ):
     """The app on xcb, Settings → "Monitor of Speakers", a track played into that sink: the
-    window shows its title and a position within 1 s (tests/xcb_listen_check.py)."""
+    window shows its title and a position within 1 s (tests/support/xcb_listen_check.py)."""
     loaded = subprocess.run(
         ["pactl", "load-module", "module-null-sink", "sink_name=speakers",
          "sink_properties=device.description=Speakers"],
@@ -83,7 +83,7 @@ def test_listening_to_a_monitor_chosen_by_description_shows_the_track_on_xcb(
     )  # fmt: skip
     try:
         done = subprocess.run(
-            [sys.executable, str(REPO / "tests" / "xcb_listen_check.py"), str(tmp_path)],
+            [sys.executable, "-m", "tests.support.xcb_listen_check", str(tmp_path)],
             cwd=REPO, env={**x_display, "PULSE_SERVER": virtual_mic},
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_files import write_audio
 
 from engine.core.audio import SAMPLE_RATE, load_audio
+from tests.support.audio_files import write_audio
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

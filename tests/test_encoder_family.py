@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from audio_files import music_like
 
 from engine.core.audio import SAMPLE_RATE
 from engine.model.encoders import ENCODERS, EncoderConfig, build_encoder
@@ -14,6 +13,7 @@ from engine.model.fingerprint import Fingerprinter
 from engine.model.load import load_checkpoint
 from engine.model.probe import min_cosine
 from engine.model.torch_backend import load_torch
+from tests.support.audio_files import music_like
 from training.loss import nt_xent
 
 # The smallest widths whose embedding still splits into d = 128 slices: small layers keep the

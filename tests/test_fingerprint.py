@@ -4,8 +4,6 @@
 import numpy as np
 import pytest
 import torch
-from audio_files import music_like
-from conftest import make_tiny_checkpoint
 
 from engine.cli import main
 from engine.core.audio import SAMPLE_RATE, count_segments
@@ -18,6 +16,8 @@ from engine.model.precision import PRECISION_ENV, requested_precision
 from engine.model.probe import MIN_COSINE, min_cosine
 from engine.model.torch_backend import TorchEncoder
 from engine.selftest import run_self_test
+from tests.support.audio_files import music_like
+from tests.support.tiny import make_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

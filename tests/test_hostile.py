@@ -22,18 +22,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from audio_files import music_like, write_audio
-from conftest import make_tiny_checkpoint
-from library_helpers import nfp, one_line_error, rows_file, tamper_meta
 from onnx import numpy_helper
 
 from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.library.library import Library
 from engine.model.checkpoint import default_checkpoint_path, file_sha256
 from engine.model.load import export_cache_dir, load_checkpoint
+from tests.support.audio_files import music_like, write_audio
+from tests.support.library_helpers import nfp, one_line_error, rows_file, tamper_meta
+from tests.support.tiny import make_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-NO_TORCH = Path(__file__).with_name("no_torch.py")
+NO_TORCH = Path(__file__).parent / "support" / "no_torch.py"
 
 
 def run_nfp(*args: object, env: dict | None = None, stdin=subprocess.DEVNULL):

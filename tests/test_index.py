@@ -5,11 +5,7 @@ import pytest
 
 from engine.library.index import DecodedRows, VectorIndex, choose_spec
 from engine.library.store import VectorStore, train_codec
-
-
-def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    v = rng.standard_normal((n, d)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+from tests.support.vectors import unit_vectors
 
 
 def test_spec_is_exact_when_small_and_ivfpq_when_large():

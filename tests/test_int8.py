@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_files import music_like
-from conftest import make_tiny_checkpoint
 
 from engine.cli import main
 from engine.core.audio import SAMPLE_RATE
@@ -21,6 +19,8 @@ from engine.model.fingerprint import Fingerprinter
 from engine.model.load import load_checkpoint
 from engine.model.onnx_backend import OnnxEncoder, int8_path, load_int8
 from engine.model.probe import MIN_COSINE, min_cosine
+from tests.support.audio_files import music_like
+from tests.support.tiny import make_tiny_checkpoint
 
 pytest.importorskip("onnxruntime.quantization")  # needs the `onnx` package (the train extra)
 

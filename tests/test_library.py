@@ -6,8 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_files import music_like, write_audio
-from conftest import TRACK_SECONDS, make_tiny_checkpoint
 
 from engine.cli import main as cli_main
 from engine.core.audio import load_audio
@@ -30,6 +28,8 @@ from engine.model.fingerprint import Fingerprinter
 from engine.model.load import load_checkpoint
 from engine.model.torch_backend import load_torch
 from engine.query.recognize import Recognizer
+from tests.support.audio_files import music_like, write_audio
+from tests.support.tiny import TRACK_SECONDS, make_tiny_checkpoint
 
 
 def run_update(library: Library, folder: Path, fingerprinter: Fingerprinter, **kw):

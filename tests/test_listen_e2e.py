@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from virtual_mic import Player
 
+from bench.virtual_mic import Player
 from engine.core.audio import load_audio
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

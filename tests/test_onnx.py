@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from audio_files import music_like, write_audio
-from conftest import make_tiny_checkpoint
 
 from engine.cli import main
 from engine.core.audio import SAMPLE_RATE, load_audio
@@ -26,9 +24,11 @@ from engine.model.load import BACKEND_ENV, export_cache_dir, load_checkpoint, re
 from engine.model.onnx_backend import load_onnx
 from engine.model.probe import min_cosine
 from engine.model.torch_backend import load_torch
+from tests.support.audio_files import music_like, write_audio
+from tests.support.tiny import make_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-NO_TORCH = Path(__file__).with_name("no_torch.py")
+NO_TORCH = Path(__file__).parent / "support" / "no_torch.py"
 WESNOTH = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 
 

@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 import pytest
-from audio_files import music_like, write_audio
 
 from engine.core.audio import SAMPLE_RATE
 from engine.core.mic import input_devices, record_blocks, resolve_device
+from tests.support.audio_files import music_like, write_audio
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_files import music_like, write_audio
-from library_helpers import nfp, one_line_error, rows_file, run_frozen, tamper_meta, tracks_of
 
 from engine.core.audio import SAMPLE_RATE
 from engine.library.library import Library
@@ -24,6 +22,15 @@ from engine.library.scan import display_path
 from engine.library.searching import search_index
 from engine.library.store import LOCK_FILE, REBUILD_DB
 from engine.model.fingerprint import Fingerprinter
+from tests.support.audio_files import music_like, write_audio
+from tests.support.library_helpers import (
+    nfp,
+    one_line_error,
+    rows_file,
+    run_frozen,
+    tamper_meta,
+    tracks_of,
+)
 
 LATIN1_NAME = b"caf\xe9 del mar.wav"  # not UTF-8: an old Latin-1 collection
 

@@ -2,7 +2,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from test_index import unit_vectors
 
 from engine.core.audio import SAMPLE_RATE
 from engine.library.index import VectorIndex
@@ -26,6 +25,7 @@ from engine.query.search import (
     match_sequence,
     noise_floor,
 )
+from tests.support.vectors import unit_vectors
 
 LENGTHS = [400, 250, 600, 300]
 
@@ -230,9 +230,8 @@ def test_a_calibration_scores_with_the_constants_it_was_made_under(tiny_checkpoi
 def test_a_calibration_made_under_unknown_constants_is_refused(
     tiny_checkpoint_path, tmp_path
 ) -> None:
-    from conftest import make_tiny_checkpoint
-
     from engine.core.errors import CheckpointError
+    from tests.support.tiny import make_tiny_checkpoint
 
     calibration = {"evidence_threshold": {"1": 0.3}, "scoring": {"top_k": 20, "hop_jitter": 2}}
     path = make_tiny_checkpoint(tmp_path / "odd.pt", evaluation={"calibration": calibration})

@@ -5,8 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_files import music_like, write_audio
-from spectral import spectral_checkpoint
 
 from engine.cli import main as nfp
 from engine.core.audio import SAMPLE_RATE
@@ -19,6 +17,8 @@ from engine.model.fingerprint import Fingerprinter
 from engine.query.recognize import Recognizer
 from engine.query.shards import Catalogue, merge_top_k, read_catalogue
 from engine.query.stream import LiveMatcher
+from tests.support.audio_files import music_like, write_audio
+from tests.support.spectral import spectral_checkpoint
 
 CALIBRATION = {"evidence_threshold": {"3": 0.6, "9": 1.0, "19": 1.2}}
 SECONDS = 30.0

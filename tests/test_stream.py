@@ -2,8 +2,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_files import music_like, write_audio
-from spectral import spectral_checkpoint
 
 from engine.core.steps import run_steps
 from engine.library.indexing import index_folder
@@ -11,6 +9,8 @@ from engine.library.library import Library
 from engine.model.fingerprint import Fingerprinter
 from engine.query.recognize import Recognizer
 from engine.query.stream import LiveMatcher
+from tests.support.audio_files import music_like, write_audio
+from tests.support.spectral import spectral_checkpoint
 
 RATE = 44100  # a typical device rate: the matcher resamples like file input
 CALIBRATION = {"evidence_threshold": {"3": 0.6, "9": 1.0, "19": 1.2}}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_files import music_like
 
+from tests.support.audio_files import music_like
 from training.corpus import (
     UNSEEN_PACKAGES,
     assign_split,

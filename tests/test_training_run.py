@@ -4,31 +4,33 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from audio_files import music_like
-from conftest import TINY_CONFIG, make_tiny_checkpoint
 
 from engine.library.tracks import Track as EngineTrack
 from engine.model.checkpoint import default_checkpoint_path
+from engine.model.fingerprint import Fingerprinter
 from engine.model.load import load_checkpoint
 from engine.model.scoring import BACKGROUND_ROWS, Scoring
 from engine.model.torch_backend import load_torch
 from engine.query.recognize import Recognizer
+from tests.support.audio_files import music_like
+from tests.support.tiny import TINY_CONFIG, make_tiny_checkpoint
 from training.config import TrainConfig, load_config
 from training.data import open_split
 from training.degrade import Sources
-from training.evaluate import evaluate, harness_recognizer, load_corpus
+from training.evaluate import database_fingerprints, evaluate, harness_recognizer, load_corpus
 from training.outcomes import run_queries
 from training.protocol import EvalConfig
 from training.queries import make_queries
 from training.rates import accepted
 from training.report import format_table
-from training.trainer import EXPORT_MARGIN_S, train
+from training.trainer import EXPORT_MARGIN_S, make_sampler, train
 
 SPLITS = {"train": 3, "val": 1, "test": 2, "unseen": 2, "nonlibrary-a": 1, "nonlibrary-b": 1}
 TRACK_S = 24.0
@@ -106,6 +108,21 @@ def test_a_time_budget_counts_training_time_not_the_calendar(
     resumed = []
     train(replace(cfg, session_minutes=0.0), callback=resumed.append)
     assert resumed[-1].kind == "done" and resumed[-1].step == first["steps"]
+
+
+def test_time_waiting_for_the_cpu_is_not_training_time(tiny_corpus: Path, tmp_path: Path) -> None:
+    """On a machine shared with other jobs the budget counts what the run itself did: a step
+    that waits (here a sampler that sleeps, as if the cores were taken) costs no budget."""
+    cfg = tiny_config(tiny_corpus, tmp_path / "run", 3)
+    sampler = make_sampler(cfg)
+
+    class Waiting:
+        def sample(self, n_pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+            time.sleep(0.5)
+            return sampler.sample(n_pairs, rng)
+
+    training = load_torch(train(cfg, sampler=Waiting())).training
+    assert training["wall_time_s"] >= 1.5 > training["training_time_s"] + 0.5
 
 
 def test_a_finished_run_given_a_larger_budget_goes_on(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -226,6 +243,27 @@ def test_the_harness_counts_what_identify_reports(tiny_corpus: Path) -> None:
 def _track(i: int) -> EngineTrack:
     return EngineTrack(id=i, path=f"/music/{i}.ogg", title=str(i), artist="", album="",
                        duration_s=24.0, first_segment=0, n_segments=0)  # fmt: skip
+
+
+def test_database_fingerprints_are_kept_per_model_and_remade_when_damaged(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """A second run reads the first run's fingerprints; another model or damaged file does not."""
+    cfg = EvalConfig(checkpoint="", corpus=str(tiny_corpus), distractors="resampled")
+    corpus, cache = load_corpus(cfg), tmp_path / "cache"
+    tiny = Fingerprinter(load_checkpoint(make_tiny_checkpoint(tmp_path / "tiny.pt")))
+    made = database_fingerprints(tiny, corpus, cache)
+    (kept,) = cache.iterdir()
+    assert [len(made[name]) for name in ("held_out", "train", "copies")] == [5, 3, 6]
+    for name, fps in database_fingerprints(tiny, corpus, cache).items():
+        for stored, fresh in zip(fps, made[name], strict=True):
+            np.testing.assert_array_equal(stored, fresh)
+    kept.write_bytes(b"not an npz")
+    remade = database_fingerprints(tiny, corpus, cache)
+    np.testing.assert_array_equal(remade["copies"][0], made["copies"][0])
+    shipped = Fingerprinter(load_checkpoint(default_checkpoint_path()))
+    assert database_fingerprints(shipped, corpus, cache)["train"][0].shape[1] == shipped.d
+    assert len(list(cache.iterdir())) == 2
 
 
 def test_eval_gives_the_same_hit_rates_on_onnx_runtime_as_on_torch(

@@ -19,6 +19,7 @@ from training.protocol import DOMAINS, NONLIBRARY, STRETCH_LEVEL, EvalConfig
 # Calibrated false-positive rate on non-library music: below the app's target of 0.5 % measured
 # on music the calibration never saw, since a threshold set on one part passes more of another.
 TARGET_FPR = 0.0025
+MAX_FPR = 0.005  # the target on non-library music, queries of 3 s and longer (issue 22)
 WILSON_Z = 1.96  # 95 % interval
 
 

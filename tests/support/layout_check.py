@@ -1,7 +1,8 @@
 """Whether anything in the main window is clipped (geometry, not pixels), in its busiest state:
 a banner, a matched track with a long title, skipped files. Imported by
-tests/test_desktop_layout.py, and run as a script there under QT_SCALE_FACTOR=1.5 (the scale
-must be set before Qt starts): `python tests/layout_check.py WxH|min …` prints the problems."""
+tests/test_desktop_layout.py, and run as a module there under QT_SCALE_FACTOR=1.5 (the scale
+must be set before Qt starts): `python -m tests.support.layout_check WxH|min …`, from the
+repository root, prints the problems."""
 
 from __future__ import annotations
 

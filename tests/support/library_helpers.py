@@ -57,7 +57,7 @@ def run_frozen(tmp_path: Path, args: list[str], moment: str, after: int) -> None
     shutil.copy(Path(__file__).with_name("freeze_hook.py"), hook / "sitecustomize.py")
     flag = tmp_path / "frozen"
     flag.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{Path(__file__).parents[1]}",
+    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{Path(__file__).parents[2]}",
            "NFP_TEST_FREEZE_AT": moment, "NFP_TEST_FREEZE_AFTER": str(after),
            "NFP_TEST_FREEZE_FLAG": str(flag)}  # fmt: skip
     cmd = [sys.executable, "-m", "engine.cli", *args]

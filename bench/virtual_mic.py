@@ -1,22 +1,22 @@
-"""A virtual microphone for end-to-end tests (docs/architecture.md, The app, live input and the
-bundle): a private PulseAudio server with a null sink `vsink` whose monitor is the default source,
-and a player that plays into it."""
+"""A virtual microphone for bench_memory.py and the end-to-end tests (docs/architecture.md, The
+app, live input and the bundle): a private PulseAudio server with a null sink `vsink` whose monitor
+is the default source, and a player that plays into it. It lives here, beside the benchmarks,
+because a benchmark run as a script imports only its own folder; the tests import
+`bench.virtual_mic` from the repository root."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import threading
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
-from audio_files import write_audio
 
 from engine.core.audio import SAMPLE_RATE
 
@@ -27,15 +27,6 @@ set-default-source vsink.monitor
 """
 ONSET_CHUNK = 80  # samples at 8 kHz (10 ms) read at a time to find when the music starts
 ONSET_LEVEL = 30  # of 32767: anything above the null sink's digital silence
-
-
-@pytest.fixture(scope="module")
-def virtual_mic(tmp_path_factory) -> Iterator[str]:
-    """A private PulseAudio server with a null sink `vsink`; its monitor is the input 'pulse'."""
-    if not shutil.which("pulseaudio") or not shutil.which("paplay"):
-        pytest.fail("needs pulseaudio and pulseaudio-utils (scripts/setup.sh installs them)")
-    with pulseaudio_server(tmp_path_factory.mktemp("pulse")) as server:
-        yield server
 
 
 @contextlib.contextmanager
@@ -96,7 +87,12 @@ class Player:
         sink: str = "vsink",
     ) -> None:
         clip = audio[int(start_s * SAMPLE_RATE) : int((start_s + play_s) * SAMPLE_RATE)]
-        wav = write_audio(tmp_path / "playing.wav", clip, SAMPLE_RATE)
+        wav = tmp_path / "playing.wav"
+        with wave.open(str(wav), "wb") as f:  # 16-bit mono at SAMPLE_RATE, as parec reads it
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(SAMPLE_RATE)
+            f.writeframes((np.clip(clip, -1, 1) * 32767).astype("<i2").tobytes())
         self.start_s = start_s
         self.started: float | None = None
         env = {**os.environ, "PULSE_SERVER": server}

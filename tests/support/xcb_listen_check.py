@@ -1,8 +1,9 @@
-"""The app on Qt's real xcb plugin, end to end: `python tests/xcb_listen_check.py WORKDIR`, with
-DISPLAY on an X server and PULSE_SERVER on the virtual microphone's server, which has a sink
-"speakers" (tests/test_desktop_xvfb.py sets all three up). It indexes real music, chooses
-"Monitor of Speakers" in Settings by its description, plays a track into that sink and waits for
-the window to show the title and a position within 1 s. Exit status 0, or 1 and what it saw."""
+"""The app on Qt's real xcb plugin, end to end: `python -m tests.support.xcb_listen_check
+WORKDIR` from the repository root, with DISPLAY on an X server and PULSE_SERVER on the virtual
+microphone's server, which has a sink "speakers" (tests/test_desktop_xvfb.py sets all three up).
+It indexes real music, chooses "Monitor of Speakers" in Settings by its description, plays a
+track into that sink and waits for the window to show the title and a position within 1 s. Exit
+status 0, or 1 and what it saw."""
 
 from __future__ import annotations
 
@@ -11,16 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from desktop_helpers import index_library, make_context
 from PySide6.QtWidgets import QApplication
-from virtual_mic import Player
 
+from bench.virtual_mic import Player
 from engine.core.audio import load_audio
 from engine.model.checkpoint import default_checkpoint_path
 from nfp_desktop.main_window import MainWindow
 from nfp_desktop.settings_dialog import SettingsDialog
+from tests.support.desktop_helpers import index_library, make_context
 
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 TRACKS = ["battle.ogg", "elvish-theme.ogg", "frantic.ogg"]

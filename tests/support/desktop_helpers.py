@@ -11,7 +11,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 from PySide6.QtCore import QSettings
-from spectral import SpectralEncoder
 
 from engine.core.audio import load_audio
 from engine.core.errors import NoInputDeviceError
@@ -25,6 +24,7 @@ from engine.model.fingerprint import Fingerprinter
 from engine.model.load import load_checkpoint
 from nfp_desktop.context import AppContext
 from nfp_desktop.preferences import Preferences, save_preferences
+from tests.support.spectral import SpectralEncoder
 
 SPECTRAL_CALIBRATION = {"evidence_threshold": {"3": 0.6, "9": 1.0, "19": 1.2}}  # as test_stream
 FAKE_MIC = InputDevice(
