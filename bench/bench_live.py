@@ -1,10 +1,11 @@
 """Live latency: seconds of degraded audio from the start of playback to a confident, correct match.
 
-Plays excerpts through engine.query.stream.LiveMatcher in 100 ms blocks, as a microphone would
-deliver them, degraded at the evaluation harness's "mid" level (noise, room, echo, device
-band-limit) with the evaluation half of the degradation bank. The library is the corpus's test split
-(`nfp train corpus`); as many excerpts of its val split, music not in the library, count how
-often listening names a track for music the user does not own (a false match).
+Plays excerpts through the engine's live matcher (engine.api.listen) in 100 ms blocks, as a
+microphone would deliver them, degraded at the evaluation harness's "mid" level (noise, room,
+echo, device band-limit) with the evaluation half of the degradation bank. The library is the
+corpus's test split (`nfp train corpus`); as many excerpts of its val split, music not in the
+library, count how often listening names a track for music the user does not own (a false
+match).
 Usage: python bench/bench_live.py [--trials 40] [--level mid]
 """
 
@@ -17,16 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from common import report
+from common import build_library, report
 
-from engine.core.audio import SAMPLE_RATE, load_audio
-from engine.core.threads import apply_thread_policy
-from engine.library.library import Library
-from engine.model.checkpoint import default_checkpoint_path
-from engine.model.fingerprint import Fingerprinter
-from engine.model.load import load_checkpoint
-from engine.query.recognize import Recognizer
-from engine.query.stream import LiveMatcher, LiveState
+from engine.api import (
+    SAMPLE_RATE,
+    Fingerprinter,
+    LiveState,
+    Recognizer,
+    apply_thread_policy,
+    default_checkpoint_path,
+    listen,
+    load_audio,
+    load_checkpoint,
+)
 from training.degrade import LEVELS, Sources, degrade
 
 PLAY_S = 12.0
@@ -43,15 +47,15 @@ def corpus_tracks(split: str, n: int | None = None) -> list[Path]:
     return tracks[:n]
 
 
-def listen(recognizer, audio) -> Iterator[LiveState]:
-    matcher = LiveMatcher(recognizer)
+def played(recognizer, audio) -> Iterator[LiveState]:
+    """The live states of listening to audio in BLOCK_S blocks."""
     block = int(BLOCK_S * SAMPLE_RATE)
-    for i in range(0, len(audio), block):
-        yield matcher.push(audio[i : i + block], SAMPLE_RATE)
+    blocks = ((audio[i : i + block], SAMPLE_RATE) for i in range(0, len(audio), block))
+    return listen(recognizer, blocks)
 
 
 def first_correct_s(recognizer, audio, track_path: str, start_s: float) -> float | None:
-    for state in listen(recognizer, audio):
+    for state in played(recognizer, audio):
         m = state.match
         if m and m.track.path == track_path and abs(m.offset_s - (start_s + state.heard_s)) < 1.0:
             return state.heard_s
@@ -59,7 +63,7 @@ def first_correct_s(recognizer, audio, track_path: str, start_s: float) -> float
 
 
 def names_a_track(recognizer, audio) -> bool:
-    return any(state.match is not None for state in listen(recognizer, audio))
+    return any(state.match is not None for state in played(recognizer, audio))
 
 
 def played_excerpt(track: Path, level: str, sources: Sources, rng) -> tuple[np.ndarray, float]:
@@ -84,12 +88,7 @@ def main() -> None:
     checkpoint = load_checkpoint(default_checkpoint_path())
     tracks = corpus_tracks("test", args.tracks)
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "music").mkdir()
-        for t in tracks:
-            (Path(tmp) / "music" / t.name).symlink_to(t.resolve())
-        library = Library(Path(tmp) / "db")
-        for _ in library.update(Path(tmp) / "music", Fingerprinter(checkpoint)):
-            pass
+        library = build_library(Path(tmp) / "db", tracks, Fingerprinter(checkpoint))
         recognizer = Recognizer(library, checkpoint)
         by_name = {Path(t.path).name: t.path for t in recognizer.tracks}
         sources = Sources.load(args.bank, "eval")

@@ -1,7 +1,8 @@
 """CPU cost of live listening, in % of one core: while holding a match on a library track, and
-while searching (music not in the library). Audio goes through engine.query.stream.LiveMatcher in
-100 ms blocks, as the microphone delivers it, as fast as the matcher takes it; CPU time per
-second of audio is the share of one core that listening in real time costs.
+while searching (music not in the library). Audio goes through the engine's live matcher
+(engine.api.listen) in 100 ms blocks, as the microphone delivers it, as fast as the matcher
+takes it; CPU time per second of audio is the share of one core that listening in real time
+costs.
 Usage: python bench/bench_live_cpu.py [--tracks 20] [--seconds 60]
 """
 
@@ -12,16 +13,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import real_tracks, report
+from common import build_library, real_tracks, report
 
-from engine.core.audio import SAMPLE_RATE, load_audio
-from engine.core.threads import apply_thread_policy
-from engine.library.library import Library
-from engine.model.checkpoint import default_checkpoint_path
-from engine.model.fingerprint import Fingerprinter
-from engine.model.load import load_checkpoint
-from engine.query.recognize import Recognizer
-from engine.query.stream import LiveMatcher
+from engine.api import (
+    SAMPLE_RATE,
+    Fingerprinter,
+    Recognizer,
+    apply_thread_policy,
+    default_checkpoint_path,
+    listen,
+    load_audio,
+    load_checkpoint,
+)
 
 BLOCK_S = 0.1
 START_S = 20.0  # where in each track the played audio starts
@@ -29,16 +32,18 @@ START_S = 20.0  # where in each track the played audio starts
 
 def cpu_per_audio_s(recognizer: Recognizer, audio) -> dict:
     """Process CPU seconds per second of audio, split by whether a match was held."""
-    matcher = LiveMatcher(recognizer)
     block = int(BLOCK_S * SAMPLE_RATE)
+    blocks = ((audio[i : i + block], SAMPLE_RATE) for i in range(0, len(audio) - block + 1, block))
+    states = listen(recognizer, blocks)
     spent = {"holding": [0.0, 0.0], "searching": [0.0, 0.0]}  # cpu_s, audio_s
-    for i in range(0, len(audio) - block + 1, block):
+    while True:
         started = time.process_time()
-        state = matcher.push(audio[i : i + block], SAMPLE_RATE)
+        state = next(states, None)
+        if state is None:
+            return spent
         phase = spent["holding" if state.match is not None else "searching"]
         phase[0] += time.process_time() - started
         phase[1] += BLOCK_S
-    return spent
 
 
 def main() -> None:
@@ -52,13 +57,7 @@ def main() -> None:
     checkpoint = load_checkpoint(default_checkpoint_path())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        music = Path(tmp) / "music"
-        music.mkdir()
-        for t in library_tracks:
-            (music / t.name).symlink_to(t)
-        library = Library(Path(tmp) / "db")
-        for _ in library.update(music, Fingerprinter(checkpoint)):
-            pass
+        library = build_library(Path(tmp) / "db", library_tracks, Fingerprinter(checkpoint))
         recognizer = Recognizer(library, checkpoint)
         n = int(args.seconds * SAMPLE_RATE)
         start = int(START_S * SAMPLE_RATE)

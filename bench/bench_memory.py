@@ -2,7 +2,7 @@
 
 Each library is made the way `nfp index` makes one: real Wesnoth tracks fingerprinted by the
 shipped checkpoint, then filler files standing for an hour of music each, whose fingerprints are
-random unit vectors (FillerFingerprinter). Both go through Library.update, so the store, its
+random unit vectors (FillerFingerprinter). Both go through index_folders, so the store, its
 compression past FLAT_MAX_VECTORS and the search index are exactly what a user gets. `nfp listen`
 then runs as its own process on a PulseAudio virtual microphone while a real track plays into
 it; its peak resident memory is the kernel's VmHWM, read while it runs (wait4's ru_maxrss would
@@ -20,14 +20,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import real_tracks, report, write_wav
+from common import build_library, real_tracks, report, write_wav
 from virtual_mic import Player, pulseaudio_server
 
-from engine.core.audio import SAMPLE_RATE, load_audio
-from engine.library.library import Library, remove_library
-from engine.model.checkpoint import Checkpoint, default_checkpoint_path
-from engine.model.fingerprint import Fingerprinter
-from engine.model.load import load_checkpoint
+from engine.api import (
+    SAMPLE_RATE,
+    Checkpoint,
+    Fingerprinter,
+    Library,
+    default_checkpoint_path,
+    index_folders,
+    load_audio,
+    load_checkpoint,
+    remove_library,
+    run_steps,
+)
 
 SEGMENTS_PER_HOUR = 7200
 PLAYING_START_S = 40.0
@@ -46,25 +53,20 @@ class FillerFingerprinter:
         return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def build_library(db: Path, hours: float, tracks: list[Path], checkpoint: Checkpoint) -> float:
+def build_sized_library(
+    db: Path, hours: float, tracks: list[Path], checkpoint: Checkpoint
+) -> float:
     """Index tracks for real, then filler up to `hours`, into a new library; returns the
     seconds it took."""
     remove_library(db)
     started = time.perf_counter()
-    music, filler = db.parent / "music", db.parent / f"filler-{hours:g}h"
-    music.mkdir(parents=True, exist_ok=True)
-    for track in tracks:
-        if not (music / track.name).exists():
-            (music / track.name).symlink_to(track)
-    with Library(db) as library:
-        for _ in library.update(music, Fingerprinter(checkpoint)):
-            pass
+    filler = db.parent / f"filler-{hours:g}h"
+    with build_library(db, tracks, Fingerprinter(checkpoint)) as library:
         n_filler = round(hours - library.committed_rows / SEGMENTS_PER_HOUR)
         filler.mkdir(exist_ok=True)
         for i in range(n_filler):
             write_wav(filler / f"filler-{i:05d}.wav", np.zeros(SAMPLE_RATE, np.float32))
-        for _ in library.update(filler, FillerFingerprinter(checkpoint)):
-            pass
+        run_steps(index_folders(library, [filler], FillerFingerprinter(checkpoint)))
     return time.perf_counter() - started
 
 
@@ -118,7 +120,7 @@ def main() -> None:
     with pulseaudio_server(_fresh(args.work / "pulse")) as server:
         for hours in (float(h) for h in args.hours.split(",")):
             db = args.work / f"{hours:g}h" / "db"
-            build_s = build_library(db, hours, tracks, checkpoint)
+            build_s = build_sized_library(db, hours, tracks, checkpoint)
             with Library(db) as library:
                 info = library.info()
             listened = listen_peak_rss(db, tracks[0], args.listen_s, server, db.parent)

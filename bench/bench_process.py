@@ -24,7 +24,7 @@ from pathlib import Path
 
 from common import real_tracks, report, write_wav
 
-from engine.core.audio import SAMPLE_RATE, load_audio
+from engine.api import SAMPLE_RATE, load_audio
 
 QUERY_S = 5.0
 QUERY_START_S = 30.0

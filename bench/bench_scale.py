@@ -34,6 +34,7 @@ from common import percentiles_ms, real_tracks, report, timed
 
 from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.core.threads import apply_thread_policy
+from engine.library.binding import bind
 from engine.library.index import VectorIndex
 from engine.library.library import Library
 from engine.library.segments import SegmentMap
@@ -73,11 +74,11 @@ def writer_s_per_hour(checkpoint: Checkpoint) -> float:
     rows = np.random.default_rng(0).standard_normal((480, checkpoint.d)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     with Library(db) as library:
-        library._bind(checkpoint, 0)
+        bind(library, checkpoint)
         started = time.perf_counter()
         for i in range(WRITER_TRACKS):
             tags = {"title": f"t{i}", "artist": "", "album": "", "duration_s": 240.0}
-            library._add_track(NewTrack(f"/music/{i}.ogg", 1, i, f"{i:064x}", tags, ""), rows)
+            library.add_track(NewTrack(f"/music/{i}.ogg", 1, i, f"{i:064x}", tags, ""), rows)
         elapsed = time.perf_counter() - started
     shutil.rmtree(db)
     return elapsed / (WRITER_TRACKS * len(rows) / SEGMENTS_PER_HOUR)

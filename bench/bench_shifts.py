@@ -16,16 +16,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import WESNOTH_MUSIC, percentiles_ms, report
+from common import WESNOTH_MUSIC, build_library, percentiles_ms, report
 
-from engine.core.audio import SAMPLE_RATE, load_audio
-from engine.core.threads import apply_thread_policy
-from engine.library.library import Library
-from engine.model.checkpoint import default_checkpoint_path
-from engine.model.fingerprint import Fingerprinter
-from engine.model.load import load_checkpoint
-from engine.model.scoring import QUERY_SHIFTS_S
-from engine.query.recognize import Recognizer
+from engine.api import (
+    SAMPLE_RATE,
+    Fingerprinter,
+    Recognizer,
+    apply_thread_policy,
+    default_checkpoint_path,
+    identify,
+    load_audio,
+    load_checkpoint,
+)
+from engine.model.scoring import QUERY_SHIFTS_S  # the shifts this benchmark weighs
 
 SHIFT_SETS = {"5 shifts": QUERY_SHIFTS_S, "2 shifts": (0.0, 0.25), "1 shift": (0.0,)}
 EXACT_S = 0.25
@@ -43,28 +46,17 @@ def noisy_excerpt(audio: np.ndarray, seconds: float, rng) -> tuple[np.ndarray, f
     return (clean + noise).astype(np.float32), start / SAMPLE_RATE
 
 
-def build_library(db: Path, tracks: list[Path], checkpoint) -> Library:
-    music = db.parent / "music"
-    music.mkdir(exist_ok=True)
-    for t in tracks:
-        (music / t.name).symlink_to(t)
-    library = Library(db)
-    for _ in library.update(music, Fingerprinter(checkpoint)):
-        pass
-    return library
-
-
 def measure(recognizer: Recognizer, queries: list, strangers: list) -> dict:
     song = exact = 0
     times = []
     for audio, path, start_s in queries:
         started = time.perf_counter()
-        match = recognizer.identify(audio)
+        match = identify(recognizer, audio)
         times.append(time.perf_counter() - started)
         if match is not None and Path(match.track.path).name == path.name:
             song += 1
             exact += abs(match.offset_s - start_s) <= EXACT_S
-    false = sum(recognizer.identify(audio) is not None for audio in strangers)
+    false = sum(identify(recognizer, audio) is not None for audio in strangers)
     return {"song": round(song / len(queries), 3), "exact": round(exact / len(queries), 3),
             "false_match": round(false / len(strangers), 3), **percentiles_ms(times)}  # fmt: skip
 
@@ -83,7 +75,7 @@ def main() -> None:
     checkpoint = load_checkpoint(default_checkpoint_path())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        library = build_library(Path(tmp) / "db", owned, checkpoint)
+        library = build_library(Path(tmp) / "db", owned, Fingerprinter(checkpoint))
         for seconds in (float(s) for s in args.lengths.split(",")):
             picks = [owned[i] for i in rng.integers(len(owned), size=args.queries)]
             queries = []

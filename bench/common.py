@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.core.audio import SAMPLE_RATE
+from engine.api import SAMPLE_RATE, Fingerprinter, Library, index_folders, run_steps
 
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 RESULTS = Path(__file__).parent / "results"
@@ -59,6 +59,19 @@ def report(name: str, rows: list[dict], extra: dict | None = None) -> Path:
     out.write_text(json.dumps({"machine": facts, **(extra or {}), "rows": rows}, indent=1))
     print(f"wrote {out}")
     return out
+
+
+def build_library(db: Path, tracks: list[Path], fingerprinter: Fingerprinter) -> Library:
+    """A library at db of the tracks, linked into a music folder beside it and indexed as
+    `nfp index` indexes them."""
+    music = db.parent / "music"
+    music.mkdir(parents=True, exist_ok=True)
+    for track in tracks:
+        if not (music / track.name).exists():
+            (music / track.name).symlink_to(track.resolve())
+    library = Library(db)
+    run_steps(index_folders(library, [music], fingerprinter))
+    return library
 
 
 def write_wav(path: Path, audio: np.ndarray) -> Path:

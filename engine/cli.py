@@ -12,33 +12,49 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.core.audio import load_audio
-from engine.core.errors import EmptyLibraryError, NfpError
-from engine.core.mic import input_devices, record_blocks, resolve_device
-from engine.core.threads import apply_thread_policy
-from engine.library.library import (
+from engine.api import (
+    Checkpoint,
+    EmptyLibraryError,
+    Fingerprinter,
+    FingerprintSource,
+    IndexProgress,
     IndexSummary,
     Library,
-    checkpoint_for_library,
+    LiveState,
+    NfpError,
+    Recognizer,
+    Steps,
+    Track,
+    apply_thread_policy,
+    check_checkpoint,
+    checkpoint_for_index,
     default_db_dir,
+    display_path,
+    fingerprint_source,
+    identify,
+    index_folders,
+    input_devices,
+    library_exists,
+    library_info,
+    listen,
+    load_audio,
     music_folder,
+    open_recognizer,
+    printable,
+    read_catalogue,
+    rebuild_library,
+    record_blocks,
+    remove_folder,
+    resolve_device,
+    run_steps,
+    tracklist,
 )
-from engine.library.parallel import FingerprintSource, connect, dask_source
-from engine.library.rebuild import rebuild_library
-from engine.library.scan import display_path, printable
-from engine.library.tracks import DB_FILE, Track
-from engine.model.checkpoint import Checkpoint, default_checkpoint_path
-from engine.model.fingerprint import Fingerprinter, check_reference
-from engine.model.load import load_checkpoint
 from engine.plugins import add_plugin_commands
-from engine.query.recognize import Recognizer
-from engine.query.shards import Catalogue, read_catalogue
-from engine.query.stream import LiveMatcher
 
 
 def build_parser(running: str | None = None) -> argparse.ArgumentParser:
@@ -174,21 +190,10 @@ def _db_dir(args: argparse.Namespace) -> Path:
     return (args.db or default_db_dir()).expanduser()
 
 
-def _open_library(args: argparse.Namespace) -> Library:
-    """The library for reading: nothing on disk is created or changed."""
-    return Library(_db_dir(args), writable=False)
-
-
-def _recognizer(args: argparse.Namespace):
+def _recognizer(args: argparse.Namespace) -> Recognizer:
     """The recognizer over the library, or over the catalogue of --db … / --catalogue."""
-    dirs = _shard_dirs(args)
-    first = Library(dirs[0].expanduser(), writable=False)
-    checkpoint = checkpoint_for_library(first, getattr(args, "checkpoint", None))
-    if len(dirs) == 1 and not args.scheduler:
-        return Recognizer(first, checkpoint)
-    first.close()
-    client = connect(args.scheduler) if args.scheduler else None
-    return Recognizer(Catalogue.open(dirs, checkpoint, client=client), checkpoint)
+    checkpoint = getattr(args, "checkpoint", None)
+    return open_recognizer(_shard_dirs(args), checkpoint=checkpoint, scheduler=args.scheduler)
 
 
 def _shard_dirs(args: argparse.Namespace) -> list[Path]:
@@ -222,43 +227,33 @@ def cmd_index(args: argparse.Namespace) -> int:
     # The folder and the checkpoint are checked before anything is made in --db: a refusal
     # leaves no empty library behind.
     music_folder(args.folder)
-    checkpoint = _checkpoint_for_index(db, args.checkpoint)
+    checkpoint = checkpoint_for_index(db, args.checkpoint)
     if args.rebuild:
         with _fingerprint_source(args, checkpoint) as source:
-            summary = _run_with_progress(rebuild_library(db, args.folder, source))
+            summary = _run_with_progress(rebuild_library(db, [args.folder], source))
     else:
         library = Library(db)
-        library.check_checkpoint(checkpoint)
-        library.remember_checkpoint_path(checkpoint.path)
+        check_checkpoint(library, checkpoint)
         with _fingerprint_source(args, checkpoint) as source:
-            summary = _run_with_progress(library.update(args.folder, source))
+            summary = _run_with_progress(index_folders(library, [args.folder], source))
     _print_summary(summary)
     return 0
 
 
-@contextlib.contextmanager
 def _fingerprint_source(
     args: argparse.Namespace, checkpoint: Checkpoint
-) -> Iterator[Fingerprinter | FingerprintSource]:
+) -> contextlib.AbstractContextManager[Fingerprinter | FingerprintSource]:
     """This process's Fingerprinter, or Dask workers with --workers / --scheduler (started
     only after the library and checkpoint checks passed, and closed when indexing ends)."""
-    if args.workers is None and args.scheduler is None:
-        yield Fingerprinter(checkpoint)
-        return
-    with dask_source(checkpoint, workers=args.workers, address=args.scheduler) as source:
-        yield source
+    return fingerprint_source(checkpoint, workers=args.workers, scheduler=args.scheduler)
 
 
-def _run_with_progress(run) -> IndexSummary:
+def _run_with_progress(run: Generator[IndexProgress, None, IndexSummary]) -> IndexSummary:
     """Drive an indexing generator with a progress bar, shown from the first file on (a run
     that fails before it, or has nothing to do, prints no bar)."""
-    bar = None
+    steps, bar = Steps(run), None
     try:
-        while True:
-            try:
-                step = next(run)
-            except StopIteration as done:
-                return done.value
+        for step in steps:
             if bar is None:
                 bar = tqdm(desc="indexing", unit="file", total=step.total, dynamic_ncols=True,
                            file=sys.stderr)  # fmt: skip
@@ -267,18 +262,7 @@ def _run_with_progress(run) -> IndexSummary:
     finally:
         if bar is not None:
             bar.close()
-
-
-def _checkpoint_for_index(db: Path, explicit: Path | None) -> Checkpoint:
-    """The explicit checkpoint, else the one the library was built with if it can still be
-    read (a damaged library is rebuilt without being read), else the shipped default."""
-    if explicit is not None:
-        return load_checkpoint(explicit)
-    try:
-        with Library(db, writable=False) as library:
-            return checkpoint_for_library(library)
-    except NfpError:
-        return load_checkpoint(default_checkpoint_path())
+    return steps.result
 
 
 def _print_summary(summary: IndexSummary) -> None:
@@ -308,7 +292,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
             print_error(e)
             failed += 1
             continue
-        match = recognizer.identify(audio)
+        match = identify(recognizer, audio)
         elapsed = time.perf_counter() - started
         if args.json:
             record = {
@@ -329,7 +313,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 def cmd_tracklist(args: argparse.Namespace) -> int:
     recognizer = _recognizer(args)
-    entries = recognizer.tracklist(load_audio(args.file))
+    entries = run_steps(tracklist(recognizer, load_audio(args.file)))
     if args.json:
         print(
             json.dumps(
@@ -358,11 +342,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
             print(f"{mark} {printable(d.name)} ({d.channels} ch, {d.default_rate:.0f} Hz)")
         return 0
     device = resolve_device(args.device)
-    matcher = LiveMatcher(_recognizer(args))
+    recognizer = _recognizer(args)
     print(f"listening on {printable(device.name)} … (Ctrl+C to stop)", file=sys.stderr)
     last = None
-    for block, rate in record_blocks(device):
-        state = matcher.push(block, rate)
+    for state in listen(recognizer, record_blocks(device)):
         shown = (state.status, state.match.track.id if state.match else None)
         if shown != last:
             print(_describe_state(state), flush=True)
@@ -372,7 +355,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe_state(state) -> str:
+def _describe_state(state: LiveState) -> str:
     if state.match is None:
         return (
             f"[{state.heard_s:5.1f} s] {'no match' if state.status == 'no_match' else 'listening…'}"
@@ -388,16 +371,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     """What is in the library, how this machine runs its encoder, and whether both are sound:
     exit 1 with the repairing command for damaged rows, or if this machine's fingerprints differ
     from the checkpoint's reference."""
-    library = _open_library(args)
-    checkpoint = checkpoint_for_library(library)
-    library.check_checkpoint(checkpoint)  # identify's refusals are info's too
-    info = library.info()
-    info["damaged_tracks"] = len(library.damaged_tracks())
-    info["skipped_files"] = len(library.skipped())
-    fingerprinter = Fingerprinter(checkpoint)
-    info["backend"] = fingerprinter.checkpoint.backend
-    info["precision"] = fingerprinter.precision.to_json()
-    info["reference"] = check_reference(fingerprinter)
+    library = Library(_db_dir(args), writable=False)  # nothing on disk is created or changed
+    info = library_info(library)
     if args.json:
         print(json.dumps(info))
     else:
@@ -413,10 +388,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     db = _db_dir(args)
-    if not (db / DB_FILE).is_file():  # a writable Library would create one, to remove nothing
+    if not library_exists(db):  # a writable Library would create one, to remove nothing
         raise EmptyLibraryError(db)
     with Library(db) as library:
-        removed = library.remove_folder(args.folder)
+        removed = remove_folder(library, args.folder)
     print(f"removed {removed} tracks of {printable(args.folder)}")
     return 0
 

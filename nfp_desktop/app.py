@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from engine.core.threads import apply_thread_policy
+from engine.api import apply_thread_policy
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,8 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
-from engine.query.recognize import TracklistEntry
-from engine.query.search import Match
+from engine.api import Match, TracklistEntry
 
 HISTORY_FILE = "history.json"
 MICROPHONE = "microphone"  # the `source` of a live identification; files store their path

@@ -8,8 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from engine.core.errors import NfpError
-from engine.library.scan import printable
+from engine.api import NfpError, printable
 from nfp_desktop.app import main as run_app
 
 

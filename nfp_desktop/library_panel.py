@@ -20,15 +20,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.core.errors import NfpError
-from engine.library.library import IndexSummary
-from engine.library.tracks import Track
+from engine.api import IndexProgress, IndexSummary, NfpError, Track, remove_folder
 from nfp_desktop.context import AppContext
 from nfp_desktop.formatting import estimate_eta_s, format_eta, plural
 from nfp_desktop.models import SkippedModel, TrackTableModel, sortable_filter_proxy
 from nfp_desktop.track_menu import attach_track_menu, track_ref
 from nfp_desktop.widgets import make_table
-from nfp_desktop.workers import GeneratorWorker, IndexOutcome, IndexStep, index_job
+from nfp_desktop.workers import GeneratorWorker, IndexOutcome, index_job
 
 TABLE_REFRESH_S = 0.5  # the track table takes in newly indexed tracks at most this often
 
@@ -224,7 +222,7 @@ class LibraryPanel(QWidget):
         removed = 0
         if self.app.session.exists():
             try:
-                removed = self.app.session.library().remove_folder(folder)
+                removed = remove_folder(self.app.session.library(), folder)
             except NfpError as e:
                 self.error.emit(e)
             self.app.session.index_changed()
@@ -287,12 +285,11 @@ class LibraryPanel(QWidget):
         self.update_button.setEnabled(False)
         self.progress_frame.show()
 
-    def _on_progress(self, step: IndexStep) -> None:
-        p = step.progress
+    def _on_progress(self, p: IndexProgress) -> None:
         self.progress_bar.setRange(0, max(p.total, 1))
         self.progress_bar.setValue(p.done)
-        folder = f" (folder {step.folder_no} of {step.n_folders})" if step.n_folders > 1 else ""
-        verb = "Indexed" if p.outcome == "indexed" else "Skipped"
+        folder = f" (folder {p.folder_no} of {p.n_folders})" if p.n_folders > 1 else ""
+        verb = {"indexed": "Indexed", "moved": "Moved", "skipped": "Skipped"}[p.outcome]
         self.current_file_label.setText(f"{verb} {Path(p.path).name}{folder}")
         elapsed_s = time.monotonic() - self._started_s
         self.eta_label.setText(format_eta(estimate_eta_s(elapsed_s, p.done, p.total)))
@@ -310,13 +307,13 @@ class LibraryPanel(QWidget):
             self._show_tracks(outcome.tracks)
         self.app.session.index_changed()
         self._show_skipped(self._kept_skips(summary.skipped))
-        self.message.emit(*_summary_message(summary, outcome.rebuilt, len(outcome.tracks)))
+        self.message.emit(*_summary_message(summary, rebuilt=outcome.rebuilt))
         self.library_changed.emit()
 
     def _finish_rebuild(self, outcome: IndexOutcome) -> bool:
         """Whether the rebuild replaced the library (the engine keeps the old one when the
         rebuild was cancelled or found nothing); if so, the session opens the new one."""
-        if outcome.summary.cancelled or not outcome.tracks:
+        if not outcome.summary.replaced:
             return False
         self.app.session.close()  # the open library still reads the replaced files
         return True
@@ -336,25 +333,39 @@ class LibraryPanel(QWidget):
             self._worker.wait(wait_ms)
 
 
-def _summary_message(summary: IndexSummary, rebuilt: bool, n_tracks: int) -> tuple[str, str]:
-    """(kind, text) of the banner after indexing."""
+def _summary_message(summary: IndexSummary, *, rebuilt: bool) -> tuple[str, str]:
+    """(kind, text) of the banner after indexing: what was done, then every note the engine
+    made (the `nfp index` command prints the same notes)."""
+    kind, text = _outcome_message(summary, rebuilt)
+    return kind, " ".join(filter(None, [text, *map(_sentence, summary.notes)]))
+
+
+def _outcome_message(summary: IndexSummary, rebuilt: bool) -> tuple[str, str]:
     kept = "The previous index is unchanged." if rebuilt else "Files indexed so far are kept."
     if summary.cancelled:
         return "notice", f"Indexing cancelled. {kept}"
     parts = [f"{summary.indexed} indexed", f"{summary.unchanged} unchanged"]
-    parts += [
-        f"{n} {what}" for n, what in ((summary.moved, "moved"), (summary.removed, "removed")) if n
-    ]
+    counted = (
+        (summary.moved, "moved"),
+        (summary.removed, "removed"),
+        (summary.repaired, "repaired"),
+    )
+    parts += [f"{n} {what}" for n, what in counted if n]
     if summary.skipped:
         parts.append(f"{len(summary.skipped)} skipped (see Skipped files)")
     if summary.skipped and not summary.indexed and not summary.unchanged and not summary.moved:
         path, reason = summary.skipped[0]
         detail = reason if reason.startswith(path) else f"{path}: {reason}"
         return "error", f"Nothing could be indexed. {detail}" + (f" {kept}" if rebuilt else "")
-    if rebuilt and not n_tracks:
-        return "notice", f"No audio files found in the music folders. {kept}"
+    if rebuilt and not summary.replaced:
+        return "notice", ""  # found no audio: the engine's note says so, and that it kept the old
     done = "Library rebuilt" if rebuilt else "Library updated"
     return "info", f"{done}: {', '.join(parts)}."
+
+
+def _sentence(note: str) -> str:
+    """An engine note ("kept 2 tracks in folders that could not be read") as a sentence."""
+    return f"{note[:1].upper()}{note[1:]}."
 
 
 def _folder_label(folder: str) -> str:

@@ -22,8 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.query.search import Match
-from engine.query.stream import LiveState
+from engine.api import LiveState, Match
 from nfp_desktop.context import AppContext
 from nfp_desktop.formatting import format_position, plural
 from nfp_desktop.history import MICROPHONE, HistoryEntry

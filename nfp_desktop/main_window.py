@@ -24,8 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.core.audio import AUDIO_EXTENSIONS
-from engine.core.errors import EmptyLibraryError, IndexCorruptError, IndexMismatchError, NfpError
+from engine.api import (
+    AUDIO_EXTENSIONS,
+    EmptyLibraryError,
+    IndexCorruptError,
+    IndexMismatchError,
+    NfpError,
+    built_by,
+)
 from nfp_desktop.context import AppContext
 from nfp_desktop.history import HistoryStore
 from nfp_desktop.history_panel import HistoryPanel, TracklistPanel
@@ -271,10 +277,10 @@ class MainWindow(QMainWindow):
             info = session.info()
             if not (info and info["tracks"]):
                 return False
-            built_by = session.library().built_by(session.checkpoint(prefs.checkpoint_path()))
+            ours = built_by(session.library(), session.checkpoint(prefs.checkpoint_path()))
         except (NfpError, OSError):
             return True  # cannot tell: the re-index offer is the safe side
-        return built_by is False
+        return ours is False
 
     def _open_data_dir(self) -> None:
         self.app.session.close()

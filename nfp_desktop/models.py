@@ -20,8 +20,7 @@ from PySide6.QtCore import (
     Qt,
 )
 
-from engine.library.tracks import Track
-from engine.query.recognize import TracklistEntry
+from engine.api import Track, TracklistEntry
 from nfp_desktop.formatting import format_time
 from nfp_desktop.history import HistoryEntry
 

@@ -13,11 +13,15 @@ from pathlib import Path
 from platformdirs import user_data_dir
 from PySide6.QtCore import QSettings
 
-from engine.core.errors import CheckpointError, NoInputDeviceError
-from engine.core.mic import InputDevice
-from engine.model.checkpoint import default_checkpoint_path, shipped_checkpoints
-from engine.model.load import read_config
-from engine.model.precision import PRECISIONS
+from engine.api import (
+    PRECISIONS,
+    CheckpointError,
+    InputDevice,
+    NoInputDeviceError,
+    default_checkpoint_path,
+    read_config,
+    shipped_checkpoints,
+)
 
 ORGANIZATION = "nfp"
 APPLICATION = "nfp-desktop"

@@ -18,10 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.core.mic import InputDevice
-from engine.library.tracks import Track
-from engine.query.search import Match
-from engine.query.stream import LiveState
+from engine.api import InputDevice, LiveState, Match, NoInputDeviceError, Track, input_devices
 
 WESNOTH_MUSIC = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 N_TRACKS = 8
@@ -113,8 +110,6 @@ def _tray_shots(app, window, out: Path) -> list[Path]:
 
 
 def _settings_shot(app, window, path: Path) -> Path:
-    from engine.core.errors import NoInputDeviceError
-    from engine.core.mic import input_devices
     from nfp_desktop.settings_dialog import SettingsDialog
 
     def devices() -> list[InputDevice]:

@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.core.errors import NfpError
+from engine.api import NfpError
+from engine.api import run_self_test as engine_self_test
 
 
 def run_self_test() -> int:
@@ -34,8 +35,6 @@ def run_self_test() -> int:
 
 
 def _check_engine() -> str:
-    from engine.selftest import run_self_test as engine_self_test
-
     report = engine_self_test()
     return (
         f"{report['checkpoint']} (d = {report['d']}) found a planted excerpt at "

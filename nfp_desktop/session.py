@@ -10,12 +10,16 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from engine.library.library import Library, checkpoint_for_library
-from engine.library.tracks import DB_FILE, Track
-from engine.model.checkpoint import Checkpoint
-from engine.model.fingerprint import Fingerprinter
-from engine.model.load import load_checkpoint
-from engine.query.recognize import Recognizer
+from engine.api import (
+    Checkpoint,
+    Fingerprinter,
+    Library,
+    Recognizer,
+    Track,
+    library_exists,
+    load_checkpoint,
+    open_recognizer,
+)
 
 
 class LibrarySession:
@@ -28,7 +32,7 @@ class LibrarySession:
         self._checkpoints: dict[Path, Checkpoint] = {}
 
     def exists(self) -> bool:
-        return (self.db_dir / DB_FILE).is_file()
+        return library_exists(self.db_dir)
 
     def library(self) -> Library:
         """The library (created on first use). Raises IndexCorruptError for a damaged store."""
@@ -63,9 +67,7 @@ class LibrarySession:
         library = self.library()
         with self._lock:
             if self._recognizer is None:
-                self._recognizer = Recognizer(
-                    library, checkpoint_for_library(library), precision=self.precision
-                )
+                self._recognizer = open_recognizer(library, precision=self.precision)
             return self._recognizer
 
     def use_precision(self, precision: str) -> None:

@@ -22,11 +22,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.core.errors import NfpError
-from engine.core.mic import InputDevice, input_devices
-from engine.model.checkpoint import DEFAULT_CHECKPOINT
-from engine.model.load import pt_backend
-from engine.model.onnx_backend import has_int8_twin
+from engine.api import (
+    DEFAULT_CHECKPOINT,
+    InputDevice,
+    NfpError,
+    fast_precision,
+    input_devices,
+)
 from nfp_desktop.preferences import (
     CheckpointChoice,
     Preferences,
@@ -161,9 +163,7 @@ class SettingsDialog(QDialog):
         an int8 twin sits beside its export; with neither, the choice does nothing and is
         hidden. The saved choice stays among them, so a hidden row never changes it."""
         kept = self.precision_combo.currentData() or self._prefs.precision
-        fast = "bfloat16" if pt_backend() == "torch" else None
-        if fast is None and choice is not None and has_int8_twin(choice.path):
-            fast = "int8"
+        fast = fast_precision(choice.path if choice is not None else None)
         self.precision_combo.clear()
         for value, label in PRECISION_CHOICES:
             if value in ("auto", "float32", fast, self._prefs.precision):

@@ -7,6 +7,7 @@ blocks), so Cancel takes effect at the next step and the job still returns a pro
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -17,16 +18,30 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from engine.core.audio import SAMPLE_RATE, load_audio
-from engine.core.errors import EmptyLibraryError, NfpError, NoInputDeviceError
-from engine.core.mic import input_devices, record_blocks
-from engine.library.library import IndexProgress, IndexSummary, Library
-from engine.library.rebuild import rebuilding
-from engine.library.tracks import Track
-from engine.model.fingerprint import Fingerprinter
-from engine.query.recognize import TracklistEntry
-from engine.query.search import Match
-from engine.query.stream import LiveMatcher, LiveState
+from engine.api import (
+    SAMPLE_RATE,
+    EmptyLibraryError,
+    IndexProgress,
+    IndexSummary,
+    Library,
+    LiveState,
+    Match,
+    NfpError,
+    NoInputDeviceError,
+    Steps,
+    Track,
+    TracklistEntry,
+    identify,
+    index_folders,
+    input_devices,
+    listen,
+    load_audio,
+    read_library,
+    rebuild_library,
+    record_blocks,
+    run_steps,
+    tracklist,
+)
 from nfp_desktop.formatting import estimate_eta_s, format_eta
 from nfp_desktop.preferences import pick_device
 from nfp_desktop.session import LibrarySession
@@ -36,7 +51,6 @@ log = logging.getLogger(__name__)
 Job = Callable[[Callable[[], bool]], Generator[Any, None, Any]]
 LONG_FILE_S = 30.0  # files longer than this get a track list instead of a single answer
 ONE_SHOT_LIMIT_S = 15.0  # a single Listen gives up after this much audio without a match
-MISSING_FOLDER = "not a folder (moved, deleted or on a drive that is not mounted?)"
 
 
 class GeneratorWorker(QThread):
@@ -59,7 +73,7 @@ class GeneratorWorker(QThread):
 
     def run(self) -> None:
         try:
-            result = self._drive(self._job(self.is_cancelled))
+            result = run_steps(self._job(self.is_cancelled), self.progressed.emit)
         except NfpError as e:
             self.failed.emit(e)
         except Exception as e:  # a bug in a job must end the job with a message, not the app
@@ -67,14 +81,6 @@ class GeneratorWorker(QThread):
             self.failed.emit(e)
         else:
             self.succeeded.emit(result)
-
-    def _drive(self, steps: Generator[Any, None, Any]) -> Any:
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as done:
-                return done.value
-            self.progressed.emit(step)
 
 
 def describe_error(error: BaseException) -> str:
@@ -87,86 +93,33 @@ def describe_error(error: BaseException) -> str:
 
 
 # ---- indexing -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class IndexStep:
-    folder_no: int  # 1-based
-    n_folders: int
-    progress: IndexProgress
-
-
 @dataclass
 class IndexOutcome:
-    summary: IndexSummary
+    summary: IndexSummary  # every folder's, added up
     tracks: list[Track] = field(default_factory=list)  # the library's tracks after the run
-    rebuilt: bool = False
+    rebuilt: bool = False  # a rebuild ran (summary.replaced: it took the old library's place)
 
 
 def index_job(
     session: LibrarySession, checkpoint_path: Path, folders: list[str], *, rebuild: bool = False
 ) -> Job:
     """Index (or update) every folder; with rebuild, into a new library beside the old one that
-    replaces it only when complete (engine.library.rebuild.rebuilding), while the old one keeps
-    serving."""
+    replaces it only when complete (engine.library.rebuild), while the old one keeps serving.
+    Yields an IndexProgress per file."""
 
-    def run(should_stop: Callable[[], bool]) -> Generator[IndexStep, None, IndexOutcome]:
-        checkpoint = session.checkpoint(checkpoint_path)
-        fingerprinter = session.fingerprinter(checkpoint)
+    def run(should_stop: Callable[[], bool]) -> Generator[IndexProgress, None, IndexOutcome]:
+        fingerprinter = session.fingerprinter(session.checkpoint(checkpoint_path))
         if not rebuild:
             library = session.library()
-            library.check_checkpoint(checkpoint)
-            library.remember_checkpoint_path(checkpoint.path)
-            total = yield from _index_folders(library, fingerprinter, folders, should_stop)
-            return IndexOutcome(total, library.tracks())
-        with rebuilding(session.db_dir) as staged:
-            staged.library.remember_checkpoint_path(checkpoint.path)
-            total = yield from _index_folders(staged.library, fingerprinter, folders, should_stop)
-            if total.cancelled:
-                staged.cancel()
-            tracks = staged.library.tracks()
-        return IndexOutcome(total, tracks, rebuilt=True)
+            summary = yield from index_folders(library, folders, fingerprinter,
+                                               should_stop=should_stop)  # fmt: skip
+            return IndexOutcome(summary, library.tracks())
+        summary = yield from rebuild_library(session.db_dir, folders, fingerprinter,
+                                             should_stop=should_stop)  # fmt: skip
+        tracks = read_library(session.db_dir, Library.tracks) if summary.replaced else []
+        return IndexOutcome(summary, tracks, rebuilt=True)
 
     return run
-
-
-def _index_folders(
-    library: Library,
-    fingerprinter: Fingerprinter,
-    folders: list[str],
-    should_stop: Callable[[], bool],
-) -> Generator[IndexStep, None, IndexSummary]:
-    total = IndexSummary()
-    for no, folder in enumerate(folders, start=1):
-        if not Path(folder).is_dir():  # one missing folder is reported; the others still count
-            total.skipped.append((folder, MISSING_FOLDER))
-            continue
-        update = library.update(folder, fingerprinter, should_stop=should_stop)
-        summary = yield from _steps(no, len(folders), update)
-        _add_summary(total, summary)
-        if summary.cancelled:
-            break
-    return total
-
-
-def _steps(
-    folder_no: int, n_folders: int, update: Generator[IndexProgress, None, IndexSummary]
-) -> Generator[IndexStep, None, IndexSummary]:
-    while True:
-        try:
-            step = next(update)
-        except StopIteration as done:
-            return done.value
-        yield IndexStep(folder_no, n_folders, step)
-
-
-def _add_summary(total: IndexSummary, part: IndexSummary) -> None:
-    total.indexed += part.indexed
-    total.unchanged += part.unchanged
-    total.removed += part.removed
-    total.moved += part.moved
-    total.skipped += part.skipped
-    total.audio_s += part.audio_s
-    total.elapsed_s += part.elapsed_s
-    total.cancelled = total.cancelled or part.cancelled
 
 
 # ---- listening ------------------------------------------------------------------------------
@@ -184,16 +137,15 @@ def listen_job(session: LibrarySession, device_name: str, *, continuous: bool) -
     """
 
     def run(should_stop: Callable[[], bool]) -> Generator[object, None, LiveState | None]:
-        matcher = LiveMatcher(session.recognizer())
+        recognizer = session.recognizer()
         device, notice = pick_device(device_name, input_devices())
         blocks = record_blocks(device)
         yield DeviceOpened(device.name, notice)
         state = None
+        # Stop is checked as each block arrives, before it is matched.
+        heard = itertools.takewhile(lambda _: not should_stop(), blocks)
         try:
-            for block, rate in blocks:
-                if should_stop():
-                    break
-                state = matcher.push(block, rate)
+            for state in listen(recognizer, heard):
                 yield state
                 if not continuous and (state.match or state.heard_s >= ONE_SHOT_LIMIT_S):
                     break
@@ -228,17 +180,14 @@ def identify_job(session: LibrarySession, path: Path) -> Job:
         duration_s = len(audio) / SAMPLE_RATE
         if duration_s <= LONG_FILE_S:
             yield f"Identifying {path.name}…", ""
-            return FileResult(path, duration_s, match=recognizer.identify(audio))
+            return FileResult(path, duration_s, match=identify(recognizer, audio))
         title = f"Listing the tracks in {path.name} ({duration_s / 60:.0f} min)…"
-        steps, started = recognizer.tracklist_steps(audio), time.monotonic()
-        while True:
-            try:
-                done = next(steps)
-            except StopIteration as finished:
-                return FileResult(path, duration_s, tracklist=finished.value)
+        steps, started = Steps(tracklist(recognizer, audio)), time.monotonic()
+        for done in steps:
             if should_stop():
                 return FileResult(path, duration_s, cancelled=True)
             left = format_eta(estimate_eta_s(time.monotonic() - started, done, 1.0))
             yield title, f"{done:.0%} done, {left} · Cancel stops it"
+        return FileResult(path, duration_s, tracklist=steps.result)
 
     return run

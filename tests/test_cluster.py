@@ -24,6 +24,7 @@ from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.core.errors import AudioDecodeError
 from engine.library.library import Library
 from engine.library.parallel import WORKER_DIED, _dask_outcome
+from engine.library.searching import search_index
 from tests.support.audio_files import music_folder, music_like, write_audio
 from tests.support.library_helpers import nfp, one_line_error, rows_file, run_frozen, tracks_of
 
@@ -70,7 +71,7 @@ def six_tracks(tmp_path: Path) -> Path:
 def fingerprints_of(db: Path) -> dict[str, tuple[int, np.ndarray]]:
     """path → (n_segments, fingerprints float32 (n_segments, d)) of every track."""
     with Library(db, writable=False) as library:
-        index, _, tracks = library.search_index()
+        index, _, tracks = search_index(library)
         rows = index.vectors
         return {t.path: (t.n_segments, rows[t.first_segment : t.first_segment + t.n_segments])
                 for t in tracks}  # fmt: skip

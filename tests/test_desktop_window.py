@@ -571,3 +571,19 @@ def test_secondary_text_is_readable_in_a_light_and_a_dark_palette(window_colour:
     dim = QColor(style.split("QLabel#status { color: ")[1].split(";")[0])
     note = QColor(style.split("QLabel#note { color: ")[1].split(";")[0])
     assert _contrast(dim, back) >= 4.5 and _contrast(note, back) >= 4.5
+
+
+def test_every_note_of_indexing_reaches_the_window(qtbot, tmp_path, music, spectral_path) -> None:
+    """What `nfp index` prints below its summary the banner says too: here that an emptied
+    folder (an unmounted disk?) kept its tracks."""
+    index_library(tmp_path / "data" / "library", music, spectral_path)
+    window = open_window(qtbot, tmp_path, spectral_path, folders=[music.resolve()])
+    shutil.rmtree(music)
+    music.mkdir()
+    window.library_panel.update_library()
+    wait_idle(qtbot, window)
+    assert "Library updated: 0 indexed, 0 unchanged." in window.banner.text()
+    assert f"{music.resolve()} is empty (an unmounted disk?): kept its 3 tracks." in (
+        window.banner.text()
+    )
+    assert window.library_panel.tracks_model.rowCount() == 3

@@ -14,15 +14,14 @@ import pytest
 from PySide6.QtCore import Qt
 
 from engine.core.errors import EmptyLibraryError, NoInputDeviceError
+from engine.library.indexing import MISSING_FOLDER, IndexProgress
 from engine.library.store import REBUILD_DB
 from engine.query.stream import LiveState
 from nfp_desktop.session import LibrarySession
 from nfp_desktop.workers import (
-    MISSING_FOLDER,
     DeviceOpened,
     GeneratorWorker,
     IndexOutcome,
-    IndexStep,
     describe_error,
     identify_job,
     index_job,
@@ -70,8 +69,8 @@ def test_index_worker_reports_each_file_and_returns_the_tracks(
     job = index_job(session, tiny_checkpoint_path, [str(music_dir)])
     steps, outcome, error = run_worker(qtbot, GeneratorWorker(job))
     assert error is None and isinstance(outcome, IndexOutcome)
-    assert all(isinstance(s, IndexStep) for s in steps)
-    assert [s.progress.done for s in steps] == [1, 2, 3] and steps[-1].progress.total == 3
+    assert all(isinstance(s, IndexProgress) for s in steps)
+    assert [s.done for s in steps] == [1, 2, 3] and steps[-1].total == 3
     assert outcome.summary.indexed == 3 and not outcome.summary.cancelled
     assert sorted(t.title for t in outcome.tracks) == ["One", "Three", "Two"]
     again = run_worker(qtbot, GeneratorWorker(job))[1]  # incremental: nothing new to do

@@ -16,7 +16,10 @@ from engine.core.errors import (
     LibraryBusyError,
     NfpError,
 )
+from engine.core.steps import Steps
 from engine.library import parallel
+from engine.library.binding import built_by
+from engine.library.indexing import index_folder, remove_folder
 from engine.library.library import Library
 from engine.library.scan import scan_folder
 from engine.library.store import VectorStore
@@ -30,12 +33,8 @@ from tests.support.tiny import TRACK_SECONDS, make_tiny_checkpoint
 
 
 def run_update(library: Library, folder: Path, fingerprinter: Fingerprinter, **kw):
-    steps, run = [], library.update(folder, fingerprinter, **kw)
-    while True:
-        try:
-            steps.append(next(run))
-        except StopIteration as done:
-            return steps, done.value
+    run = Steps(index_folder(library, folder, fingerprinter, **kw))
+    return list(run), run.result
 
 
 def test_index_reads_tags_and_finds_every_track(music, tmp_path, tiny_checkpoint):
@@ -115,7 +114,7 @@ def test_a_renewed_calibration_keeps_the_index(music, tmp_path, tiny_checkpoint)
                     background=np.eye(tiny_checkpoint.d, dtype=np.float32))  # fmt: skip
     renewed = load_checkpoint(renewed)
     assert renewed.sha256 != tiny_checkpoint.sha256
-    assert library.built_by(renewed)
+    assert built_by(library, renewed)
     assert Recognizer(library, renewed).background.shape == (tiny_checkpoint.d,) * 2
 
 
@@ -147,7 +146,7 @@ def test_a_library_being_indexed_is_not_cut_short_by_another_opener(
     music, tmp_path, tiny_checkpoint, monkeypatch
 ):
     writer = Library(tmp_path / "db")
-    run = writer.update(music, Fingerprinter(tiny_checkpoint))
+    run = index_folder(writer, music, Fingerprinter(tiny_checkpoint))
     next(run)  # one file in: the writer holds the lock and may be appending
 
     def cut(*args):
@@ -156,7 +155,7 @@ def test_a_library_being_indexed_is_not_cut_short_by_another_opener(
     monkeypatch.setattr(VectorStore, "truncate", cut)
     reader = Library(tmp_path / "db")
     with pytest.raises(LibraryBusyError):
-        next(reader.update(music, Fingerprinter(tiny_checkpoint)))
+        next(index_folder(reader, music, Fingerprinter(tiny_checkpoint)))
     for _ in run:
         pass
     assert len(writer) == 3
@@ -167,7 +166,7 @@ def test_a_library_that_outgrows_exact_search_moves_to_compressed_rows(
 ):
     """Past FLAT_MAX_VECTORS rows the float32 rows become PQ codes (1/8 the size), the search
     index becomes IVF, later tracks are appended as codes, and matches still come back."""
-    for module in ("engine.library.library", "engine.library.index"):
+    for module in ("engine.library.compaction", "engine.library.index"):
         monkeypatch.setattr(f"{module}.FLAT_MAX_VECTORS", 200)
     write_audio(music / "long.wav", music_like(120.0, 16000, 11), 16000)
     fingerprinter = Fingerprinter(tiny_checkpoint)
@@ -198,7 +197,7 @@ def test_removing_a_folder_takes_its_tracks_out_and_keeps_the_others(music, tmp_
     assert cli_main(["index", str(music), "--db", str(db)]) == 0
     with Library(db) as library:
         assert len(library) == 3
-        assert library.remove_folder(music) == 1  # three.ogg; album/ is a folder of its own
+        assert remove_folder(library, music) == 1  # three.ogg; album/ is a folder of its own
         assert sorted(Path(t.path).name for t in library.tracks()) == ["one.flac", "two.mp3"]
     shutil.rmtree(music / "album")
     capsys.readouterr()

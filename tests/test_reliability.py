@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from engine.core.audio import SAMPLE_RATE
-from engine.library.library import Library, read_library
+from engine.library.library import Library
+from engine.library.rebuild import read_library
 from engine.library.scan import display_path
+from engine.library.searching import search_index
 from engine.library.store import LOCK_FILE, REBUILD_DB
 from engine.model.fingerprint import Fingerprinter
 from tests.support.audio_files import music_like, write_audio
@@ -343,7 +345,7 @@ def test_a_reader_that_a_rebuild_overtakes_reads_the_new_library(db, music, caps
         if not reads:
             assert nfp("index", music, "--db", db, "--rebuild") == 0
         reads.append(library.db.replaced())
-        return library.search_index()[2]
+        return search_index(library)[2]
 
     tracks = read_library(db, read_after_a_rebuild)
     assert reads == [True, False]  # the first read found the old library's rows gone

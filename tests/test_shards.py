@@ -9,7 +9,9 @@ import pytest
 from engine.cli import main as nfp
 from engine.core.audio import SAMPLE_RATE
 from engine.core.errors import IndexMismatchError, NfpError
+from engine.core.steps import run_steps
 from engine.library.index import VectorIndex
+from engine.library.indexing import index_folder
 from engine.library.library import Library
 from engine.model.fingerprint import Fingerprinter
 from engine.query.recognize import Recognizer
@@ -63,8 +65,7 @@ def shards(tmp_path_factory) -> dict[str, Path]:
 
 def index(library: Library, folder: Path, checkpoint) -> None:
     with library:
-        for _ in library.update(folder, Fingerprinter(checkpoint)):
-            pass
+        run_steps(index_folder(library, folder, Fingerprinter(checkpoint)))
 
 
 def recognizers(shards: dict[str, Path]) -> tuple[Recognizer, Recognizer]:

@@ -3,6 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.core.steps import run_steps
+from engine.library.indexing import index_folder
 from engine.library.library import Library
 from engine.model.fingerprint import Fingerprinter
 from engine.query.recognize import Recognizer
@@ -24,8 +26,7 @@ def recognizer(tmp_path_factory) -> Recognizer:
     write_audio(root / "music" / "chorus.wav", chorus(8000), 8000)
     checkpoint = spectral_checkpoint(CALIBRATION)
     library = Library(root / "db")
-    for _ in library.update(root / "music", Fingerprinter(checkpoint)):
-        pass
+    run_steps(index_folder(library, root / "music", Fingerprinter(checkpoint)))
     return Recognizer(library, checkpoint)
 
 

@@ -6,6 +6,7 @@ re-score them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -180,6 +181,18 @@ class VectorIndex:
         if n < len(vectors):
             loaded._add_rows(n)
         return loaded
+
+
+def open_index(
+    directory: Path, vectors: np.ndarray | DecodedRows, store: str, *, save: bool
+) -> VectorIndex:
+    """The saved index brought up to date (VectorIndex.load), else one built now; saved where
+    `save`, at best effort: a library on a full disk still answers."""
+    index = VectorIndex.load(directory, vectors, store) or VectorIndex.build(vectors)
+    if index.unsaved and save:
+        with contextlib.suppress(OSError):
+            index.save(directory, store)
+    return index
 
 
 # The metadata's fields and their types; a file that differs (edited, another version's) is

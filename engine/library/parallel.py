@@ -1,9 +1,9 @@
 """Where a library's fingerprints are made: in this process, or on Dask workers.
 
 Either way each file goes through `fingerprint_file` (hash, decode, tags, encoder) and comes back
-as a `FileFingerprints`; the one writer (`Library.update`) stores the results as they arrive, so
-every promise of docs/reliability.md holds whichever source made them. A source is a generator:
-closing it (the writer stops, is cancelled or fails) drops the work still pending.
+as a `FileFingerprints`; the one writer (engine.library.indexing) stores the results as they
+arrive, so every promise of docs/reliability.md holds whichever source made them. A source is a
+generator: closing it (the writer stops, is cancelled or fails) drops the work still pending.
 
 `dask_source` imports `distributed` (the `cluster` extra) when it is called, never before: without
 `--workers` / `--scheduler` nothing here loads Dask.

@@ -64,6 +64,14 @@ def is_own_file(name: str) -> bool:
     return name in OWN_FILES or ROW_FILE.fullmatch(name) is not None
 
 
+def remove_library(db_dir: Path) -> None:
+    """Delete a library's files (tracks, fingerprints, search index), nothing else."""
+    if Path(db_dir).is_dir():
+        for path in Path(db_dir).iterdir():
+            if is_own_file(path.name) and path.is_file():
+                path.unlink()
+
+
 def rows_digest(raw: np.ndarray) -> str:
     """Checksum of rows as stored (float32 or codes), kept with the track that owns them."""
     return hashlib.blake2b(np.ascontiguousarray(raw).tobytes(), digest_size=16).hexdigest()

@@ -9,7 +9,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from engine.core.audio import HOP_S, SAMPLE_RATE, SEGMENT_S, frame_segments
+from engine.core.steps import run_steps
+from engine.library.binding import check_checkpoint
 from engine.library.library import Library
+from engine.library.searching import search_index
 from engine.library.tracks import Track
 from engine.model.checkpoint import Checkpoint
 from engine.model.fingerprint import Fingerprinter, require_reference
@@ -66,7 +69,7 @@ class Recognizer:
         """`searched`: an index made elsewhere (a benchmark's), in place of the library's; a
         Catalogue's libraries were checked against the checkpoint when it was opened."""
         if isinstance(library, Library):
-            library.check_checkpoint(checkpoint)
+            check_checkpoint(library, checkpoint)
         self.shifts_s = shifts_s  # sub-hop starts for file queries; None: by length
         self.fingerprinter = Fingerprinter(checkpoint, precision=precision)
         require_reference(self.fingerprinter)  # what `nfp info` checks, once per load
@@ -76,7 +79,7 @@ class Recognizer:
         if isinstance(library, Catalogue):
             self.catalogue = library
         else:
-            self.catalogue = Catalogue.of_searched(searched or library.search_index())
+            self.catalogue = Catalogue.of_searched(searched or search_index(library))
         self.tracks = self.catalogue.tracks
         self.alignment = Alignment(self.scoring.top_k, self.scoring.min_coverage, self.calibration)
 
@@ -151,12 +154,7 @@ class Recognizer:
     def tracklist(self, audio: np.ndarray) -> list[TracklistEntry]:
         """A long recording float32 (n,) → which tracks play when, in order (tracklist_steps
         without its progress)."""
-        steps = self.tracklist_steps(audio)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
+        return run_steps(self.tracklist_steps(audio))
 
     def tracklist_steps(self, audio: np.ndarray) -> Generator[float, None, list[TracklistEntry]]:
         """A long recording float32 (n,) → which tracks play when, in order; yields the share

@@ -26,15 +26,18 @@ import numpy as np
 
 from engine.core.audio import check_regular_file
 from engine.core.errors import NfpError
+from engine.library.binding import check_checkpoint
 from engine.library.index import VectorIndex
-from engine.library.library import Library, read_library
+from engine.library.library import Library
+from engine.library.rebuild import read_library
+from engine.library.searching import search_index
 from engine.library.segments import SegmentMap
 from engine.library.tracks import Track
 from engine.model.checkpoint import Checkpoint
 from engine.query.search import SequenceMatch, match_sequence
 
 MAX_CATALOGUE_BYTES = 1 << 20  # a catalogue lists directories: a thousand of them is ≈ 100 KiB
-Searched = tuple[VectorIndex, SegmentMap, list[Track]]  # what Library.search_index returns
+Searched = tuple[VectorIndex, SegmentMap, list[Track]]  # what search_index(library) returns
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class LibraryShard(Shard):
     """A shard opened from its library directory, read-only (what a Dask worker holds)."""
 
     def __init__(self, db_dir: str | Path) -> None:
-        super().__init__(*read_library(db_dir, Library.search_index))
+        super().__init__(*read_library(db_dir, search_index))
 
 
 class Catalogue:
@@ -136,7 +139,7 @@ class Catalogue:
         db_dirs = _distinct(db_dirs)
         for db_dir in db_dirs:
             with Library(db_dir, writable=False) as library:
-                library.check_checkpoint(checkpoint)
+                check_checkpoint(library, checkpoint)
         names = [str(d) for d in db_dirs]
         if client is None:
             return cls([LibraryShard(d) for d in db_dirs], names)

@@ -15,6 +15,8 @@ from PySide6.QtCore import QSettings
 from engine.core.audio import load_audio
 from engine.core.errors import NoInputDeviceError
 from engine.core.mic import InputDevice
+from engine.core.steps import run_steps
+from engine.library.indexing import index_folders
 from engine.library.library import Library
 from engine.model.encoders import EncoderConfig, register_encoder
 from engine.model.export import save_checkpoint
@@ -64,11 +66,7 @@ def make_context(
 def index_library(db_dir: Path, folder: Path, checkpoint_path: Path) -> Library:
     """Index folder into db_dir the way the app does, outside any thread."""
     library = Library(db_dir)
-    checkpoint = load_checkpoint(checkpoint_path)
-    library.remember_checkpoint_path(checkpoint.path)
-    run = library.update(folder, Fingerprinter(checkpoint))
-    for _ in run:
-        pass
+    run_steps(index_folders(library, [folder], Fingerprinter(load_checkpoint(checkpoint_path))))
     library.close()
     return library
 

@@ -40,7 +40,7 @@ def install(moment: str) -> None:
     elif moment == "mid-commit":  # inside the transaction that commits a track
         _freeze_on_call(TrackDB, "add", after_return=True)
     elif moment == "track committed":
-        _freeze_on_call(Library, "_add_track", after_return=True)
+        _freeze_on_call(Library, "add_track", after_return=True)
     else:
         raise ValueError(moment)
 
