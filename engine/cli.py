@@ -15,11 +15,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from engine.core.audio import load_audio
 from engine.core.errors import EmptyLibraryError, NfpError
-from engine.core.mic import input_devices, record_blocks, resolve_device
 from engine.core.threads import apply_thread_policy
 from engine.library.library import (
     IndexSummary,
@@ -35,7 +32,6 @@ from engine.library.tracks import DB_FILE, Track
 from engine.model.checkpoint import Checkpoint, default_checkpoint_path
 from engine.model.fingerprint import Fingerprinter, check_reference
 from engine.model.load import load_checkpoint
-from engine.plugins import add_plugin_commands
 from engine.query.recognize import Recognizer
 from engine.query.shards import Catalogue, read_catalogue
 from engine.query.stream import LiveMatcher
@@ -111,6 +107,8 @@ def build_parser(running: str | None = None) -> argparse.ArgumentParser:
                         "on music in this folder; it runs where the probe passes")  # fmt: skip
     p.set_defaults(func=cmd_export)
     if running not in sub.choices:  # no built-in command runs: a plugin's might
+        from engine.plugins import add_plugin_commands  # reading entry points: 15 ms
+
         add_plugin_commands(sub, running)
     return parser
 
@@ -252,6 +250,8 @@ def _fingerprint_source(
 def _run_with_progress(run) -> IndexSummary:
     """Drive an indexing generator with a progress bar, shown from the first file on (a run
     that fails before it, or has nothing to do, prints no bar)."""
+    from tqdm import tqdm  # here: 50 ms of imports that only indexing needs
+
     bar = None
     try:
         while True:
@@ -349,6 +349,8 @@ def cmd_tracklist(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
+    from engine.core.mic import input_devices, record_blocks, resolve_device  # 15 ms, not at start
+
     if args.list_devices:
         devices = input_devices()
         if not devices:
