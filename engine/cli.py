@@ -15,8 +15,6 @@ import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from engine.api import (
     Checkpoint,
     EmptyLibraryError,
@@ -54,7 +52,6 @@ from engine.api import (
     run_steps,
     tracklist,
 )
-from engine.plugins import add_plugin_commands
 
 
 def build_parser(running: str | None = None) -> argparse.ArgumentParser:
@@ -127,6 +124,8 @@ def build_parser(running: str | None = None) -> argparse.ArgumentParser:
                         "on music in this folder; it runs where the probe passes")  # fmt: skip
     p.set_defaults(func=cmd_export)
     if running not in sub.choices:  # no built-in command runs: a plugin's might
+        from engine.plugins import add_plugin_commands  # reading entry points: 15 ms
+
         add_plugin_commands(sub, running)
     return parser
 
@@ -251,6 +250,8 @@ def _fingerprint_source(
 def _run_with_progress(run: Generator[IndexProgress, None, IndexSummary]) -> IndexSummary:
     """Drive an indexing generator with a progress bar, shown from the first file on (a run
     that fails before it, or has nothing to do, prints no bar)."""
+    from tqdm import tqdm  # here: 50 ms of imports that only indexing needs
+
     steps, bar = Steps(run), None
     try:
         for step in steps:

@@ -225,26 +225,24 @@ def test_skip_reasons_are_kept_with_the_library_until_the_file_is_fixed(
         assert library.skipped() == [] and len(library) == 4
 
 
-def test_files_are_fingerprinted_one_per_core_and_stored_in_file_order(
-    music, tiny_checkpoint, monkeypatch
-):
-    """engine.library.parallel.LocalSource: files run side by side (each encoder call on one core),
-    yet come back in file order, each with its own outcome."""
+def test_files_decode_side_by_side_and_come_back_in_file_order(music, tiny_checkpoint, monkeypatch):
+    """engine.library.parallel.LocalSource: files decode side by side (each worker queuing its
+    file's encoder batches), yet come back in file order, each with its own outcome."""
     files = sorted(scan_folder(music).files, key=lambda f: f.path)
-    real, running, most = parallel.fingerprint_file, set(), [0]
+    real, running, most = parallel.decode_file, set(), [0]
 
-    def slow_first(path, fingerprinter, stored_digests):
+    def slow_first(path, stored_digests):
         running.add(threading.get_ident())
         most[0] = max(most[0], len(running))
         time.sleep(0.3 if path == files[0].path else 0.05)  # the first file finishes last
         try:
             if path == files[1].path:
                 raise OSError("boom")
-            return real(path, fingerprinter, stored_digests)
+            return real(path, stored_digests)
         finally:
             running.discard(threading.get_ident())
 
-    monkeypatch.setattr(parallel, "fingerprint_file", slow_first)
+    monkeypatch.setattr(parallel, "decode_file", slow_first)
     monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
     source = parallel.LocalSource(Fingerprinter(tiny_checkpoint))
     outcomes = list(source.fingerprints(files, frozenset()))
@@ -252,3 +250,26 @@ def test_files_are_fingerprinted_one_per_core_and_stored_in_file_order(
     assert isinstance(outcomes[1][1], OSError)
     assert all(not isinstance(o, Exception) for _, o in outcomes[:1] + outcomes[2:])
     assert most[0] == 2
+
+
+def test_a_file_s_encoder_batches_run_on_every_core_with_the_same_fingerprints(
+    music, tiny_checkpoint, monkeypatch
+):
+    """The last file of a scan does not leave a core idle: its batches go to whichever worker
+    is free, and its fingerprints are those of one core doing them all."""
+    [first] = sorted(scan_folder(music).files, key=lambda f: f.path)[:1]
+    alone = Fingerprinter(tiny_checkpoint, batch_segments=8, threads=1)
+    expected = alone.audio(load_audio(first.path))
+    real, threads = Fingerprinter.segments, set()
+
+    def recorded(self, segments):
+        threads.add(threading.get_ident())
+        time.sleep(0.05)  # long enough for the other worker to take the next batch
+        return real(self, segments)
+
+    monkeypatch.setattr(Fingerprinter, "segments", recorded)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+    source = parallel.LocalSource(Fingerprinter(tiny_checkpoint, batch_segments=8))
+    [(_, outcome)] = source.fingerprints([first], frozenset())
+    assert len(expected) > 2 * 8 and len(threads) == 2
+    np.testing.assert_array_equal(outcome.fp, expected)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.core.audio import SAMPLE_RATE
+from engine.core.audio import SAMPLE_RATE, count_segments
 from engine.library.library import Library
 from engine.library.rebuild import read_library
 from engine.library.scan import display_path
@@ -160,16 +160,16 @@ def test_a_bad_file_is_a_skip_reason_and_the_rest_is_indexed(db, music, capsys, 
 def test_an_unexpected_error_in_one_file_is_its_skip_reason(db, music, monkeypatch, capsys):
     write_audio(music / "four.wav", music_like(12.0, SAMPLE_RATE, 9), SAMPLE_RATE)
     write_audio(music / "five.wav", music_like(12.0, SAMPLE_RATE, 10), SAMPLE_RATE)
-    real = Fingerprinter.audio
+    real = Fingerprinter.segments
 
-    def flaky(self, audio):
-        if len(audio) == 12 * SAMPLE_RATE and flaky.calls == 0:
+    def flaky(self, segments):
+        if len(segments) == count_segments(12 * SAMPLE_RATE) and flaky.calls == 0:
             flaky.calls += 1
             raise RuntimeError("oneDNN had a bad day")
-        return real(self, audio)
+        return real(self, segments)
 
     flaky.calls = 0
-    monkeypatch.setattr(Fingerprinter, "audio", flaky)
+    monkeypatch.setattr(Fingerprinter, "segments", flaky)
     assert nfp("index", music, "--db", db) == 0
     out = capsys.readouterr().out
     assert "indexed 1" in out and "unexpected RuntimeError: oneDNN had a bad day" in out
@@ -178,14 +178,14 @@ def test_an_unexpected_error_in_one_file_is_its_skip_reason(db, music, monkeypat
 
 def test_non_finite_fingerprints_never_enter_a_library(db, music, monkeypatch, capsys):
     write_audio(music / "four.wav", music_like(12.0, SAMPLE_RATE, 9), SAMPLE_RATE)
-    real = Fingerprinter.audio
+    real = Fingerprinter.segments
 
-    def with_nan(self, audio):
-        fp = real(self, audio)
+    def with_nan(self, segments):
+        fp = real(self, segments)
         fp[::3] = np.nan
         return fp
 
-    monkeypatch.setattr(Fingerprinter, "audio", with_nan)
+    monkeypatch.setattr(Fingerprinter, "segments", with_nan)
     assert nfp("index", music, "--db", db) == 0
     assert "fingerprints are not finite numbers" in capsys.readouterr().out
     with Library(db, writable=False) as library:
@@ -266,16 +266,16 @@ def test_a_rebuild_while_another_nfp_indexes_is_refused_and_loses_nothing(db, mu
 
 def test_an_interrupted_rebuild_leaves_the_old_library(db, music, query, monkeypatch, capsys):
     before = tracks_of(db)
-    real = Fingerprinter.audio
+    real = Fingerprinter.segments
     calls = []
 
-    def interrupted(self, audio):
+    def interrupted(self, segments):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, audio)
+        return real(self, segments)
 
-    monkeypatch.setattr(Fingerprinter, "audio", interrupted)
+    monkeypatch.setattr(Fingerprinter, "segments", interrupted)
     assert nfp("index", music, "--db", db, "--rebuild") == 130
     monkeypatch.undo()
     assert tracks_of(db) == before

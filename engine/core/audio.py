@@ -153,14 +153,18 @@ def _kind(frame: av.AudioFrame) -> tuple[str, str, int]:
 
 
 def _joined(run: list[av.AudioFrame]) -> av.AudioFrame:
-    """One frame of the samples of `run` (frames of one format, layout and rate), in order."""
+    """One frame of the samples of `run` (frames of one format, layout and rate), in order,
+    without timestamps. FFmpeg's sample FIFO copies them: joining through numpy arrays (each
+    frame to an array, one concatenation, one frame made from it) took 0.47 of the 2.35 CPU s
+    that decoding 10 Ogg Vorbis tracks (24 min) took on a 2-core AMD EPYC, with the same samples."""
     if len(run) == 1:
         return run[0]
-    first = run[0]
-    # Planar samples are (channels, n) arrays, packed ones (1, n * channels): both join on axis 1.
-    samples = np.concatenate([f.to_ndarray() for f in run], axis=1)
-    joined = av.AudioFrame.from_ndarray(samples, format=first.format.name, layout=first.layout.name)
-    joined.sample_rate = first.sample_rate
+    fifo = av.AudioFifo()
+    for frame in run:
+        frame.pts = None  # the FIFO refuses frames whose timestamps leave a gap
+        fifo.write(frame)
+    joined = fifo.read()
+    joined.pts = None  # as a frame made from an array has none
     return joined
 
 

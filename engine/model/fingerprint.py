@@ -14,6 +14,7 @@ import numpy as np
 from engine.core.audio import frame_segments
 from engine.core.errors import NfpError
 from engine.core.features import log_mel
+from engine.core.threads import usable_cores
 from engine.model.checkpoint import Checkpoint
 from engine.model.load import make_encoder
 from engine.model.precision import PRECISION_ENV, Precision, requested_precision
@@ -23,6 +24,13 @@ from engine.model.probe import MIN_COSINE, min_cosine, probe_mel
 # Runtime, one thread): 64 a call as fast as 256 or faster (2.0 against 2.4 CPU ms a segment,
 # its activations stay in cache), and peak memory 0.4 GB instead of 1.1 GB.
 BATCH_SEGMENTS = 64
+# Segments per log-mel and encoder call where ONNX Runtime runs on one core (each indexing
+# thread's encoder). Measured on a 2-core AMD EPYC under load: 1.66 CPU ms a segment at 8
+# against 1.9–2.3 at 64 (a segment's first activations are 0.5 MB: eight stay in the core's
+# cache), 3.4 alone. On one core any call of two or more segments gives each the same
+# fingerprint, bit for bit, and a segment alone another one, so none is split off alone
+# (call_slices); on two cores a call's size changes the sums, so the query keeps whole batches.
+ONE_CORE_CALL_SEGMENTS = 8
 
 
 class Fingerprinter:
@@ -42,17 +50,22 @@ class Fingerprinter:
         self.d = checkpoint.d
         self.batch_segments = batch_segments
         self.encoder = make_encoder(checkpoint, requested_precision(precision), threads)
+        one_core = checkpoint.backend == "onnx" and (threads or usable_cores()) == 1
+        self.call_segments = ONE_CORE_CALL_SEGMENTS if one_core else batch_segments
 
     @property
     def precision(self) -> Precision:
         return self.encoder.precision
 
     def segments(self, segments: np.ndarray) -> np.ndarray:
-        """Segments float32 (n, SEGMENT_SAMPLES) → fingerprints float32 (n, d)."""
+        """Segments float32 (n, SEGMENT_SAMPLES) → fingerprints float32 (n, d), each batch of
+        batch_segments in calls of call_segments (a batch's last segment is alone only where the
+        batch is: so on one core these are the fingerprints of whole batches, bit for bit)."""
         out = np.empty((len(segments), self.d), np.float32)
-        for i in range(0, len(segments), self.batch_segments):
-            batch = segments[i : i + self.batch_segments]
-            out[i : i + len(batch)] = self.encode(log_mel(batch))
+        for first in range(0, len(segments), self.batch_segments):
+            batch = segments[first : first + self.batch_segments]
+            for rows in call_slices(len(batch), self.call_segments):
+                out[first + rows.start : first + rows.stop] = self.encode(log_mel(batch[rows]))
         return out
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
@@ -62,6 +75,14 @@ class Fingerprinter:
     def audio(self, audio: np.ndarray) -> np.ndarray:
         """Audio float32 (n,) at SAMPLE_RATE → fingerprints float32 (count_segments(n), d)."""
         return self.segments(frame_segments(audio))
+
+
+def call_slices(n: int, size: int) -> list[slice]:
+    """Slices of `size` covering range(n), a last single item joined to the one before it."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, [*starts[1:], n], strict=True)]
 
 
 def check_reference(fingerprinter: Fingerprinter) -> dict:

@@ -9,6 +9,7 @@ export are imported only where a checkpoint runs on torch or an export has to be
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -18,8 +19,9 @@ import platformdirs
 from engine.core.errors import CheckpointError
 from engine.model.checkpoint import Checkpoint, file_sha256
 from engine.model.encoder_config import EncoderConfig
-from engine.model.onnx_backend import load_onnx, onnx_encoder, runtime, verify_export
+from engine.model.onnx_backend import load_onnx, onnx_encoder, read_model, runtime, verify_export
 from engine.model.precision import Encoder
+from engine.model.verified import is_verified, remember_verified, stamp
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +114,19 @@ def _load_export(path: Path, *, fall_back_to_torch: bool) -> Checkpoint:
 
 def current_export(path: Path, sha256: str, refused: list[str] | None = None) -> Checkpoint | None:
     """The .pt's export made from this very file (file hash `sha256`) and verified against it
-    (engine.model.onnx_backend.verify_export), loaded for inference, or None. Why each export found
-    was refused is logged and added to `refused`."""
+    (engine.model.onnx_backend.verify_export, once per pair of file contents: _verify_once),
+    loaded for inference, or None. Why each export found was refused is logged and added to
+    `refused`."""
     for export in onnx_exports(path, sha256):
         if not export.is_file():
             continue
         try:
-            checkpoint = load_onnx(export, source=path)
+            content = read_model(export)
+            checkpoint = load_onnx(export, source=path, content=content)
             if checkpoint.sha256 != sha256:
                 log.info("%s: exported from another version of %s; not used", export, path.name)
                 continue
-            verify_export(checkpoint, path)
+            _verify_once(checkpoint, path, content)
         except CheckpointError as e:
             log.warning("%s; not used", e)
             if refused is not None:
@@ -130,6 +134,16 @@ def current_export(path: Path, sha256: str, refused: list[str] | None = None) ->
             continue
         return checkpoint
     return None
+
+
+def _verify_once(export: Checkpoint, source: Path, content: bytes) -> None:
+    """verify_export, unless a stamp says that these very bytes of the export (`content`) and
+    of the .pt passed it on this ONNX Runtime version (engine.model.verified)."""
+    record = stamp(hashlib.sha256(content).hexdigest(), export.sha256, runtime().__version__)
+    if is_verified(record):
+        return
+    verify_export(export, source)
+    remember_verified(record)
 
 
 def read_config(path: str | Path) -> EncoderConfig:

@@ -78,14 +78,16 @@ def runtime():
     return onnxruntime
 
 
-def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
+def load_onnx(path: str | Path, source: Path | None = None, *, content: bytes | None = None
+              ) -> Checkpoint:  # fmt: skip
     """An export ready for inference; `source` is the .pt it stands for (its path becomes the
-    checkpoint's). CheckpointError names the file and the cause."""
+    checkpoint's); `content`: the file's bytes where the caller read them already (to hash
+    exactly what runs). CheckpointError names the file and the cause."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "file not found")
     try:
-        session = open_session(path)
+        session = open_session(path if content is None else content)
     except Exception as e:  # ONNX Runtime raises its own types for damaged or foreign files
         raise CheckpointError(path, f"unreadable ONNX model: {first_line(e)}") from e
     payload = _parse_metadata(path, session.get_modelmeta().custom_metadata_map)
@@ -103,10 +105,19 @@ def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
     )
 
 
-def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    """An ONNX Runtime session of the model at `path` with the engine's options."""
-    return runtime().InferenceSession(str(path), session_options(threads),
+def open_session(model: Path | bytes, threads: int = 0) -> ort.InferenceSession:
+    """An ONNX Runtime session of the model (a file, or its bytes) with the engine's options."""
+    model = model if isinstance(model, bytes) else str(model)
+    return runtime().InferenceSession(model, session_options(threads),
                                       providers=["CPUExecutionProvider"])  # fmt: skip
+
+
+def read_model(path: Path) -> bytes:
+    """An ONNX file's bytes; CheckpointError names the file where it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(path, f"unreadable: {e.strerror or e}") from e
 
 
 def onnx_encoder(checkpoint: Checkpoint, requested: str, threads: int = 0) -> OnnxEncoder:
