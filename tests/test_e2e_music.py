@@ -116,3 +116,22 @@ def test_tracklist_of_three_excerpts_with_gaps(library, tmp_path):
         assert entry["start_s"] == pytest.approx(i * 15.0, abs=1.5)
         assert entry["end_s"] == pytest.approx(i * 15.0 + 12.0, abs=1.5)
         assert entry["offset_s"] == pytest.approx(start + entry["start_s"] - i * 15.0, abs=1.0)
+
+
+def test_a_song_twice_in_the_library_is_still_named(library, excerpts, tmp_path):
+    """The same music as two files (an Ogg and a FLAC copy, as an album's and a compilation's)
+    must not cancel itself out: the copy is not "other music" to its twin."""
+    _, tracks = library
+    music = tmp_path / "music"
+    music.mkdir()
+    for track in tracks[:3]:
+        (music / track.name).symlink_to(track.resolve())
+    copy = write_audio(music / "copy.flac", load_audio(tracks[0]), SAMPLE_RATE)
+    db = tmp_path / "db"
+    assert nfp("index", str(music), "--db", str(db)).returncode == 0
+    clean, noisy, _, offset = excerpts[0]
+    names = {str(music / tracks[0].name), str(copy)}
+    for record in identify(db, [clean, noisy]):
+        match = record["match"]
+        assert match is not None and match["path"] in names, record
+        assert abs(match["offset_s"] - offset) <= 0.5, (record, offset)

@@ -24,6 +24,7 @@ from engine.query.search import (
     evidence_threshold,
     match_sequence,
     noise_floor,
+    other_music_floors,
 )
 from tests.support.vectors import unit_vectors
 
@@ -111,6 +112,41 @@ def test_the_background_floor_keeps_chance_low_in_a_small_library(rng, shipped_c
                              floor=floor_of(query, index, background))  # fmt: skip
     assert (planted.track, planted.start_segment) == (1, 5)
     assert planted.confidence >= CONFIDENCE_THRESHOLD
+
+
+def test_the_other_music_floor_is_the_best_neighbour_of_another_track(rng):
+    """Two tracks of three rows; per candidate and query segment, the best neighbour of the
+    other track where the candidate's aligned row is a neighbour, else the floor."""
+    vectors, segments = unit_vectors(rng, 6, 16), SegmentMap.from_lengths([3, 3])
+    scores = np.array([[0.9, 0.8, 0.5], [0.7, 0.6, 0.2]], np.float32)
+    ids = np.array([[0, 1, 3], [4, 5, 2]])
+    floor = np.array([0.1, 0.3], np.float32)
+    starts, tracks = np.array([0, 3]), np.array([0, 1])  # aligned rows 0, 1 and 3, 4
+    floors = other_music_floors(scores, ids, vectors, segments, starts, tracks, floor)
+    np.testing.assert_allclose(floors, [[0.5, 0.3], [0.9, 0.3]])
+    foreign = np.array([[0, -1, 1]])  # another shard's row is other music
+    floors = other_music_floors(scores[:1], foreign, vectors, segments, starts[:1], tracks[:1],
+                                floor[:1])  # fmt: skip
+    np.testing.assert_allclose(floors, [[0.8]])
+
+
+@pytest.mark.parametrize("length", [1, 9])
+def test_a_song_twice_in_the_library_is_still_named(database, rng, length):
+    """The same music as two tracks (an album's and a compilation's) must not cancel itself out
+    under the other-music floor, while another track's chance neighbours still count."""
+    vectors, _, _ = database
+    copy = noisy(rng, vectors[LENGTHS[0] : LENGTHS[0] + LENGTHS[1]], 0.02)  # track 1 again
+    twice = np.concatenate([vectors, copy])
+    index, segments = VectorIndex.build(twice), SegmentMap.from_lengths([*LENGTHS, LENGTHS[1]])
+    query = noisy(rng, vectors[LENGTHS[0] + 100 : LENGTHS[0] + 100 + length], 0.08)
+    once = match_sequence(query, VectorIndex.build(vectors), SegmentMap.from_lengths(LENGTHS),
+                          other_music_floor=True)  # fmt: skip
+    found = match_sequence(query, index, segments, other_music_floor=True)
+    assert found.track in (1, len(LENGTHS)) and found.start_segment == 100
+    assert found.evidence >= 0.8 * once.evidence > 0
+    stranger = match_sequence(unit_vectors(rng, length, 64), index, segments,
+                              other_music_floor=True)  # fmt: skip
+    assert stranger.evidence < 0.5 * found.evidence
 
 
 def test_removed_rows_never_match(rng):
@@ -212,7 +248,8 @@ def test_a_calibration_scores_with_the_constants_it_was_made_under(tiny_checkpoi
     assert Scoring.from_calibration({"scoring": stored}) == replace(
         Scoring(), top_k=3, query_shifts_s=(0.0, 0.2)
     )
-    legacy = replace(Scoring(), escalate_shifts=False)  # what calibrations before it used
+    # what calibrations before them used
+    legacy = replace(Scoring(), escalate_shifts=False, other_music_floor=False)
     assert Scoring.from_calibration({"evidence_threshold": {"1": 0.3}}) == legacy
     assert Scoring.from_calibration({"scoring": {"top_k": 20}}) == legacy
     assert Scoring.from_calibration({"scoring": Scoring().to_dict()}) == Scoring()

@@ -81,7 +81,8 @@ class Recognizer:
         else:
             self.catalogue = Catalogue.of_searched(searched or search_index(library))
         self.tracks = self.catalogue.tracks
-        self.alignment = Alignment(self.scoring.top_k, self.scoring.min_coverage, self.calibration)
+        self.alignment = Alignment(self.scoring.top_k, self.scoring.min_coverage, self.calibration,
+                                   self.scoring.other_music_floor)  # fmt: skip
 
     def neighbours(self, query_fp: np.ndarray) -> Neighbours:
         """Top-k (scores, ids), each (L, k), and each segment's noise floor (L,), for
@@ -98,9 +99,9 @@ class Recognizer:
     ) -> SequenceMatch | None:
         """The best alignment of fingerprints (L, d), confident or not; `usable` bool (L,)."""
         query_fp = np.asarray(query_fp, np.float32)
-        _, ids, floor = self.neighbours(query_fp) if neighbours is None else neighbours
+        scores, ids, floor = self.neighbours(query_fp) if neighbours is None else neighbours
         usable = np.ones(len(query_fp), bool) if usable is None else np.asarray(usable, bool)
-        return self.catalogue.best(query_fp, ids, floor, usable, self.alignment)
+        return self.catalogue.best(query_fp, (scores, ids), floor, usable, self.alignment)
 
     def as_match(self, found: SequenceMatch | None) -> Match | None:
         """The identification a user sees, or None below the confidence threshold."""

@@ -12,13 +12,15 @@ from typing import Any
 import numpy as np
 
 from engine.core.audio import HOP_S
-from engine.library.index import VectorIndex
+from engine.library.index import DecodedRows, VectorIndex
 from engine.library.segments import SegmentMap
 from engine.library.tracks import Track
 from engine.model.scoring import BACKGROUND_K, MIN_COVERAGE, TOP_K
 
 CONFIDENCE_THRESHOLD = 0.5  # the app reports a match at or above this confidence
 FLOOR_CHUNK = 512  # query segments compared with the background at a time (bounds memory)
+# Stored segments at least this close are the same music (engine.model.scoring.OTHER_MUSIC_FLOOR)
+SAME_MUSIC = 0.9
 # Evidence at which confidence is 0.5, by number of query segments, for a checkpoint the
 # evaluation harness has not calibrated yet (a conservative guess, replaced by calibration).
 UNCALIBRATED_THRESHOLD = {1: 0.35, 3: 0.6, 9: 1.0, 19: 1.6}
@@ -111,6 +113,7 @@ def match_sequence(
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     usable: np.ndarray | None = None,
     floor: np.ndarray | None = None,
+    other_music_floor: bool = False,
 ) -> SequenceMatch | None:
     """Best alignment of query fingerprints float32 (L, d) against the index, or None if empty.
 
@@ -122,6 +125,8 @@ def match_sequence(
     track lists). `usable` bool (L,) marks the query segments that may count: silence matches
     the silence of any track, so callers leave silent segments out. `floor` float32 (L,) is each
     segment's chance similarity, noise_floor's; by default the k-th neighbour's score.
+    `other_music_floor`: a candidate's segment must also beat the best neighbour of any other
+    track there (other_music_floors; ids of -1 with a finite score are another shard's rows).
     """
     query_fp = np.asarray(query_fp, np.float32)
     n_query = len(query_fp)
@@ -134,11 +139,12 @@ def match_sequence(
     usable = usable & np.isfinite(query_fp).all(axis=1)  # a broken fingerprint says nothing
     if not usable.any():
         return None
-    ids = np.where(usable[:, None], ids, -1)
-    starts, tracks = _candidates(ids, segments)
+    starts, tracks = _candidates(np.where(usable[:, None], ids, -1), segments)
     if starts.size == 0:
         return None
     floor = lowest_neighbour(scores) if floor is None else np.nan_to_num(floor, nan=1.0)
+    if other_music_floor:
+        floor = other_music_floors(scores, ids, index.vectors, segments, starts, tracks, floor)
     sims, valid = _aligned_similarity(query_fp, index.vectors, segments, starts, tracks)
     valid &= usable[None, :] & np.isfinite(sims)
     sims = np.where(valid, sims, 0.0)
@@ -160,6 +166,45 @@ def match_sequence(
         confidence=confidence_from_evidence(float(evidence[best]), int(usable.sum()), calibration),
         n_query_segments=int(usable.sum()),
     )
+
+
+def other_music_floors(
+    scores: np.ndarray,
+    ids: np.ndarray,
+    vectors: np.ndarray | DecodedRows,
+    segments: SegmentMap,
+    starts: np.ndarray,
+    tracks: np.ndarray,
+    floor: np.ndarray,
+) -> np.ndarray:
+    """Per candidate (start row (C,), track (C,)) and query segment: the best score that other
+    music reaches at that segment, never below floor (L,); float32 (C, L).
+
+    Other music is a neighbour of another track that is not a copy of the candidate's aligned
+    row (stored vectors closer than SAME_MUSIC: the same song twice in a library, as an album
+    track and a compilation's, must not cancel itself out). Neighbours (scores, ids), each
+    (L, k), best first: an id of -1 with a finite score is another shard's row (other music),
+    with -inf none. Other music beyond the top k scores no more than the k-th neighbour, which
+    the floor is never below."""
+    n_query = len(ids)
+    own = ids >= 0
+    track = np.full(ids.shape, -1, np.int64)  # -1: another shard's row, or a row of no track
+    track[own] = segments.track_of[ids[own]]
+    kept = np.isfinite(scores)
+    rows = np.asarray(vectors[np.where(own, ids, 0)], np.float32)  # (L, k, d)
+    same = np.einsum("lid,ljd->lij", rows, rows) >= SAME_MUSIC  # (L, k, k)
+    same &= own[:, :, None] & own[:, None, :]
+    other = kept[:, None, :] & ~same & (track[:, :, None] != track[:, None, :])
+    best_other = np.where(other, scores[:, None, :], -np.inf).max(axis=2)  # (L, k): per neighbour
+    best_other = np.maximum(best_other, floor[:, None])
+    # A candidate's aligned row among a segment's neighbours takes that neighbour's other
+    # music; elsewhere it scores below the k-th neighbour, so the floor is all it can beat.
+    aligned = starts[:, None] + np.arange(n_query)[None, :]  # (C, L)
+    hit = (ids[None, :, :] == aligned[:, :, None]) & own[None, :, :]  # (C, L, k)
+    found = hit.any(axis=2)
+    which = hit.argmax(axis=2)
+    floors = np.take_along_axis(best_other[None, :, :], which[:, :, None], axis=2)[:, :, 0]
+    return np.where(found, floors, floor[None, :]).astype(np.float32)
 
 
 def _candidates(ids: np.ndarray, segments: SegmentMap) -> tuple[np.ndarray, np.ndarray]:

@@ -48,6 +48,7 @@ class Alignment:
     top_k: int
     min_coverage: float
     calibration: dict[str, Any] | None
+    other_music_floor: bool = False
 
 
 class Shard:
@@ -69,13 +70,14 @@ class Shard:
     def best(
         self,
         fp: np.ndarray,
-        ids: np.ndarray,
+        neighbours: tuple[np.ndarray, np.ndarray],
         floor: np.ndarray,
         usable: np.ndarray,
         alignment: Alignment,
     ) -> SequenceMatch | None:
-        """The best alignment of fingerprints (L, d) among the starts that ids (L, k) propose
-        (this shard's rows; -1 for none), scored over floor (L,) on the usable (L,) segments."""
+        """The best alignment of fingerprints (L, d) among the starts that the catalogue's
+        neighbours (scores, ids), each (L, k), propose (ids: this shard's rows; -1 for another
+        shard's or none), scored over floor (L,) on the usable (L,) segments."""
         return match_sequence(
             fp,
             self.index,
@@ -83,9 +85,10 @@ class Shard:
             k=alignment.top_k,
             min_coverage=alignment.min_coverage,
             calibration=alignment.calibration,
-            neighbours=(np.zeros(ids.shape, np.float32), ids),  # scores: only for a floor
+            neighbours=neighbours,
             usable=usable,
             floor=floor,
+            other_music_floor=alignment.other_music_floor,
         )
 
     def similarity(self, fp: np.ndarray, track: int, positions: np.ndarray) -> np.ndarray:
@@ -165,20 +168,22 @@ class Catalogue:
     def best(
         self,
         fp: np.ndarray,
-        ids: np.ndarray,
+        neighbours: tuple[np.ndarray, np.ndarray],
         floor: np.ndarray,
         usable: np.ndarray,
         alignment: Alignment,
     ) -> SequenceMatch | None:
         """The best alignment over all shards of fingerprints (L, d), among the starts that
-        the catalogue's neighbours ids (L, k) propose; its track numbers the catalogue's."""
+        the catalogue's neighbours (scores, ids), each (L, k), propose; its track numbers the
+        catalogue's."""
+        scores, ids = neighbours
 
         def shard_best(n: int) -> SequenceMatch | None:
             lo, hi = self.row_base[n], self.row_base[n + 1]
             own = np.where((ids >= lo) & (ids < hi), ids - lo, -1)
             if not (own >= 0).any():
                 return None
-            found = self.shards[n].best(fp, own, floor, usable, alignment)
+            found = self.shards[n].best(fp, (scores, own), floor, usable, alignment)
             return found and replace(found, track=found.track + int(self.track_base[n]))
 
         if self._pool is None:
