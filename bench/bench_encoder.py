@@ -5,10 +5,11 @@ BATCH_SEGMENTS: ONNX Runtime float32 on its export (what the engine runs), its i
 there is one (`nfp export --int8`, or --int8 FILE), torch eager float32,
 channels-last memory layout, bfloat16 autocast, and torch.compile. Speed is segments per
 second with 1 and 2 threads, and the milliseconds of one 5 s query's encoder call (18 segments:
-two sub-hop shifts × 9) on 2 threads; the accuracy cost is the cosine between each variant's
-fingerprints and float32 eager's (1.0 = identical), and how often the nearest stored segment
-changes when the variant's fingerprints are searched against float32 fingerprints of the same
-music.
+two sub-hop shifts × 9) on 2 threads; with 1 thread both also measured in this process's CPU
+time (`cpu` columns: what holds on a machine shared with other work). The accuracy cost is the
+cosine between each variant's fingerprints and float32 eager's (1.0 = identical), and how often
+the nearest stored segment changes when the variant's fingerprints are searched against float32
+fingerprints of the same music.
 Usage: python bench/bench_encoder.py [--tracks 4] [--repeats 3] [--int8 FILE]
 """
 
@@ -81,15 +82,19 @@ def onnx_runtime(export: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
-def throughput(fn: Callable, batches: list[torch.Tensor], threads: int, repeats: int) -> float:
+def throughput(
+    fn: Callable, batches: list[torch.Tensor], threads: int, repeats: int, clock=time.perf_counter
+) -> float:
+    """Segments per second of `clock`: wall time, or time.process_time for the CPU this process
+    used (what a figure on a machine shared with other work can still be compared by)."""
     torch.set_num_threads(threads)
     with torch.inference_mode():
         fn(batches[0])  # warm-up (and compilation)
-        started = time.perf_counter()
+        started = clock()
         for _ in range(repeats):
             for batch in batches:
                 fn(batch)
-    return repeats * sum(len(b) for b in batches) / (time.perf_counter() - started)
+    return repeats * sum(len(b) for b in batches) / (clock() - started)
 
 
 def fingerprints(fn: Callable, batches: list[torch.Tensor]) -> np.ndarray:
@@ -123,9 +128,13 @@ def main() -> None:
         rows.append({
             "variant": name,
             "segments_per_s_1_thread": round(throughput(fn, batches, 1, args.repeats)),
+            "segments_per_cpu_s_1_thread": round(
+                throughput(fn, batches, 1, args.repeats, time.process_time)),
             "segments_per_s_2_threads": round(throughput(fn, batches, 2, args.repeats)),
             "ms_5s_query_2_threads": round(
                 1000 * QUERY_SEGMENTS / throughput(fn, query, 2, 10 * args.repeats), 1),
+            "cpu_ms_5s_query_1_thread": round(1000 * QUERY_SEGMENTS / throughput(
+                fn, query, 1, 10 * args.repeats, time.process_time), 1),
             "mean_cosine": round(float(cosine.mean()), 5),
             "min_cosine": round(float(cosine.min()), 5),
             "nearest_changed_pct": round(100 * float(np.mean(nearest != probes)), 2),

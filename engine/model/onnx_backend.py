@@ -184,7 +184,7 @@ class OnnxEncoder:
     """An export's inference: log-mel float32 (n, 1, N_MELS, N_FRAMES) → fingerprints float32
     (n, d). ONNX Runtime's run() is thread-safe; the only state is the one-way switch from int8
     back to float32. Float32 is the torch float32 model's output on the probe signal to cosine
-    0.99999994 (the shipped d = 128; tests/test_onnx.py holds it to 0.999 on real music); int8
+    0.9999999 (the shipped d = 128; tests/test_onnx.py holds it to 0.99999 on real music); int8
     (`int8`, the export's twin) runs where chosen by choose_onnx_precision."""
 
     def __init__(

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.model.encoders.export_forms import elu
+
 DIVENC_HIDDEN = 32  # the seed's per-slice hidden width
 
 
@@ -26,7 +28,7 @@ class DivideAndEncode(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """h float32 (B, h) → z float32 (B, d), not yet normalised."""
-        return self.out(F.elu(self.hidden(h.unsqueeze(-1)))).squeeze(-1)
+        return self.out(elu(self.hidden(h.unsqueeze(-1)))).squeeze(-1)
 
 
 class FullyConnected(nn.Module):
