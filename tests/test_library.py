@@ -23,6 +23,7 @@ from engine.library.indexing import index_folder, remove_folder
 from engine.library.library import Library
 from engine.library.scan import scan_folder
 from engine.library.store import VectorStore
+from engine.library.tracks import Records, TrackDB
 from engine.model.export import save_checkpoint
 from engine.model.fingerprint import Fingerprinter
 from engine.model.load import load_checkpoint
@@ -274,3 +275,39 @@ def test_a_file_s_encoder_batches_run_on_every_core_with_the_same_fingerprints(
     [(_, outcome)] = source.fingerprints([first], frozenset())
     assert len(expected) > 2 * 8 and len(threads) == 2
     np.testing.assert_array_equal(outcome.fp, expected)
+
+
+def test_the_records_are_read_whole_and_a_damaged_one_is_kept_as_its_cause():
+    records = Records.parse({"d": "128", "committed_rows": "10", "generation": "2", "codec": "pq",
+                             "folders": '["/m", 3]', "fingerprints_sha256": "ab"})  # fmt: skip
+    assert (records.d, records.committed_rows, records.generation, records.codec) == (
+        128, 10, 2, "pq")  # fmt: skip
+    assert records.folders == ("/m",) and records.fingerprints_sha256 == "ab"
+    assert records.damage is None and records.checkpoint_path is None
+    assert Records.parse({}).d is None and Records.parse({}).damage is None  # not bound yet
+    assert Records.parse({"d": "0"}).damage == "record d=0 is not a fingerprint width"
+    damaged = Records.parse({"d": "128", "committed_rows": "-1", "folders": "{"})
+    assert damaged.damage == "record committed_rows='-1' is not a count"
+    assert damaged.d == 128 and damaged.folders == ()  # the rest stays readable
+
+
+def test_opening_a_library_for_a_query_reads_its_records_once_per_operation(
+    music, tmp_path, tiny_checkpoint, monkeypatch
+):
+    library = Library(tmp_path / "db")
+    run_update(library, music, Fingerprinter(tiny_checkpoint))
+    reads = []
+
+    def counted(name, method):
+        def read(self, *args, **kwargs):
+            reads.append(name)
+            return method(self, *args, **kwargs)
+
+        return read
+
+    for name in ("records", "snapshot", "tracks", "count", "known_files"):
+        monkeypatch.setattr(TrackDB, name, counted(name, getattr(TrackDB, name)))
+    with Library(tmp_path / "db", writable=False) as reader:
+        Recognizer(reader, tiny_checkpoint)
+    # the checkpoint's check, then one snapshot (its records inside) for the search index
+    assert reads == ["records", "snapshot", "records"]

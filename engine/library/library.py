@@ -29,7 +29,7 @@ from engine.library.index import VectorIndex, read_index_meta
 from engine.library.integrity import rows_digest
 from engine.library.segments import SegmentMap
 from engine.library.store import REBUILD_DB, LibraryFiles, VectorStore
-from engine.library.tracks import DB_FILE, NewTrack, Records, Snapshot, Track, TrackDB
+from engine.library.tracks import DB_FILE, NewTrack, Records, Track, TrackDB
 
 
 class Library:
@@ -149,11 +149,11 @@ class Library:
         raw = self.store(snapshot.records).raw(snapshot.records.committed_rows)
         return integrity.damaged_tracks(raw, snapshot)
 
-    def check_rows(self, snapshot: Snapshot | None = None) -> None:
+    def check_rows(self) -> None:
         """Raise the damaged error (naming the repair) for rows that are missing or do not
-        match their tracks' checksums (of a snapshot read now if not given): what `nfp info`
-        checks; a reader on load checks more (engine.library.searching)."""
-        snapshot = snapshot or self.db.snapshot()
+        match their tracks' checksums: what `nfp info` checks (a reader checks more on load,
+        engine.library.searching)."""
+        snapshot = self.db.snapshot()
         if snapshot.records.d:
             raw = self.store(snapshot.records).raw(snapshot.records.committed_rows)
             cause = integrity.rows_damage(raw, snapshot)

@@ -98,7 +98,7 @@ class Records:
     fingerprints_sha256: str | None  # its weights; None in a library made before they were kept
     checkpoint_path: str | None  # where that checkpoint lived, to find it again for queries
     folders: tuple[str, ...]  # the music folders indexed into it (none, if that record is damaged)
-    damage: str | None
+    damage: str | None  # why a count or d is damaged (the first such record); None: none is
 
     @classmethod
     def parse(cls, values: dict[str, object]) -> Records:
@@ -262,20 +262,10 @@ class TrackDB:
         cursor = self._db.execute(
             "INSERT INTO tracks (path, size, mtime_ns, content_hash, title, artist, album,"
             " duration_s, first_segment, n_segments, rows_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                path_to_db(track.path),
-                track.size,
-                track.mtime_ns,
-                track.content_hash,
-                tags["title"],
-                tags["artist"],
-                tags["album"],
-                tags["duration_s"],
-                first_segment,
-                n_segments,
-                track.rows_hash,
-            ),
-        )
+            (path_to_db(track.path), track.size, track.mtime_ns, track.content_hash,
+             tags["title"], tags["artist"], tags["album"], tags["duration_s"],
+             first_segment, n_segments, track.rows_hash),
+        )  # fmt: skip
         return Track(cursor.lastrowid, track.path, tags["title"], tags["artist"], tags["album"],
                      tags["duration_s"], first_segment, n_segments)  # fmt: skip
 
