@@ -62,7 +62,7 @@ def build_sized_library(
     started = time.perf_counter()
     filler = db.parent / f"filler-{hours:g}h"
     with build_library(db, tracks, Fingerprinter(checkpoint)) as library:
-        n_filler = round(hours - library.committed_rows / SEGMENTS_PER_HOUR)
+        n_filler = round(hours - library.db.records().committed_rows / SEGMENTS_PER_HOUR)
         filler.mkdir(exist_ok=True)
         for i in range(n_filler):
             write_wav(filler / f"filler-{i:05d}.wav", np.zeros(SAMPLE_RATE, np.float32))

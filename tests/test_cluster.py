@@ -80,8 +80,9 @@ def fingerprints_of(db: Path) -> dict[str, tuple[int, np.ndarray]]:
 def assert_consistent(db: Path) -> None:
     with Library(db, writable=False) as library:
         assert library.damaged_tracks() == []
-        assert library.committed_rows == sum(t.n_segments for t in library.tracks())
-        assert len(np.fromfile(rows_file(db), np.float32)) == library.committed_rows * library.d
+        records = library.db.records()
+        assert records.committed_rows == sum(t.n_segments for t in library.tracks())
+        assert len(np.fromfile(rows_file(db), np.float32)) == records.committed_rows * records.d
 
 
 def identify_json(db: Path, query: Path, capsys) -> dict:

@@ -23,6 +23,7 @@ from engine.library.indexing import index_folder, remove_folder
 from engine.library.library import Library
 from engine.library.scan import scan_folder
 from engine.library.store import VectorStore
+from engine.library.tracks import Records, TrackDB
 from engine.model.export import save_checkpoint
 from engine.model.fingerprint import Fingerprinter
 from engine.model.load import load_checkpoint
@@ -58,9 +59,10 @@ def test_second_run_is_incremental(music, tmp_path, tiny_checkpoint):
     fingerprinter = Fingerprinter(tiny_checkpoint)
     library = Library(tmp_path / "db")
     run_update(library, music, fingerprinter)
-    rows_before = library.committed_rows
+    rows_before = library.db.records().committed_rows
     _, again = run_update(library, music, fingerprinter)
-    assert (again.indexed, again.unchanged) == (0, 3) and library.committed_rows == rows_before
+    assert (again.indexed, again.unchanged) == (0, 3)
+    assert library.db.records().committed_rows == rows_before
 
     write_audio(music / "four.wav", music_like(12.0, 16000, 9), 16000)  # new
     (music / "three.ogg").unlink()  # removed
@@ -71,7 +73,7 @@ def test_second_run_is_incremental(music, tmp_path, tiny_checkpoint):
     assert sorted(t.title for t in library.tracks()) == ["One", "Two", "four"]
     assert next(t for t in library.tracks() if t.title == "Two").path.endswith("two-moved.mp3")
     live = sum(t.n_segments for t in library.tracks())
-    assert library.committed_rows == live  # removals were compacted away
+    assert library.db.records().committed_rows == live  # removals were compacted away
 
 
 def test_bad_files_are_reported_and_skipped(music, tmp_path, tiny_checkpoint):
@@ -175,12 +177,12 @@ def test_a_library_that_outgrows_exact_search_moves_to_compressed_rows(
     db = tmp_path / "db"
     assert sorted(p.name for p in db.glob("vectors-*")) == ["vectors-1.pq"]
     assert (db / "codec-1.faiss").is_file() and library.info()["index_spec"].startswith("IVF")
-    rows = library.committed_rows
+    rows = library.db.records().committed_rows
     assert (db / "vectors-1.pq").stat().st_size == rows * 32  # d=64: 32 bytes, not 256
 
     write_audio(music / "late.wav", music_like(30.0, 16000, 12), 16000)
     _, summary = run_update(library, music, fingerprinter)
-    assert summary.indexed == 1 and library.committed_rows > rows
+    assert summary.indexed == 1 and library.db.records().committed_rows > rows
     recognizer = Recognizer(library, tiny_checkpoint)
     for name, title in (("album/two.mp3", "Two"), ("late.wav", "late")):
         audio = load_audio(music / name)[8 * 8000 : 13 * 8000]
@@ -204,7 +206,7 @@ def test_removing_a_folder_takes_its_tracks_out_and_keeps_the_others(music, tmp_
     assert cli_main(["remove", str(music / "album"), "--db", str(db)]) == 0
     assert "removed 2 tracks" in capsys.readouterr().out
     with Library(db, writable=False) as library:
-        assert len(library) == 0 and library.meta("folders") in ("[]", None)
+        assert len(library) == 0 and not library.folders()
     assert cli_main(["remove", str(music), "--db", str(tmp_path / "none")]) == 1
     assert not (tmp_path / "none").exists()  # no library is made to remove nothing from
 
@@ -273,3 +275,39 @@ def test_a_file_s_encoder_batches_run_on_every_core_with_the_same_fingerprints(
     [(_, outcome)] = source.fingerprints([first], frozenset())
     assert len(expected) > 2 * 8 and len(threads) == 2
     np.testing.assert_array_equal(outcome.fp, expected)
+
+
+def test_the_records_are_read_whole_and_a_damaged_one_is_kept_as_its_cause():
+    records = Records.parse({"d": "128", "committed_rows": "10", "generation": "2", "codec": "pq",
+                             "folders": '["/m", 3]', "fingerprints_sha256": "ab"})  # fmt: skip
+    assert (records.d, records.committed_rows, records.generation, records.codec) == (
+        128, 10, 2, "pq")  # fmt: skip
+    assert records.folders == ("/m",) and records.fingerprints_sha256 == "ab"
+    assert records.damage is None and records.checkpoint_path is None
+    assert Records.parse({}).d is None and Records.parse({}).damage is None  # not bound yet
+    assert Records.parse({"d": "0"}).damage == "record d=0 is not a fingerprint width"
+    damaged = Records.parse({"d": "128", "committed_rows": "-1", "folders": "{"})
+    assert damaged.damage == "record committed_rows='-1' is not a count"
+    assert damaged.d == 128 and damaged.folders == ()  # the rest stays readable
+
+
+def test_opening_a_library_for_a_query_reads_its_records_once_per_operation(
+    music, tmp_path, tiny_checkpoint, monkeypatch
+):
+    library = Library(tmp_path / "db")
+    run_update(library, music, Fingerprinter(tiny_checkpoint))
+    reads = []
+
+    def counted(name, method):
+        def read(self, *args, **kwargs):
+            reads.append(name)
+            return method(self, *args, **kwargs)
+
+        return read
+
+    for name in ("records", "snapshot", "tracks", "count", "known_files"):
+        monkeypatch.setattr(TrackDB, name, counted(name, getattr(TrackDB, name)))
+    with Library(tmp_path / "db", writable=False) as reader:
+        Recognizer(reader, tiny_checkpoint)
+    # the checkpoint's check, then one snapshot (its records inside) for the search index
+    assert reads == ["records", "snapshot", "records"]

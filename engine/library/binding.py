@@ -11,7 +11,7 @@ from pathlib import Path
 
 from engine.core.errors import CheckpointError, IndexCorruptError, IndexMismatchError
 from engine.library.library import Library
-from engine.library.tracks import LIBRARY_FORMAT
+from engine.library.tracks import LIBRARY_FORMAT, Records
 from engine.model.checkpoint import Checkpoint, default_checkpoint_path, shipped_checkpoints
 from engine.model.load import load_checkpoint
 
@@ -20,35 +20,46 @@ log = logging.getLogger(__name__)
 
 def built_by(library: Library, checkpoint: Checkpoint) -> bool | None:
     """Whether the library's fingerprints are the checkpoint's; None before the first track."""
-    weights = library.meta("fingerprints_sha256")
-    if weights is not None:
-        return weights == checkpoint.weights_sha256
-    file = library.meta("checkpoint_sha256")  # a library made before weights were recorded
+    return _built_by(library.db.records(checked=False), checkpoint)
+
+
+def _built_by(records: Records, checkpoint: Checkpoint) -> bool | None:
+    if records.fingerprints_sha256 is not None:
+        return records.fingerprints_sha256 == checkpoint.weights_sha256
+    file = records.checkpoint_sha256  # a library made before weights were recorded
     return None if file is None else file == checkpoint.sha256
 
 
-def check_checkpoint(library: Library, checkpoint: Checkpoint) -> None:
-    """Raise IndexMismatchError unless the library was built by this checkpoint's weights, and
-    IndexCorruptError if its record of d is not theirs (rows would be read at the wrong width,
-    and a repair would store garbage)."""
-    repair = library.repair_command(rebuild=True) or None
-    if built_by(library, checkpoint) is False:
-        name = library.meta("checkpoint_name", "another checkpoint")
+def check_checkpoint(library: Library, checkpoint: Checkpoint) -> Records:
+    """The library's records, read once, if the library was built by this checkpoint's weights:
+    else IndexMismatchError, and IndexCorruptError if a record is damaged or its record of d is
+    not the checkpoint's (rows would be read at the wrong width, and a repair would store
+    garbage)."""
+    records = library.db.records(checked=False)  # a damaged one is refused after a mismatch
+    if _built_by(records, checkpoint) is False:
+        name = records.checkpoint_name
+        name = "another checkpoint" if name is None else name
         raise IndexMismatchError(
             library.db_dir, f"its fingerprints were made by {name}, not by {checkpoint.path}",
-            repair,
+            _rebuild(library, records),
         )  # fmt: skip
-    d = library.d
-    if d is not None and d != checkpoint.d:
-        cause = f"record d={d} is not its checkpoint's d={checkpoint.d}"
-        raise IndexCorruptError(library.db_dir, cause, repair)
+    if records.damage:
+        raise IndexCorruptError(library.db_dir, records.damage)
+    if records.d is not None and records.d != checkpoint.d:
+        cause = f"record d={records.d} is not its checkpoint's d={checkpoint.d}"
+        raise IndexCorruptError(library.db_dir, cause, _rebuild(library, records))
+    return records
+
+
+def _rebuild(library: Library, records: Records) -> str | None:
+    """The command that rebuilds the library from its folders (None where none is recorded)."""
+    return library.repair_command(rebuild=True, folders=records.folders) or None
 
 
 def bind(library: Library, checkpoint: Checkpoint) -> None:
     """Check the checkpoint against the library, and record it as the library's own if the
     library has no track yet (its rows then start at the library's own first generation)."""
-    check_checkpoint(library, checkpoint)
-    if built_by(library, checkpoint) is None:
+    if _built_by(check_checkpoint(library, checkpoint), checkpoint) is None:
         with library.db.transaction():
             library.db.set_meta(
                 format=str(LIBRARY_FORMAT),
@@ -72,7 +83,8 @@ def checkpoint_for_library(library: Library, explicit: Path | None = None) -> Ch
     """The explicit checkpoint, else the one that built the library, else the shipped default."""
     if explicit is not None:
         return load_checkpoint(explicit)
-    recorded = library.meta("checkpoint_path")
+    records = library.db.records(checked=False)
+    recorded = records.checkpoint_path
     for path in ([Path(recorded)] if recorded else []) + shipped_checkpoints():
         if not path.is_file():
             continue
@@ -83,6 +95,6 @@ def checkpoint_for_library(library: Library, explicit: Path | None = None) -> Ch
                 log.warning("%s; looking for the same weights among the shipped checkpoints", e)
                 continue
             raise
-        if built_by(library, checkpoint) is not False:
+        if _built_by(records, checkpoint) is not False:
             return checkpoint
     return load_checkpoint(default_checkpoint_path())

@@ -6,9 +6,10 @@ transaction; a crash before it leaves the old generation current."""
 from __future__ import annotations
 
 from engine.library.index import FLAT_MAX_VECTORS
+from engine.library.integrity import rows_digest
 from engine.library.library import Library
-from engine.library.store import VectorStore, rows_digest, train_codec
-from engine.library.tracks import Track
+from engine.library.store import VectorStore, train_codec
+from engine.library.tracks import Snapshot
 
 COMPACT_DEAD_FRACTION = 0.25  # rewrite the rows once a quarter of them belong to no track
 
@@ -16,25 +17,27 @@ COMPACT_DEAD_FRACTION = 0.25  # rewrite the rows once a quarter of them belong t
 def compact_if_due(library: Library, *, force: bool = False) -> bool:
     """Rewrite the rows when it pays, or with `force` (damaged rows that a repair left behind
     must leave the search index); whether they were rewritten."""
-    tracks, old, committed = library.tracks(), library.store(), library.committed_rows
-    live = sum(t.n_segments for t in tracks)
+    snapshot = library.db.snapshot()  # under the write lock: only this library changes it
+    old, committed = library.store(snapshot.records), snapshot.records.committed_rows
+    live = sum(t.n_segments for t in snapshot.tracks)
     compress = old.codec is None and live > FLAT_MAX_VECTORS
     compact = committed - live > COMPACT_DEAD_FRACTION * max(committed, 1)
     if not (compress or compact or force):
         return False
     with library.changing():
-        _rewrite_rows(library, old, tracks, compress=compress)
+        _rewrite_rows(library, old, snapshot, compress=compress)
     return True
 
 
 def _rewrite_rows(
-    library: Library, old: VectorStore, tracks: list[Track], *, compress: bool
+    library: Library, old: VectorStore, snapshot: Snapshot, *, compress: bool
 ) -> None:
     """Copy the tracks' rows into the next generation (as codes with `compress`), switch the
     records to it, then remove the generations it replaces (a staged library's own only)."""
-    committed, generation = library.committed_rows, library.generation + 1
+    tracks, records = snapshot.tracks, snapshot.records
+    committed, generation = records.committed_rows, records.generation + 1
     codec = train_codec(old.read(committed)) if compress else old.codec
-    new = library.files.new_store(generation, library.d or 0, codec)
+    new = library.files.new_store(generation, records.d or 0, codec)
     raw = old.raw(committed)
     moved = []
     for t in tracks:

@@ -1,14 +1,18 @@
 """Whether a library's stored rows are the ones its records describe: each track's checksum of
 its rows, unit norms, and what a writer may cut off after a crash (docs/architecture.md, The
-library's files). Functions over rows as stored and the track database; engine.library.library
-calls them."""
+library's files). Functions over rows as stored and one snapshot of the track database
+(engine.library.tracks.Snapshot), each a single pass over the rows; engine.library.library and
+engine.library.searching call them."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
-from engine.library.store import VectorStore, rows_digest
-from engine.library.tracks import Track, TrackDB
+from engine.library.index import DecodedRows
+from engine.library.store import VectorStore
+from engine.library.tracks import Snapshot, Track, TrackDB
 
 UNIT_NORM_TOLERANCE = 1e-2  # stored float32 rows are unit vectors; damaged bytes are not
 # Bytes of rows whose checksums a reader verifies when it loads a library (all of them up to
@@ -17,14 +21,50 @@ UNIT_NORM_TOLERANCE = 1e-2  # stored float32 rows are unit vectors; damaged byte
 LOAD_CHECK_BYTES = 256 << 20
 
 
+def rows_digest(raw: np.ndarray) -> str:
+    """Checksum of rows as stored (float32 or codes), kept with the track that owns them."""
+    return hashlib.blake2b(np.ascontiguousarray(raw).tobytes(), digest_size=16).hexdigest()
+
+
 def track_digest(raw: np.ndarray, track: Track) -> str:
     """The checksum of a track's rows, raw (n, …) as stored."""
     return rows_digest(raw[track.first_segment : track.first_segment + track.n_segments])
 
 
-def damaged_tracks(raw: np.ndarray, tracks: list[Track], hashes: dict[int, str]) -> list[Track]:
-    """The tracks whose rows lie past the end of raw or no longer match their checksum
-    (track id → checksum; a track stored before checksums were kept has none)."""
+def rows_damage(
+    rows: np.ndarray | DecodedRows,
+    snapshot: Snapshot,
+    *,
+    unit_norms: bool = False,
+    sample_bytes: int | None = None,
+) -> str | None:
+    """Why the committed rows (float32 (n, d), or codes read as such) are not the ones the
+    snapshot's records describe, or None: rows missing, float32 rows that are not unit vectors
+    (with `unit_norms`), tracks whose rows fail their checksum (with `sample_bytes`, of evenly
+    spread tracks holding about that many bytes)."""
+    raw = rows.codes if isinstance(rows, DecodedRows) else rows
+    if len(raw) < snapshot.records.committed_rows:
+        return "stored fingerprints are missing (fewer than the tracks need)"
+    bad = non_unit_rows(raw) if unit_norms and raw.dtype == np.float32 else 0
+    if bad:
+        return f"{bad} stored fingerprints are damaged (not unit vectors)"
+    damaged = damaged_tracks(rows, snapshot, sample_bytes=sample_bytes)
+    if damaged:
+        return (f"{len(damaged)} tracks have damaged or missing fingerprints"
+                f"{' (of those checked)' if sample_bytes is not None else ''}")  # fmt: skip
+    return None
+
+
+def damaged_tracks(
+    rows: np.ndarray | DecodedRows, snapshot: Snapshot, *, sample_bytes: int | None = None
+) -> list[Track]:
+    """The snapshot's tracks (with `sample_bytes`, of evenly spread ones holding about that many
+    bytes) whose rows lie past the end of the committed rows or no longer match their checksum
+    (a track stored before checksums were kept has none)."""
+    raw = rows.codes if isinstance(rows, DecodedRows) else rows
+    tracks, hashes = snapshot.tracks, snapshot.rows_hashes
+    if sample_bytes is not None:
+        tracks = spread_sample(tracks, raw.nbytes, sample_bytes)
     return [
         t
         for t in tracks
@@ -47,13 +87,15 @@ def non_unit_rows(vectors: np.ndarray) -> int:
     return int((~(np.abs(norms - 1.0) <= 2 * UNIT_NORM_TOLERANCE)).sum())
 
 
-def recover_rows(store: VectorStore, db: TrackDB, committed_rows: int) -> None:
-    """A writer's clean-up of the rows after a crash: rows past the committed count are cut off,
-    and tracks stored before checksums were kept get theirs. Only where the last committed
-    track's rows match its checksum as the records place them: otherwise the records disagree
-    with the rows (a tampered record of d or committed_rows would have good rows cut off or
-    rewritten), which a reader reports, and nothing is cut."""
-    tracks, hashes = db.tracks(), db.rows_hashes()
+def recover_rows(store: VectorStore, db: TrackDB, snapshot: Snapshot) -> None:
+    """A writer's clean-up of the rows after a crash (with the snapshot read under the write
+    lock): rows past the committed count are cut off, and tracks stored before checksums were
+    kept get theirs. Only where the last committed track's rows match its checksum as the
+    records place them: otherwise the records disagree with the rows (a tampered record of d or
+    committed_rows would have good rows cut off or rewritten), which a reader reports, and
+    nothing is cut."""
+    tracks, hashes = snapshot.tracks, snapshot.rows_hashes
+    committed_rows = snapshot.records.committed_rows
     if not _last_track_intact(store.raw(committed_rows), tracks, hashes):
         return
     store.truncate(committed_rows)

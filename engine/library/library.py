@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,10 +26,10 @@ from engine.core.errors import (
 )
 from engine.library import integrity
 from engine.library.index import VectorIndex, read_index_meta
+from engine.library.integrity import rows_digest
 from engine.library.segments import SegmentMap
-from engine.library.store import REBUILD_DB, LibraryFiles, VectorStore, rows_digest
-from engine.library.tracks import DB_FILE, NewTrack, Track, TrackDB
-from engine.model.checkpoint import MAX_D
+from engine.library.store import REBUILD_DB, LibraryFiles, VectorStore
+from engine.library.tracks import DB_FILE, NewTrack, Records, Track, TrackDB
 
 
 class Library:
@@ -85,40 +85,20 @@ class Library:
     def _recover(self) -> None:
         """A writer's clean-up after a crash: other generations' files, a rebuild that never
         finished, rows past the committed count (engine.library.integrity)."""
-        self.files.remove_generations(keep=self.generation)
+        snapshot = self.db.snapshot()
+        self.files.remove_generations(keep=snapshot.records.generation)
         for name in (REBUILD_DB, REBUILD_DB + "-journal"):
             (self.db_dir / name).unlink(missing_ok=True)
-        if self.d:
-            integrity.recover_rows(self.store(), self.db, self.committed_rows)
+        if snapshot.records.d:
+            integrity.recover_rows(self.store(snapshot.records), self.db, snapshot)
 
     # ---- records --------------------------------------------------------------------------
-    def meta(self, key: str, default: str | None = None) -> str | None:
-        return self.db.meta(key, default)
-
-    @property
-    def d(self) -> int | None:
-        """The fingerprints' width; None before the first track."""
-        d = self.db.int_meta("d")
-        if d == 0 and self.meta("d") is None:
-            return None
-        if not 0 < d <= MAX_D:
-            raise IndexCorruptError(self.db_dir, f"record d={d} is not a fingerprint width")
-        return d
-
-    @property
-    def committed_rows(self) -> int:
-        return self.db.int_meta("committed_rows")
-
-    @property
-    def generation(self) -> int:
-        """Which generation of row files is current."""
-        return self.db.int_meta("generation")
-
-    def store(self) -> VectorStore:
-        """The current generation's rows, with the codec that reads them if compressed."""
-        generation, d, compressed = self.generation, self.d or 0, bool(self.meta("codec"))
+    def store(self, records: Records | None = None) -> VectorStore:
+        """The rows of the records' generation (read now if not given), with the codec that
+        reads them if compressed."""
+        records = self.db.records() if records is None else records
         try:
-            return self.files.store(generation, d, compressed)
+            return self.files.store(records.generation, records.d or 0, bool(records.codec))
         except NfpError as e:
             raise self.damaged_error(str(e)) from e
 
@@ -127,25 +107,24 @@ class Library:
         library's folders again re-fingerprints damaged tracks."""
         return IndexCorruptError(self.db_dir, cause, self.repair_command() or None)
 
-    def repair_command(self, *, rebuild: bool = False) -> str:
-        """`nfp index FOLDER --db DB` for each of the library's folders ('' if none are
-        recorded); with --rebuild where the rows cannot be kept (another checkpoint's)."""
+    def repair_command(self, *, rebuild: bool = False, folders: Sequence[str] | None = None) -> str:
+        """`nfp index FOLDER --db DB` for each of the library's folders (read now if not given;
+        '' if none are recorded); with --rebuild where the rows cannot be kept (another
+        checkpoint's)."""
         db = shlex.quote(str(self.db_dir))
         flag = " --rebuild" if rebuild else ""
-        return " && ".join(f"nfp index {shlex.quote(f)} --db {db}{flag}" for f in self.folders())
+        folders = self.folders() if folders is None else folders
+        return " && ".join(f"nfp index {shlex.quote(f)} --db {db}{flag}" for f in folders)
 
     def folders(self) -> list[str]:
         """The music folders indexed into this library (for repair messages); a damaged record
         only costs the message its folder names."""
-        try:
-            folders = self.db.json_meta("folders", [])
-        except IndexCorruptError:
-            return []
-        return [f for f in folders if isinstance(f, str)] if isinstance(folders, list) else []
+        return list(self.db.records(checked=False).folders)
 
     def info(self) -> dict:
         """What is in this library, for `nfp info` and the app's status line. Cheap: the
         checksum pass over every row is `damaged_tracks`, which `nfp info` adds."""
+        records = self.db.records()
         n_tracks, audio_s, live = self.db.count()
         index_meta = read_index_meta(self.db_dir)
         return {
@@ -153,38 +132,33 @@ class Library:
             "tracks": n_tracks,
             "hours": round(audio_s / 3600, 3),
             "segments": live,
-            "stored_rows": self.committed_rows,
-            "d": self.d,
-            "checkpoint": self.meta("checkpoint_name"),
-            "checkpoint_sha256": self.meta("checkpoint_sha256"),
-            "fingerprints_sha256": self.meta("fingerprints_sha256"),
+            "stored_rows": records.committed_rows,
+            "d": records.d,
+            "checkpoint": records.checkpoint_name,
+            "checkpoint_sha256": records.checkpoint_sha256,
+            "fingerprints_sha256": records.fingerprints_sha256,
             "index_spec": None if index_meta is None else index_meta["spec"],
             "bytes_on_disk": self.files.bytes_on_disk(),
         }
 
-    def damaged_tracks(self, *, sample_bytes: int | None = None) -> list[Track]:
-        """Tracks whose stored rows are missing or no longer match their checksum; with
-        `sample_bytes`, of evenly spread tracks holding about that many bytes of rows."""
-        if not self.d:
+    def damaged_tracks(self) -> list[Track]:
+        """Tracks whose stored rows are missing or no longer match their checksum."""
+        snapshot = self.db.snapshot()
+        if not snapshot.records.d:
             return []
-        store = self.store()
-        raw = store.raw(self.committed_rows)
-        tracks = self.tracks()
-        if sample_bytes is not None:
-            tracks = integrity.spread_sample(tracks, len(raw) * store.row_bytes, sample_bytes)
-        return integrity.damaged_tracks(raw, tracks, self.db.rows_hashes())
+        raw = self.store(snapshot.records).raw(snapshot.records.committed_rows)
+        return integrity.damaged_tracks(raw, snapshot)
 
-    def check_rows(self, *, sample_bytes: int | None = None) -> None:
+    def check_rows(self) -> None:
         """Raise the damaged error (naming the repair) for rows that are missing or do not
-        match their tracks' checksums: what `nfp info` checks, and a reader on load."""
-        if self.d and len(self.store()) < self.committed_rows:
-            raise self.damaged_error("stored fingerprints are missing (fewer than the tracks need)")
-        damaged = self.damaged_tracks(sample_bytes=sample_bytes)
-        if damaged:
-            raise self.damaged_error(
-                f"{len(damaged)} tracks have damaged or missing fingerprints"
-                f"{' (of those checked)' if sample_bytes is not None else ''}"
-            )
+        match their tracks' checksums: what `nfp info` checks (a reader checks more on load,
+        engine.library.searching)."""
+        snapshot = self.db.snapshot()
+        if snapshot.records.d:
+            raw = self.store(snapshot.records).raw(snapshot.records.committed_rows)
+            cause = integrity.rows_damage(raw, snapshot)
+            if cause:
+                raise self.damaged_error(cause)
 
     # ---- tracks ---------------------------------------------------------------------------
     def tracks(self) -> list[Track]:
@@ -208,7 +182,7 @@ class Library:
     def add_track(self, track: NewTrack, fp: np.ndarray) -> Track:
         """Store one file's fingerprints (n, d), then commit its track with them."""
         with self.changing():
-            store = self.store()
+            store = self.store()  # its records read now: this library's own writes change them
             raw = store.encode(fp)  # NonFiniteError: the file is skipped, the library untouched
             track = replace(track, rows_hash=rows_digest(raw))
             try:

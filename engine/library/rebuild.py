@@ -58,7 +58,7 @@ def rebuilding(db_dir: str | Path) -> Iterator[StagedRebuild]:
             try:
                 yield staged
                 complete = not staged.cancelled and len(staged.library) > 0
-                last = max(first, staged.library.generation)
+                last = max(first, staged.library.db.records().generation)
             finally:
                 staged.library.db.close()
                 _finish_rebuild(files, staged_path, range(first, last + 1), complete)

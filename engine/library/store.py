@@ -13,8 +13,8 @@ Layout of a library directory:
 Invariants:
 - Rows are appended and fsynced before the track that owns them is committed; rows past the
   committed count are a crash's leftovers, ignored by readers and cut off by the next writer.
-- Every track records a checksum of its rows (`rows_digest`), so damage is found and repaired by
-  re-fingerprinting just the damaged tracks.
+- Every track records a checksum of its rows (`integrity.rows_digest`), so damage is found and
+  repaired by re-fingerprinting just the damaged tracks.
 - Non-finite rows never enter a store (`VectorStore.encode` refuses them).
 - Only files named as nfp names them (`is_own_file`) are ever removed; readers write nothing.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -70,11 +69,6 @@ def remove_library(db_dir: Path) -> None:
         for path in Path(db_dir).iterdir():
             if is_own_file(path.name) and path.is_file():
                 path.unlink()
-
-
-def rows_digest(raw: np.ndarray) -> str:
-    """Checksum of rows as stored (float32 or codes), kept with the track that owns them."""
-    return hashlib.blake2b(np.ascontiguousarray(raw).tobytes(), digest_size=16).hexdigest()
 
 
 class LibraryFiles:

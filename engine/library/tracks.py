@@ -7,6 +7,11 @@ file: IndexCorruptError for a damaged file, NfpError for one that cannot be open
 Paths are stored losslessly: as TEXT when they are UTF-8, else as the file system's bytes (a
 BLOB in the same column; SQLite columns are dynamically typed), so a Latin-1 file name from an
 old collection is indexed like any other.
+
+The library's records are read whole, into plain values (`Records`; with the tracks and their
+checksums, `Snapshot`), once per operation: the layers above work on those values and never go
+back to the database one key at a time. Never once per library: another process (an indexer)
+may change the records between two operations.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +28,7 @@ from urllib.parse import quote
 
 from engine.core.errors import IndexCorruptError, NfpError
 from engine.library.scan import display_path
+from engine.model.checkpoint import MAX_D
 
 DB_FILE = "tracks.sqlite"
 LIBRARY_FORMAT = 1
@@ -75,6 +82,58 @@ class NewTrack:
     rows_hash: str
 
 
+@dataclass(frozen=True)
+class Records:
+    """The library's records (its meta table) as one read found them. A count that is not one,
+    or a d that is no fingerprint width (a tampered record), is kept as `damage`, its cause: a
+    checked read (`TrackDB.records`) refuses it, and a library that is damaged so still names
+    its checkpoint and folders (which checkpoint built it, how to repair it)."""
+
+    d: int | None  # the fingerprints' width; None before the first track
+    committed_rows: int  # rows of committed tracks; any past them are a crash's leftovers
+    generation: int  # which generation of row files is current
+    codec: str  # "pq" once the rows are product-quantisation codes (engine.library.store)
+    checkpoint_name: str | None
+    checkpoint_sha256: str | None  # the checkpoint file that made the rows
+    fingerprints_sha256: str | None  # its weights; None in a library made before they were kept
+    checkpoint_path: str | None  # where that checkpoint lived, to find it again for queries
+    folders: tuple[str, ...]  # the music folders indexed into it (none, if that record is damaged)
+    damage: str | None  # why a count or d is damaged (the first such record); None: none is
+
+    @classmethod
+    def parse(cls, values: dict[str, object]) -> Records:
+        """The records from the meta table's key → value."""
+        counts = {k: _count(values.get(k), k) for k in ("d", "committed_rows", "generation")}
+        d = counts["d"] if "d" in values else None
+        if isinstance(d, int) and not 0 < d <= MAX_D:
+            d = f"record d={d} is not a fingerprint width"
+        damage = next((c for c in (d, *counts.values()) if isinstance(c, str)), None)
+        ints = {key: c if isinstance(c, int) else 0 for key, c in counts.items()}
+        return cls(
+            d=d if isinstance(d, int) else None,
+            committed_rows=ints["committed_rows"],
+            generation=ints["generation"],
+            codec=str(values.get("codec") or ""),
+            checkpoint_name=values.get("checkpoint_name"),
+            checkpoint_sha256=values.get("checkpoint_sha256"),
+            fingerprints_sha256=values.get("fingerprints_sha256"),
+            checkpoint_path=values.get("checkpoint_path"),
+            folders=_folders(values.get("folders")),
+            damage=damage,
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a reader of the library works on, read in one transaction so that all of it is of
+    one moment, even while another process indexes: the records (checked), the tracks by first
+    row and their rows' checksums."""
+
+    records: Records
+    tracks: list[Track]
+    rows_hashes: dict[int, str]  # track id → checksum of its rows ('' or absent: none kept)
+
+
 class TrackDB:
     """One library's SQLite file. Writers create it; readers open it read-only."""
 
@@ -82,6 +141,9 @@ class TrackDB:
         self.path = Path(path)
         self.writable = writable
         self._inode = _inode(self.path)  # before connecting: a swap in between reads as one
+        # The connection's transaction is one for every thread using it (the app's indexing and
+        # search workers share a library): one transaction at a time.
+        self._transacting = threading.RLock()
         with self.guard("open"):
             if writable:
                 self._db = sqlite3.connect(self.path, check_same_thread=False)
@@ -116,30 +178,21 @@ class TrackDB:
             self._db.execute("ALTER TABLE tracks ADD COLUMN rows_hash TEXT NOT NULL DEFAULT ''")
 
     # ---- records --------------------------------------------------------------------------
-    def meta(self, key: str, default: str | None = None) -> str | None:
+    def records(self, *, checked: bool = True) -> Records:
+        """The library's records, in one query; `checked`: IndexCorruptError for a damaged one."""
         with self.guard("read"):
-            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
+            records = Records.parse(dict(self._db.execute("SELECT key, value FROM meta")))
+        if checked and records.damage:
+            raise IndexCorruptError(self.path.parent, records.damage)
+        return records
 
-    def int_meta(self, key: str, default: int = 0) -> int:
-        """A count kept in the records; a tampered value is a damaged library."""
-        value = self.meta(key)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            number = -1
-        if number < 0:
-            raise IndexCorruptError(self.path.parent, f"record {key}={value!r} is not a count")
-        return number
-
-    def json_meta(self, key: str, default: object) -> object:
-        value = self.meta(key)
-        try:
-            return default if value is None else json.loads(value)
-        except ValueError as e:
-            raise IndexCorruptError(self.path.parent, f"record {key} is not JSON") from e
+    def snapshot(self) -> Snapshot:
+        """The records (checked), the tracks and their checksums, of one moment (see Snapshot)."""
+        with self.guard("read"), self._one_moment():
+            tracks = self._track_rows()
+            hashes = self._rows_hashes()
+            records = self.records()
+        return Snapshot(records, tracks, hashes)
 
     def set_meta(self, **values: object) -> None:
         """Set records; call inside `transaction()` to commit them with other changes."""
@@ -150,18 +203,33 @@ class TrackDB:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        with self.guard("write"), self._db:
+        with self._transacting, self.guard("write"), self._db:
             yield
+
+    @contextlib.contextmanager
+    def _one_moment(self) -> Iterator[None]:
+        """Reads that see one committed state: a read transaction, unless one is open already."""
+        with self._transacting:
+            if self._db.in_transaction:
+                yield
+                return
+            self._db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._db.commit()
 
     # ---- tracks ---------------------------------------------------------------------------
     def tracks(self) -> list[Track]:
+        """The tracks by first row."""
         with self.guard("read"):
-            rows = self._db.execute(
-                f"SELECT {TRACK_COLUMNS} FROM tracks ORDER BY first_segment"
-            ).fetchall()
+            return self._track_rows()
+
+    def _track_rows(self) -> list[Track]:
+        rows = self._db.execute(f"SELECT {TRACK_COLUMNS} FROM tracks ORDER BY first_segment")
         try:
             return [Track(r[0], path_from_db(r[1]), *(_text(v) for v in r[2:5]),
-                          float(r[5]), int(r[6]), int(r[7])) for r in rows]  # fmt: skip
+                          float(r[5]), int(r[6]), int(r[7])) for r in rows.fetchall()]  # fmt: skip
         except (TypeError, ValueError) as e:
             raise IndexCorruptError(self.path.parent, f"a track record is damaged: {e}") from e
 
@@ -179,14 +247,13 @@ class TrackDB:
             rows = self._db.execute("SELECT path, size, mtime_ns, content_hash FROM tracks")
             return {path_from_db(p): (s, m, h) for p, s, m, h in rows}
 
-    def rows_hashes(self) -> dict[int, str]:
+    def _rows_hashes(self) -> dict[int, str]:
         """track id → checksum of its rows ('' for a track indexed before checksums; none at
         all in a library made before them, which a reader opens without migrating it)."""
-        with self.guard("read"):
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(tracks)")}
-            if "rows_hash" not in columns:
-                return {}
-            return dict(self._db.execute("SELECT id, rows_hash FROM tracks"))
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tracks)")}
+        if "rows_hash" not in columns:
+            return {}
+        return dict(self._db.execute("SELECT id, rows_hash FROM tracks"))
 
     def add(self, track: NewTrack, first_segment: int, n_segments: int) -> Track:
         """Insert or replace one track; call inside `transaction()`. Returns it as stored."""
@@ -254,6 +321,26 @@ def path_to_db(path: str) -> str | bytes:
 
 def path_from_db(value: str | bytes) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _count(value: object, key: str) -> int | str:
+    """A count kept in the records (0 where there is none), or why it is not one."""
+    if value is None:
+        return 0
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    return number if number >= 0 else f"record {key}={value!r} is not a count"
+
+
+def _folders(value: object) -> tuple[str, ...]:
+    """The folders record; a damaged one only costs repair messages their folder names."""
+    try:
+        folders = [] if value is None else json.loads(value)
+    except (TypeError, ValueError):
+        return ()
+    return tuple(f for f in folders if isinstance(f, str)) if isinstance(folders, list) else ()
 
 
 def _text(value: object) -> str:
