@@ -12,6 +12,7 @@ metadata; it runs only where the probe passes on this machine, or where it is as
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -78,16 +79,16 @@ def runtime():
     return onnxruntime
 
 
-def load_onnx(path: str | Path, source: Path | None = None, *, content: bytes | None = None
-              ) -> Checkpoint:  # fmt: skip
+def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
     """An export ready for inference; `source` is the .pt it stands for (its path becomes the
-    checkpoint's); `content`: the file's bytes where the caller read them already (to hash
-    exactly what runs). CheckpointError names the file and the cause."""
+    checkpoint's). The session is made from the bytes that were hashed (`export_sha256`), so a
+    stamp names exactly what runs. CheckpointError names the file and the cause."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "file not found")
+    content = read_model(path)
     try:
-        session = open_session(path if content is None else content)
+        session = open_session(content)
     except Exception as e:  # ONNX Runtime raises its own types for damaged or foreign files
         raise CheckpointError(path, f"unreadable ONNX model: {first_line(e)}") from e
     payload = _parse_metadata(path, session.get_modelmeta().custom_metadata_map)
@@ -102,6 +103,7 @@ def load_onnx(path: str | Path, source: Path | None = None, *, content: bytes | 
         backend="onnx",
         model=session,
         onnx_path=path,
+        export_sha256=hashlib.sha256(content).hexdigest(),
     )
 
 
