@@ -6,7 +6,6 @@ export, runtime, code and CPU, and a stamp from another CPU is never trusted."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from engine.model import verified
 from engine.model.fingerprint import Fingerprinter, require_reference
 from engine.model.load import NUMERIC_PATH, export_cache_dir, load_checkpoint
 from engine.model.verified import stamp_dir
-from tests.support.tiny import make_tiny_checkpoint
+from tests.support.tiny import copy_checkpoint, make_tiny_checkpoint
 
 
 @pytest.fixture
@@ -51,9 +50,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def _copy(pt: Path, folder: Path) -> Path:
-    for path in (pt, pt.with_suffix(".onnx")):
-        shutil.copy(path, folder / path.name)
-    return folder / pt.name
+    return copy_checkpoint(pt, folder / pt.name)
 
 
 @pytest.fixture
