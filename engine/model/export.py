@@ -80,11 +80,9 @@ def export_onnx(checkpoint_path: str | Path, out: str | Path | None = None) -> P
 
 
 def _write(path: Path, content: bytes) -> None:
-    """Write and fsync a file readable by the export's other users (as the umask allows)."""
-    umask = os.umask(0)
-    os.umask(umask)
+    """Write and fsync a file, readable by other users as the umask allows (open's default:
+    mkstemp's 0600 would keep them from the export)."""
     with open(path, "wb") as f:
-        os.fchmod(f.fileno(), 0o666 & ~umask)
         f.write(content)
         f.flush()
         os.fsync(f.fileno())
