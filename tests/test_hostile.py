@@ -5,8 +5,8 @@ docs/reliability.md maps each promise to its test here."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -28,9 +28,10 @@ from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.library.library import Library
 from engine.model.checkpoint import default_checkpoint_path, file_sha256
 from engine.model.load import export_cache_dir, load_checkpoint
+from engine.model.onnx_backend import background_path
 from tests.support.audio_files import music_like, write_audio
 from tests.support.library_helpers import nfp, one_line_error, rows_file, tamper_meta
-from tests.support.tiny import make_tiny_checkpoint
+from tests.support.tiny import copy_checkpoint, make_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 NO_TORCH = Path(__file__).parent / "support" / "no_torch.py"
@@ -88,8 +89,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return pt
 
 
-def edit_metadata(key: str, edit: Callable[[dict], object]) -> Callable[[onnx.ModelProto], None]:
-    def tamper(model: onnx.ModelProto) -> None:
+Tamper = Callable[[onnx.ModelProto, Path], None]  # an export's model, edited, and its path
+
+
+def edit_metadata(key: str, edit: Callable[[dict], object]) -> Tamper:
+    def tamper(model: onnx.ModelProto, export: Path) -> None:
         for prop in model.metadata_props:
             if prop.key == "nfp." + key:
                 prop.value = json.dumps(edit(json.loads(prop.value)))
@@ -97,12 +101,15 @@ def edit_metadata(key: str, edit: Callable[[dict], object]) -> Callable[[onnx.Mo
     return tamper
 
 
-def zero_background(encoded: dict) -> dict:
-    rows = np.zeros(encoded["shape"], np.dtype(encoded["dtype"]))
-    return {**encoded, "data": base64.b64encode(rows.tobytes()).decode()}
+def zero_background(model: onnx.ModelProto, export: Path) -> None:
+    """Zeroed background rows beside the export, and their hash in it: a consistent forgery."""
+    rows = background_path(export)
+    np.save(rows, np.zeros_like(np.load(rows)))
+    sha256 = hashlib.sha256(rows.read_bytes()).hexdigest()
+    edit_metadata("background", lambda encoded: {"sha256": sha256})(model, export)
 
 
-def flip_weights(model: onnx.ModelProto) -> None:
+def flip_weights(model: onnx.ModelProto, export: Path) -> None:
     biggest = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
     weights = numpy_helper.to_array(biggest)
     biggest.CopyFrom(numpy_helper.from_array(-weights[::-1].copy(), biggest.name))
@@ -112,7 +119,7 @@ TAMPERED_EXPORTS = {
     "thresholds near zero": edit_metadata(
         "evaluation", lambda e: {"calibration": {"evidence_threshold": {"9": 1e-6}}}
     ),
-    "background zeroed": edit_metadata("background", zero_background),
+    "background zeroed": zero_background,
     "flipped weights": flip_weights,
 }
 
@@ -121,8 +128,9 @@ TAMPERED_EXPORTS = {
 def tampered(request, exported: Path, tmp_path: Path) -> Path:
     """A copy of the .pt whose export beside it was edited."""
     pt = Path(shutil.copy(exported, tmp_path / exported.name))
+    shutil.copy(background_path(exported.with_suffix(".onnx")), tmp_path)
     model = onnx.load(str(exported.with_suffix(".onnx")))
-    TAMPERED_EXPORTS[request.param](model)
+    TAMPERED_EXPORTS[request.param](model, pt.with_suffix(".onnx"))
     onnx.save(model, str(pt.with_suffix(".onnx")))
     return pt
 
@@ -480,8 +488,7 @@ def test_an_unloadable_recorded_checkpoint_falls_back_to_the_shipped_same_weight
     music, query, tmp_path, capsys
 ):
     shipped = default_checkpoint_path()
-    copy = Path(shutil.copy(shipped, tmp_path / "copy.pt"))
-    shutil.copy(shipped.with_suffix(".onnx"), copy.with_suffix(".onnx"))
+    copy = copy_checkpoint(shipped, tmp_path / "copy.pt")
     assert nfp("index", music, "--db", tmp_path / "db", "--checkpoint", copy) == 0
     copy.write_bytes(b"damaged")
     assert nfp("identify", query, "--db", tmp_path / "db", "--json") == 0

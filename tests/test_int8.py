@@ -5,7 +5,6 @@ Numeric paths)."""
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from engine.model.load import load_checkpoint
 from engine.model.onnx_backend import OnnxEncoder, int8_path, load_int8
 from engine.model.probe import MIN_COSINE, min_cosine
 from tests.support.audio_files import music_like
-from tests.support.tiny import make_tiny_checkpoint
+from tests.support.tiny import copy_checkpoint, make_tiny_checkpoint
 
 pytest.importorskip("onnxruntime.quantization")  # needs the `onnx` package (the train extra)
 
@@ -32,8 +31,7 @@ def with_twin(tmp_path_factory: pytest.TempPathFactory, music_dir: Path) -> Path
 
     folder = tmp_path_factory.mktemp("int8")
     pt = folder / default_checkpoint_path().name
-    shutil.copy(default_checkpoint_path(), pt)
-    shutil.copy(default_checkpoint_path().with_suffix(".onnx"), pt.with_suffix(".onnx"))
+    copy_checkpoint(default_checkpoint_path(), pt)
     assert quantize_export(pt.with_suffix(".onnx"), calibration_mels(music_dir)) == int8_path(
         pt.with_suffix(".onnx")
     )
@@ -101,8 +99,7 @@ def test_a_twin_made_from_other_weights_is_not_used(with_twin, tmp_path, caplog)
     import onnx
 
     pt = tmp_path / with_twin.name
-    shutil.copy(with_twin, pt)
-    shutil.copy(with_twin.with_suffix(".onnx"), pt.with_suffix(".onnx"))
+    copy_checkpoint(with_twin, pt)
     twin = onnx.load(int8_path(with_twin.with_suffix(".onnx")))
     for prop in twin.metadata_props:
         if prop.key == "nfp.weights_sha256":

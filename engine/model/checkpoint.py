@@ -52,6 +52,9 @@ class Checkpoint:
     # refused.
     reference: np.ndarray | None = None
     onnx_path: Path | None = None  # the export the model was read from (backend "onnx")
+    # SHA-256 of the export's bytes that session was made from (backend "onnx"): what a stamp of
+    # a check passed by exactly this model names (engine.model.verified).
+    export_sha256: str | None = None
 
     @property
     def d(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -26,6 +27,7 @@ from engine.model.onnx_backend import (
     MIN_EXPORT_COSINE,
     OUTPUT,
     OnnxEncoder,
+    background_path,
     load_onnx,
     metadata,
 )
@@ -55,23 +57,35 @@ def export_onnx(checkpoint_path: str | Path, out: str | Path | None = None) -> P
         "background": _float16(checkpoint.background),
         "reference": checkpoint.reference,
     }
-    for key, value in metadata(payload).items():
+    meta, background = metadata(payload)
+    for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name, suffix=".tmp", dir=out.parent)
+    # Both files are written and checked in a folder of their own beside `out`, then moved into
+    # place, the background first: a crash between the two leaves an export whose background
+    # is not the one it names, which is refused (and made again), never used.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would keep other users from the export
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        _check_export(source, Path(tmp), reference_fingerprints(checkpoint.model))
-        os.replace(tmp, out)
+        files = {out: model.SerializeToString()}
+        if background is not None:
+            files = {background_path(out): background} | files
+        for final, content in files.items():
+            _write(staging / final.name, content)
+        _check_export(source, staging / out.name, reference_fingerprints(checkpoint.model))
+        for final in files:
+            os.replace(staging / final.name, final)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _write(path: Path, content: bytes) -> None:
+    """Write and fsync a file, readable by other users as the umask allows (open's default:
+    mkstemp's 0600 would keep them from the export)."""
+    with open(path, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _onnx_model(source: Path, model: torch.nn.Module) -> onnx.ModelProto:

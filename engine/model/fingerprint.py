@@ -16,9 +16,10 @@ from engine.core.errors import NfpError
 from engine.core.features import log_mel
 from engine.core.threads import usable_cores
 from engine.model.checkpoint import Checkpoint
-from engine.model.load import make_encoder
+from engine.model.load import make_encoder, reference_check_stamp
 from engine.model.precision import PRECISION_ENV, Precision, requested_precision
 from engine.model.probe import MIN_COSINE, min_cosine, probe_mel
+from engine.model.verified import is_verified, remember_verified
 
 # Segments per encoder call when fingerprinting files. Measured here (shipped d = 128, ONNX
 # Runtime, one thread): 64 a call as fast as 256 or faster (2.0 against 2.4 CPU ms a segment,
@@ -115,7 +116,14 @@ def check_reference(fingerprinter: Fingerprinter) -> dict:
 
 def require_reference(fingerprinter: Fingerprinter) -> None:
     """Refuse to index or answer with fingerprints that are not the checkpoint's reference (a
-    machine's wrong numeric path, an export with damaged weights): each answer would be wrong."""
+    machine's wrong numeric path, an export with damaged weights): each answer would be wrong.
+    A pass is remembered for this very export, runtime, numeric path, code and CPU
+    (engine.model.verified), so each machine runs the probe once, not on every load."""
+    record = reference_check_stamp(fingerprinter.checkpoint, fingerprinter.precision.chosen)
+    if record is not None and is_verified(record):
+        return
     check = check_reference(fingerprinter)
     if not check["ok"]:
         raise NfpError(check["message"])
+    if record is not None and check["cosine"] is not None:
+        remember_verified(record)

@@ -9,7 +9,6 @@ export are imported only where a checkpoint runs on torch or an export has to be
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -19,14 +18,18 @@ import platformdirs
 from engine.core.errors import CheckpointError
 from engine.model.checkpoint import Checkpoint, file_sha256
 from engine.model.encoder_config import EncoderConfig
-from engine.model.onnx_backend import load_onnx, onnx_encoder, read_model, runtime, verify_export
+from engine.model.onnx_backend import load_onnx, onnx_encoder, runtime, verify_export
 from engine.model.precision import Encoder
-from engine.model.verified import is_verified, remember_verified, stamp
+from engine.model.verified import Stamp, is_verified, reference_stamp, remember_verified, stamp
 
 log = logging.getLogger(__name__)
 
 BACKEND_ENV = "NFP_BACKEND"  # auto (the default) | onnx | torch
 BACKENDS = ("auto", "onnx", "torch")
+# The engine's code between the probe signal and its fingerprints on ONNX Runtime: a stamp of the
+# reference check names these modules' bytes, so a changed front end or session is checked again.
+NUMERIC_PATH = ("engine.core.audio", "engine.core.features", "engine.model.probe",
+                "engine.model.onnx_backend", "engine.model.fingerprint")  # fmt: skip
 
 
 def requested_backend(value: str | None = None) -> str:
@@ -121,12 +124,11 @@ def current_export(path: Path, sha256: str, refused: list[str] | None = None) ->
         if not export.is_file():
             continue
         try:
-            content = read_model(export)
-            checkpoint = load_onnx(export, source=path, content=content)
+            checkpoint = load_onnx(export, source=path)
             if checkpoint.sha256 != sha256:
                 log.info("%s: exported from another version of %s; not used", export, path.name)
                 continue
-            _verify_once(checkpoint, path, content)
+            _verify_once(checkpoint, path)
         except CheckpointError as e:
             log.warning("%s; not used", e)
             if refused is not None:
@@ -136,10 +138,11 @@ def current_export(path: Path, sha256: str, refused: list[str] | None = None) ->
     return None
 
 
-def _verify_once(export: Checkpoint, source: Path, content: bytes) -> None:
-    """verify_export, unless a stamp says that these very bytes of the export (`content`) and
-    of the .pt passed it on this ONNX Runtime version (engine.model.verified)."""
-    record = stamp(hashlib.sha256(content).hexdigest(), export.sha256, runtime().__version__)
+def _verify_once(export: Checkpoint, source: Path) -> None:
+    """verify_export, unless a stamp says that these very bytes of the export (the ones its
+    session was made from) and of the .pt passed it on this ONNX Runtime version
+    (engine.model.verified)."""
+    record = stamp(export.export_sha256, export.sha256, runtime().__version__)
     if is_verified(record):
         return
     verify_export(export, source)
@@ -180,6 +183,17 @@ def _importable(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def reference_check_stamp(checkpoint: Checkpoint, precision: str) -> Stamp | None:
+    """The stamp that remembers that this export's fingerprints of the probe, at `precision`,
+    agreed with its reference on this machine (engine.model.verified.reference_stamp); None
+    where none is kept: on torch, on an int8 twin (a file of its own whose bytes are not
+    hashed), and where the machine or the code cannot be told apart."""
+    if checkpoint.backend != "onnx" or checkpoint.export_sha256 is None or precision == "int8":
+        return None
+    return reference_stamp(checkpoint.export_sha256, runtime().__version__, precision,
+                           NUMERIC_PATH)  # fmt: skip
 
 
 def make_encoder(checkpoint: Checkpoint, requested: str, threads: int = 0) -> Encoder:

@@ -3,6 +3,7 @@ tiny encoder's configuration and checkpoint maker, and the lengths of the genera
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from engine.model.encoders import EncoderConfig, build_encoder
 from engine.model.export import save_checkpoint
+from engine.model.onnx_backend import background_path
 
 TINY_CONFIG = EncoderConfig(name="scnn", d=64, width=0.0625)
 TRACK_SECONDS = (20.0, 26.0, 17.0)
@@ -28,3 +30,15 @@ def make_tiny_checkpoint(
         background=background,
     )
     return path
+
+
+def copy_checkpoint(pt: Path, to: Path) -> Path:
+    """Copy the .pt `pt` to `to`, with its export and the export's background rows beside it
+    where it has them (engine.model.onnx_backend.background_path); returns `to`."""
+    shutil.copy(pt, to)
+    export = pt.with_suffix(".onnx")
+    if export.is_file():
+        shutil.copy(export, to.with_suffix(".onnx"))
+    if background_path(export).is_file():
+        shutil.copy(background_path(export), background_path(to.with_suffix(".onnx")))
+    return to
