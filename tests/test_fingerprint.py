@@ -133,14 +133,19 @@ def test_shipped_checkpoints_carry_references_this_machine_reproduces(shipped):
 def test_fingerprints_that_differ_from_the_reference_fail_info_and_the_self_test(
     tmp_path, music_dir, monkeypatch, capsys
 ):
-    """A machine computing wrong numbers must say so instead of passing."""
+    """A machine computing wrong numbers must say so instead of passing: `nfp index` writes
+    nothing, `nfp info` and the self-test fail."""
     path = make_tiny_checkpoint(tmp_path / "ckpt" / "nfp-scnn-d128.pt")
-    payload = torch.load(path, weights_only=True)
-    payload["reference"] = torch.nn.functional.normalize(torch.randn(15, 64), dim=1)
-    torch.save(payload, path)
-    assert not check_reference(Fingerprinter(load_checkpoint(path)))["ok"]
     db = tmp_path / "db"
     assert main(["index", str(music_dir), "--db", str(db), "--checkpoint", str(path)]) == 0
+    payload = torch.load(path, weights_only=True)
+    payload["reference"] = torch.nn.functional.normalize(torch.randn(15, 64), dim=1)
+    torch.save(payload, path)  # the same weights, so the library still belongs to it
+    assert not check_reference(Fingerprinter(load_checkpoint(path)))["ok"]
+    fresh = tmp_path / "fresh"
+    assert main(["index", str(music_dir), "--db", str(fresh), "--checkpoint", str(path)]) == 1
+    assert "differ from the checkpoint's reference" in capsys.readouterr().err
+    assert not list(fresh.glob("vectors-*"))
     assert main(["info", "--db", str(db)]) == 1
     assert "differ from the checkpoint's reference" in capsys.readouterr().err
     monkeypatch.setenv("NFP_CHECKPOINT_DIR", str(path.parent))

@@ -26,7 +26,7 @@ from engine.library.parallel import FileFingerprints, FingerprintSource, as_sour
 from engine.library.scan import FolderScan, ScannedFile, scan_folder
 from engine.library.searching import refresh_search_index
 from engine.library.tracks import NewTrack, Track
-from engine.model.fingerprint import Fingerprinter
+from engine.model.fingerprint import Fingerprinter, require_reference
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,11 @@ def index_folders(
     """Bring the library in line with each folder in turn (index_folder), with the
     fingerprinter's checkpoint, which the library records to find it again for queries; one
     summary for them all. A folder that is not there is a skip reason, and keeps its tracks.
-    `should_stop` is polled between files: stopping keeps everything indexed so far."""
+    `should_stop` is polled between files: stopping keeps everything indexed so far. A
+    fingerprinter of this process whose numbers are not its checkpoint's reference (a machine's
+    wrong numeric path) is refused before anything is written: every row would be wrong."""
+    if isinstance(fingerprinter, Fingerprinter):
+        require_reference(fingerprinter)
     source = as_source(fingerprinter)
     check_checkpoint(library, source.checkpoint)
     remember_checkpoint_path(library, source.checkpoint.path)
