@@ -122,7 +122,7 @@ def evaluate(
     corpus = load_corpus(cfg)
     hours = corpus.database_hours()
     say(f"database: {hours:.2f} h")
-    cache_dir = Path(cfg.corpus) / FINGERPRINT_CACHE
+    cache_dir = fingerprint_cache_dir(cfg)
     say(f"database fingerprints: made once per model, kept in {cache_dir}")
     recognizer, background = harness_recognizer(checkpoint, corpus, cfg.seed, cache_dir)
     sources = Sources.load(cfg.bank, "eval")
@@ -225,7 +225,7 @@ def store_results(cfg: EvalConfig, results_dir: Path) -> None:
         raise ValueError(f"{path}: made with another checkpoint than {cfg.checkpoint}")
     corpus = load_corpus(cfg)
     fingerprinter = Fingerprinter(checkpoint)
-    cached = _read_cache(_cache_path(Path(cfg.corpus) / FINGERPRINT_CACHE, fingerprinter, corpus))
+    cached = _read_cache(_cache_path(fingerprint_cache_dir(cfg), fingerprinter, corpus))
     train = cached["train"] if cached else [fingerprinter.audio(t) for t in corpus.train]
     write_into_checkpoint(
         cfg.checkpoint, result, draw_background(train, corpus.in_background, seed)
@@ -323,6 +323,11 @@ def _fingerprint_parts(fingerprinter: Fingerprinter, corpus: Corpus) -> dict[str
     copies = [fingerprinter.audio(resampled(t, up, down))
               for up, down in corpus.copy_speeds for t in corpus.train]  # fmt: skip
     return dict(zip(DATABASE_PARTS, (held_out, train, copies), strict=True))
+
+
+def fingerprint_cache_dir(cfg: EvalConfig) -> Path:
+    """Where the database's fingerprints are kept between runs: beside the corpus they are of."""
+    return Path(cfg.corpus) / FINGERPRINT_CACHE
 
 
 def _cache_key(fingerprinter: Fingerprinter, corpus: Corpus) -> str:
