@@ -121,12 +121,11 @@ def test_the_other_music_floor_is_the_best_neighbour_of_another_track(rng):
     scores = np.array([[0.9, 0.8, 0.5], [0.7, 0.6, 0.2]], np.float32)
     ids = np.array([[0, 1, 3], [4, 5, 2]])
     floor = np.array([0.1, 0.3], np.float32)
-    starts, tracks = np.array([0, 3]), np.array([0, 1])  # aligned rows 0, 1 and 3, 4
-    floors = other_music_floors(scores, ids, vectors, segments, starts, tracks, floor)
+    starts = np.array([0, 3])  # tracks 0 and 1: aligned rows 0, 1 and 3, 4
+    floors = other_music_floors(scores, ids, vectors, segments, starts, floor)
     np.testing.assert_allclose(floors, [[0.5, 0.3], [0.9, 0.3]])
     foreign = np.array([[0, -1, 1]])  # another shard's row is other music
-    floors = other_music_floors(scores[:1], foreign, vectors, segments, starts[:1], tracks[:1],
-                                floor[:1])  # fmt: skip
+    floors = other_music_floors(scores[:1], foreign, vectors, segments, starts[:1], floor[:1])
     np.testing.assert_allclose(floors, [[0.8]])
 
 

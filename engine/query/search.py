@@ -144,7 +144,7 @@ def match_sequence(
         return None
     floor = lowest_neighbour(scores) if floor is None else np.nan_to_num(floor, nan=1.0)
     if other_music_floor:
-        floor = other_music_floors(scores, ids, index.vectors, segments, starts, tracks, floor)
+        floor = other_music_floors(scores, ids, index.vectors, segments, starts, floor)
     sims, valid = _aligned_similarity(query_fp, index.vectors, segments, starts, tracks)
     valid &= usable[None, :] & np.isfinite(sims)
     sims = np.where(valid, sims, 0.0)
@@ -174,10 +174,9 @@ def other_music_floors(
     vectors: np.ndarray | DecodedRows,
     segments: SegmentMap,
     starts: np.ndarray,
-    tracks: np.ndarray,
     floor: np.ndarray,
 ) -> np.ndarray:
-    """Per candidate (start row (C,), track (C,)) and query segment: the best score that other
+    """Per candidate (its start row, (C,)) and query segment: the best score that other
     music reaches at that segment, never below floor (L,); float32 (C, L).
 
     Other music is a neighbour of another track that is not a copy of the candidate's aligned
