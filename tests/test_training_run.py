@@ -181,6 +181,27 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
         load_config(bad)
 
 
+def test_a_phones_degradations_reach_the_training_replicas(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """lead_prob and mp3_prob (the harness's high level) are trainable, not only evaluated."""
+    quiet = replace(tiny_config(tiny_corpus, tmp_path, 1), snr_db=(90.0, 90.0), ir_prob=0.0,
+                    echo_prob=0.0, band_prob=0.0, offset_s=0.0)  # fmt: skip
+    rng = np.random.default_rng(0)
+    clean, plain = make_sampler(quiet).sample(16, rng)
+    assert np.allclose(plain, clean, atol=1e-3)
+    _, late = make_sampler(replace(quiet, lead_prob=1.0)).sample(16, np.random.default_rng(0))
+    silent_start = np.abs(late[:, :200]).max(axis=1) < 1e-3
+    assert silent_start.mean() > 0.8  # a lead-in of 0-30 % of 8000 samples; under 200 is rare
+    _, coded = make_sampler(replace(quiet, mp3_prob=1.0)).sample(16, np.random.default_rng(0))
+    correlation = (
+        np.sum(coded * clean, axis=1)
+        / np.linalg.norm(coded, axis=1)
+        / np.linalg.norm(clean, axis=1)
+    )
+    assert np.all(correlation > 0.5) and not np.allclose(coded, clean, atol=1e-3)
+
+
 def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path: Path) -> None:
     checkpoint = make_tiny_checkpoint(tmp_path / "tiny.pt")
     cfg = EvalConfig(checkpoint=str(checkpoint), corpus=str(tiny_corpus),

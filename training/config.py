@@ -40,6 +40,8 @@ class TrainConfig:
     speaker_prob: float = 0.0  # share also played through a second device (a loudspeaker)
     high_pass_prob: float = 0.0  # share through a recorder's rumble filter (20-150 Hz)
     clip_prob: float = 0.0  # share turned up to clipping (0-12 dB over full scale)
+    lead_prob: float = 0.0  # share whose start (up to 30 %) holds only the noise: an early start
+    mp3_prob: float = 0.0  # share sent on as a low-bitrate MP3 (32-64 kbit/s), as phones do
     speed_prob: float = 0.0  # share played faster or slower (tempo and pitch together)
     speed_max: float = 0.05  # largest speed change: ±5 %, a broadcast's or a DJ's edit
     # --- SpecAugment on the replicas' log-mel (after the waveform degradations) ---
@@ -76,7 +78,8 @@ class TrainConfig:
                              ir_prob=self.ir_prob, echo_prob=self.echo_prob,
                              band_prob=self.band_prob, speaker_prob=self.speaker_prob,
                              high_pass_prob=self.high_pass_prob,
-                             clip_prob=self.clip_prob)  # fmt: skip
+                             clip_prob=self.clip_prob, lead_prob=self.lead_prob,
+                             mp3_prob=self.mp3_prob)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -231,6 +231,7 @@ def build_card(
         f"{cfg.get('ir_prob')}, echo p = {cfg.get('echo_prob')}, device band-limit p = "
         f"{cfg.get('band_prob')}, loudspeaker p = {cfg.get('speaker_prob', 0.0)}, rumble "
         f"filter p = {cfg.get('high_pass_prob', 0.0)}, clipping p = {cfg.get('clip_prob', 0.0)},"
+        f" early start p = {cfg.get('lead_prob', 0.0)}, MP3 p = {cfg.get('mp3_prob', 0.0)},"
         f" speed change ±{100 * cfg.get('speed_max', 0.05):g} % p = {cfg.get('speed_prob', 0.0)},"
         f" cutout p = {cfg.get('cutout_prob')}, {cfg.get('freq_masks')} frequency masks",
         *(
