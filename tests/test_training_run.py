@@ -16,7 +16,7 @@ from engine.library.tracks import Track as EngineTrack
 from engine.model.checkpoint import default_checkpoint_path
 from engine.model.fingerprint import Fingerprinter
 from engine.model.load import load_checkpoint
-from engine.model.scoring import BACKGROUND_ROWS, Scoring
+from engine.model.scoring import BACKGROUND_ROWS, SILENCE_RMS, Scoring
 from engine.model.torch_backend import load_torch
 from engine.query.recognize import Recognizer
 from tests.support.audio_files import music_like
@@ -238,6 +238,20 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
         assert (tmp_path / "eval" / name).stat().st_size > 0
     table = format_table(first)
     assert "false positive" in table and "unseen/in-dom" in table and "x1.05" in table
+
+
+def test_library_queries_are_never_cut_from_silence(tiny_corpus: Path) -> None:
+    """A track whose second half is digital silence (a gap before a hidden track, a long fade)
+    gives queries of its music only: silence is not a query of the library."""
+    sources = Sources.load(tiny_corpus / "degradations.npz", "eval")
+    half_silent = np.concatenate([music_like(20.0, 8000, 3), np.zeros(20 * 8000, np.float32)])
+    queries = make_queries([half_silent], "mid", 2.0, 40, sources, np.random.default_rng(0))
+    starts = (queries.start_s * 8000).astype(int)
+    assert all(np.sqrt(np.mean(half_silent[s : s + 16000] ** 2)) >= SILENCE_RMS for s in starts)
+    with pytest.raises(ValueError, match="almost all silence"):
+        make_queries(
+            [np.zeros(60 * 8000, np.float32)], "mid", 2.0, 4, sources, np.random.default_rng(0)
+        )
 
 
 def test_the_harness_counts_what_identify_reports(tiny_corpus: Path) -> None:

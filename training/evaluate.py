@@ -10,7 +10,7 @@ user's library is to the model; the headline figures), and *in-domain*, the test
 of the packages it trained on; plus the train tracks and copies of them played 5 % slower and
 faster as distractors (music the encoder never paired with the originals, so the search runs
 over tens of hours, not a handful of tracks). Queries of 1, 2, 3, 5, 6 and 10 s are cut at random
-offsets and degraded at the levels of degrade.LEVELS (a loudspeaker, a room, a microphone, real
+offsets (never from silence) and degraded at the levels of degrade.LEVELS (a loudspeaker, a room, a microphone, real
 noise; at "high" also clipping, an early start and MP3), with the "eval" half of the degradation
 bank (noise, voices and rooms the model never heard). A stretch cell plays unseen-package
 queries 2 and 5 % faster and slower (tempo only, the pitch kept) at mid level. Top-1 hit rates:

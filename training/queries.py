@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.core.audio import HOP_SAMPLES, SAMPLE_RATE
+from engine.model.scoring import SILENCE_RMS
 from training.degrade import LEVELS, Sources, at_tempo, degrade
 
 CONTEXT_S = 1.0  # audio before each query that feeds its reverb tail (the rooms ring up to 1 s)
 QUERY_CHUNK = 64  # queries degraded together (bounds the FFT memory)
+REDRAWS = 64  # a silent excerpt is drawn again, so often that only near-silent tracks fail
 
 
 @dataclass
@@ -37,7 +39,8 @@ def make_queries(
     tempo: float = 1.0,
 ) -> QuerySet:
     """n_queries degraded queries at random places of tracks (uniform over usable audio),
-    played at tempo (pitch kept) when it is not 1."""
+    played at tempo (pitch kept) when it is not 1. An excerpt of silence (the gap or fade at a
+    track's end) is drawn again: with no music in it, it is not a query of the library."""
     n = round(length_s * SAMPLE_RATE)
     context = int(CONTEXT_S * SAMPLE_RATE)
     # Source samples a query and its context take; a little more for the stretcher's edges.
@@ -45,8 +48,25 @@ def make_queries(
     usable = np.array([max(0, len(t) - span) for t in tracks], np.float64)
     if usable.sum() <= 0:
         raise ValueError(f"no track is longer than a {length_s:g} s query")
-    track = rng.choice(len(tracks), size=n_queries, p=usable / usable.sum())
-    first = (rng.random(n_queries) * usable[track]).astype(np.int64)  # context start
+
+    def draw(count: int, source: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        track = source.choice(len(tracks), size=count, p=usable / usable.sum())
+        return track, (source.random(count) * usable[track]).astype(np.int64)  # context start
+
+    track, first = draw(n_queries, rng)
+    # Redraws come from a child generator, so every excerpt with music in it, and every
+    # degradation, is the one the same seed drew before silent excerpts were redrawn.
+    redraw = rng.spawn(1)[0]
+    heard = (round(context * tempo), round((context + n) * tempo))
+    for _ in range(REDRAWS):
+        silent = np.flatnonzero([_rms(tracks[t][f + heard[0] : f + heard[1]]) < SILENCE_RMS
+                                 for t, f in zip(track, first, strict=True)])  # fmt: skip
+        if not len(silent):
+            break
+        track[silent], first[silent] = draw(len(silent), redraw)
+    else:
+        raise ValueError(f"{len(silent)} of {n_queries} excerpts were silent in {REDRAWS} draws: "
+                         "the tracks are almost all silence")  # fmt: skip
     audio = np.empty((n_queries, n), np.float32)
     for lo in range(0, n_queries, QUERY_CHUNK):
         rows = range(lo, min(lo + QUERY_CHUNK, n_queries))
@@ -55,3 +75,7 @@ def make_queries(
         audio[lo : lo + len(raw)] = degrade(raw, n, LEVELS[level], sources, rng)
     start_s = (first + context * tempo) / SAMPLE_RATE
     return QuerySet(level, length_s, tempo, track.astype(np.int64), start_s, audio)
+
+
+def _rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
