@@ -135,3 +135,23 @@ def test_a_song_twice_in_the_library_is_still_named(library, excerpts, tmp_path)
         match = record["match"]
         assert match is not None and match["path"] in names, record
         assert abs(match["offset_s"] - offset) <= 0.5, (record, offset)
+
+
+def test_a_room_with_no_music_is_not_named(library, tmp_path):
+    """A track that ends in 20 s of near-silence (the hiss of a quiet master, at -70 dBFS) must not
+    make a query of room noise name it: each segment is normalised by its own maximum, so the
+    hiss looked like any noise, and stored, it matched a recording with no music in it."""
+    _, tracks = library
+    rng = np.random.default_rng(7)
+    music = tmp_path / "music"
+    music.mkdir()
+    for track in tracks[:3]:
+        (music / track.name).symlink_to(track.resolve())
+    hiss = 10 ** (-70 / 20) * rng.standard_normal(20 * SAMPLE_RATE).astype(np.float32)
+    ending = np.concatenate([load_audio(tracks[3])[: 20 * SAMPLE_RATE], hiss])
+    write_audio(music / "quiet-ending.flac", ending, SAMPLE_RATE)
+    db = tmp_path / "db"
+    assert nfp("index", str(music), "--db", str(db)).returncode == 0
+    room = 0.1 * rng.standard_normal(10 * SAMPLE_RATE).astype(np.float32)
+    (record,) = identify(db, [write_audio(tmp_path / "room.wav", room, SAMPLE_RATE)])
+    assert record["match"] is None, record

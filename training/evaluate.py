@@ -9,11 +9,12 @@ packages the model never trained on (corpus.UNSEEN_PACKAGES: other composers and
 user's library is to the model; the headline figures), and *in-domain*, the test and val tracks
 of the packages it trained on; plus the train tracks and copies of them played 5 % slower and
 faster as distractors (music the encoder never paired with the originals, so the search runs
-over tens of hours, not a handful of tracks). Queries of 1, 2, 3, 5, 6 and 10 s are cut at random
-offsets (never from silence) and degraded at the levels of degrade.LEVELS (a loudspeaker, a room, a microphone, real
-noise; at "high" also clipping, an early start and MP3), with the "eval" half of the degradation
-bank (noise, voices and rooms the model never heard). A stretch cell plays unseen-package
-queries 2 and 5 % faster and slower (tempo only, the pitch kept) at mid level. Top-1 hit rates:
+over tens of hours, not a handful of tracks). Queries of 1, 2, 3, 5, 6 and 10 s are cut at
+random offsets (never from silence) and degraded at the levels of degrade.LEVELS (a loudspeaker,
+a room, a microphone, real noise; at "high" also clipping, an early start and MP3), with the
+"eval" half of the degradation bank (noise, voices and rooms the model never heard). A stretch
+cell plays unseen-package queries 2 and 5 % faster and slower (tempo only, the pitch kept) at mid
+level. Top-1 hit rates:
 
 - exact: right track, and the reported start within half a hop (0.25 s) of the true start;
 - near: right track, start within a hop (0.5 s);
@@ -40,12 +41,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -56,7 +58,7 @@ from engine.library.index import VectorIndex
 from engine.library.segments import SegmentMap
 from engine.model.checkpoint import Checkpoint
 from engine.model.export import save_checkpoint
-from engine.model.fingerprint import Fingerprinter
+from engine.model.fingerprint import Fingerprinter, blank_silence
 from engine.model.load import load_checkpoint
 from engine.model.scoring import BACKGROUND_ROWS, Scoring
 from engine.model.torch_backend import load_torch
@@ -304,24 +306,34 @@ def database_fingerprints(
     fingerprinter: Fingerprinter, corpus: Corpus, cache_dir: Path | None
 ) -> dict[str, list[np.ndarray]]:
     """Fingerprints float32 (segments, d) of every database track, by part (DATABASE_PARTS),
-    read from cache_dir when an earlier run of the same weights, backend and precision on the
-    same corpus left them there (two thirds of a run's time is spent making them)."""
+    as the app's library stores them (silent segments zeroed: blank_silence); the
+    encoder's rows are read from cache_dir when an earlier run of the same weights, backend and
+    precision on the same corpus left them there (two thirds of a run's time is spent making
+    them)."""
     path = None if cache_dir is None else _cache_path(cache_dir, fingerprinter, corpus)
-    cached = _read_cache(path)
-    if cached is not None:
-        return cached
-    parts = _fingerprint_parts(fingerprinter, corpus)
-    if path is not None:
-        _write_parts(path, parts)
+    parts = _read_cache(path)
+    if parts is None:
+        parts = _fingerprint_parts(fingerprinter, corpus)
+        if path is not None:
+            _write_parts(path, parts)
+    for fp, audio in zip(itertools.chain(*parts.values()), database_audio(corpus), strict=True):
+        blank_silence(fp, audio)
     return parts
 
 
+def database_audio(corpus: Corpus) -> Iterator[np.ndarray]:
+    """Every database track's audio float32 (n,), in the order of DATABASE_PARTS; the copies are
+    resampled one at a time (all of them at once would take gigabytes)."""
+    yield from corpus.held_out + corpus.train
+    for up, down in corpus.copy_speeds:
+        for track in corpus.train:
+            yield resampled(track, up, down)
+
+
 def _fingerprint_parts(fingerprinter: Fingerprinter, corpus: Corpus) -> dict[str, list[np.ndarray]]:
-    held_out, train = ([fingerprinter.audio(t) for t in tracks]
-                       for tracks in (corpus.held_out, corpus.train))  # fmt: skip
-    # Copies are made one at a time: all of them at once would take gigabytes.
-    copies = [fingerprinter.audio(resampled(t, up, down))
-              for up, down in corpus.copy_speeds for t in corpus.train]  # fmt: skip
+    fps = [fingerprinter.audio(audio) for audio in database_audio(corpus)]
+    counts = (len(corpus.held_out), len(corpus.train))
+    held_out, train, copies = fps[: counts[0]], fps[counts[0] : sum(counts)], fps[sum(counts) :]
     return dict(zip(DATABASE_PARTS, (held_out, train, copies), strict=True))
 
 

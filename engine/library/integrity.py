@@ -82,9 +82,11 @@ def spread_sample(tracks: list[Track], rows_bytes: int, sample_bytes: int) -> li
 
 
 def non_unit_rows(vectors: np.ndarray) -> int:
-    """How many float32 rows (n, d) are not unit vectors: damaged bytes (cheap: one pass)."""
+    """How many float32 rows (n, d) are neither unit vectors nor zero (a silent segment's:
+    engine.model.fingerprint.blank_silence): damaged bytes (cheap: one pass). Zeroed bytes
+    pass here; the tracks' checksums catch them."""
     norms = np.einsum("nd,nd->n", vectors, vectors)
-    return int((~(np.abs(norms - 1.0) <= 2 * UNIT_NORM_TOLERANCE)).sum())
+    return int((~((np.abs(norms - 1.0) <= 2 * UNIT_NORM_TOLERANCE) | (norms == 0.0))).sum())
 
 
 def recover_rows(store: VectorStore, db: TrackDB, snapshot: Snapshot) -> None:

@@ -30,7 +30,7 @@ from engine.core.errors import CheckpointError, NfpError
 from engine.core.threads import THREADS_ENV, usable_cores
 from engine.library.scan import ScannedFile, content_hash, read_tags
 from engine.model.checkpoint import Checkpoint
-from engine.model.fingerprint import Fingerprinter
+from engine.model.fingerprint import Fingerprinter, blank_silence
 from engine.model.load import load_checkpoint
 from engine.model.precision import requested_precision
 
@@ -106,10 +106,11 @@ def encode_file(decoded: DecodedFile, fingerprinter: Fingerprinter) -> FileFinge
 
 def file_fingerprints(decoded: DecodedFile, fp: np.ndarray | None) -> FileFingerprints:
     """What the writer stores of a decoded file and its fingerprints float32 (n, d) (None where
-    its content is stored already)."""
+    its content is stored already): those of its silent segments zeroed (blank_silence)."""
     if decoded.audio is None:
         return FileFingerprints(decoded.digest, {}, None, 0.0)
-    return FileFingerprints(decoded.digest, decoded.tags, fp, len(decoded.audio) / SAMPLE_RATE)
+    stored = blank_silence(fp, decoded.audio)
+    return FileFingerprints(decoded.digest, decoded.tags, stored, len(decoded.audio) / SAMPLE_RATE)
 
 
 def as_source(fingerprinter: Fingerprinter | FingerprintSource) -> FingerprintSource:

@@ -19,6 +19,7 @@ from engine.model.checkpoint import Checkpoint
 from engine.model.load import make_encoder, reference_check_stamp
 from engine.model.precision import PRECISION_ENV, Precision, requested_precision
 from engine.model.probe import MIN_COSINE, min_cosine, probe_mel
+from engine.model.scoring import is_loud
 from engine.model.verified import is_verified, remember_verified
 
 # Segments per encoder call when fingerprinting files. Measured here (shipped d = 128, ONNX
@@ -76,6 +77,16 @@ class Fingerprinter:
     def audio(self, audio: np.ndarray) -> np.ndarray:
         """Audio float32 (n,) at SAMPLE_RATE → fingerprints float32 (count_segments(n), d)."""
         return self.segments(frame_segments(audio))
+
+
+def blank_silence(fingerprints: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    """Zero, in place, the rows of fingerprints float32 (count_segments(n), d) whose segments of
+    audio float32 (n,) are silent (is_loud); returns them. A segment's log-mel is normalised by
+    its own maximum, so a near-silent one (a gap, the end of a fade) shows the recording's hiss,
+    which looks like any room's noise: stored as it is, it matches a query with no music in it.
+    A zero row scores 0 against every query, so it is never a neighbour that counts."""
+    fingerprints[~is_loud(frame_segments(audio))] = 0.0
+    return fingerprints
 
 
 def call_slices(n: int, size: int) -> list[slice]:

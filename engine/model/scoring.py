@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
+
 from engine.core.audio import SAMPLE_RATE
 
 TOP_K = 20  # neighbours per query segment; the k-th is that segment's noise floor
@@ -107,3 +109,8 @@ def _typed(default: object, value: object) -> object:
     if isinstance(default, bool) and not isinstance(value, bool):
         raise TypeError(f"{value!r} is not true or false")
     return type(default)(value)
+
+
+def is_loud(segments: np.ndarray, silence_rms: float = SILENCE_RMS) -> np.ndarray:
+    """Which segments float32 (L, n) carry sound, bool (L,): silence must not count as a match."""
+    return np.sqrt(np.mean(np.square(segments), axis=1)) > silence_rms

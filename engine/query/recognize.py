@@ -16,7 +16,7 @@ from engine.library.searching import search_index
 from engine.library.tracks import Track
 from engine.model.checkpoint import Checkpoint
 from engine.model.fingerprint import Fingerprinter, require_reference
-from engine.model.scoring import EVIDENCE_TIE, QUERY_SHIFTS_S, SILENCE_RMS, Scoring
+from engine.model.scoring import EVIDENCE_TIE, QUERY_SHIFTS_S, Scoring, is_loud
 from engine.query.search import CONFIDENCE_THRESHOLD, Match, SequenceMatch, noise_floor
 from engine.query.shards import Alignment, Catalogue, Searched
 
@@ -249,11 +249,6 @@ def _disagree(found: list[SequenceMatch | None]) -> bool:
 
 def _confident(found: SequenceMatch | None) -> bool:
     return found is not None and found.confidence >= CONFIDENCE_THRESHOLD
-
-
-def is_loud(segments: np.ndarray, silence_rms: float = SILENCE_RMS) -> np.ndarray:
-    """Which segments float32 (L, n) carry sound, bool (L,): silence must not count as a match."""
-    return np.sqrt(np.mean(np.square(segments), axis=1)) > silence_rms
 
 
 @dataclass

@@ -23,7 +23,8 @@ from engine.core.audio import (
     Resampler,
     count_segments,
 )
-from engine.query.recognize import Recognizer, is_loud
+from engine.model.scoring import is_loud
+from engine.query.recognize import Recognizer
 from engine.query.search import Match
 
 WINDOW_SEGMENTS = 19  # search over the last 10 s at most
