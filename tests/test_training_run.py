@@ -33,7 +33,7 @@ from training.evaluate import (
 )
 from training.outcomes import run_queries
 from training.protocol import EvalConfig
-from training.queries import make_queries
+from training.queries import make_queries, no_music_queries
 from training.rates import accepted
 from training.report import format_table
 from training.trainer import EXPORT_MARGIN_S, make_sampler, train
@@ -206,7 +206,7 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     checkpoint = make_tiny_checkpoint(tmp_path / "tiny.pt")
     cfg = EvalConfig(checkpoint=str(checkpoint), corpus=str(tiny_corpus),
                      bank=str(tiny_corpus / "degradations.npz"), out_dir=str(tmp_path / "eval"),
-                     queries=6, nonlibrary_queries=4, levels=("low", "high"),
+                     queries=6, nonlibrary_queries=4, no_music_queries=3, levels=("low", "high"),
                      lengths_s=(1.0, 3.0), stretch_tempos=(0.95, 1.05),
                      stretch_lengths_s=(3.0,))  # fmt: skip
     first, background = evaluate(cfg)
@@ -233,11 +233,14 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     assert measured["measured_on"] == "nonlibrary-b" and lo <= measured["all"]["rate"] <= hi
     assert measured["all"]["queries"] == 2 * 2 * 4  # levels × lengths × nonlibrary_queries
     assert first["calibration"]["calibrated_on"] == "nonlibrary-a"
+    room = first["false_positives_no_music"]
+    assert room["measured_on"] == "no-music" and room["all"]["queries"] == 2 * 2 * 3
     assert first["calibration"]["scoring"] == Scoring().to_dict()
     for name in ("results.json", "table.txt", "hit_rate.png", "scores.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     table = format_table(first)
     assert "false positive" in table and "unseen/in-dom" in table and "x1.05" in table
+    assert "a room with no music" in table
 
 
 def test_library_queries_are_never_cut_from_silence(tiny_corpus: Path) -> None:
@@ -248,6 +251,9 @@ def test_library_queries_are_never_cut_from_silence(tiny_corpus: Path) -> None:
     queries = make_queries([half_silent], "mid", 2.0, 40, sources, np.random.default_rng(0))
     starts = (queries.start_s * 8000).astype(int)
     assert all(np.sqrt(np.mean(half_silent[s : s + 16000] ** 2)) >= SILENCE_RMS for s in starts)
+    room = no_music_queries("mid", 2.0, 5, sources, np.random.default_rng(0))
+    assert room.audio.shape == (5, 16000) and np.all(room.track == -1)
+    assert np.all(np.sqrt(np.mean(room.audio**2, axis=1)) > 0.05)  # the noise, and nothing else
     with pytest.raises(ValueError, match="almost all silence"):
         make_queries(
             [np.zeros(60 * 8000, np.float32)], "mid", 2.0, 4, sources, np.random.default_rng(0)

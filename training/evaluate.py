@@ -66,8 +66,8 @@ from engine.query.recognize import Recognizer
 from training.corpus import Track, load_manifest
 from training.degrade import Sources
 from training.outcomes import find_repeats, run_queries
-from training.protocol import DOMAINS, NONLIBRARY, EvalConfig, query_cells
-from training.queries import make_queries
+from training.protocol import DOMAINS, NO_MUSIC, NONLIBRARY, EvalConfig, query_cells
+from training.queries import make_queries, no_music_queries
 from training.rates import summarize
 from training.report import format_table, write_outputs
 
@@ -132,9 +132,12 @@ def evaluate(
     for cell in query_cells(cfg):
         say(f"queries: {cell.kind}, {cell.level}, {cell.length_s:g} s, tempo {cell.tempo:g}")
         rng = np.random.default_rng(cell.seed)
-        tracks = cell_tracks(corpus, cell.kind, cfg.tracks)
-        queries = make_queries(tracks, cell.level, cell.length_s, cell.count, sources, rng,
-                               tempo=cell.tempo)  # fmt: skip
+        if cell.kind == NO_MUSIC:
+            queries = no_music_queries(cell.level, cell.length_s, cell.count, sources, rng)
+        else:
+            tracks = cell_tracks(corpus, cell.kind, cfg.tracks)
+            queries = make_queries(tracks, cell.level, cell.length_s, cell.count, sources, rng,
+                                   tempo=cell.tempo)  # fmt: skip
         if cell.kind in DOMAINS:
             queries.track += corpus.first_track(cell.kind)
         out = run_queries(queries, cell.kind, recognizer)
@@ -253,6 +256,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nonlibrary-queries", type=int, default=EvalConfig.nonlibrary_queries,
                         help="non-library queries per level, length and part "
                              "(default %(default)s)")  # fmt: skip
+    parser.add_argument("--no-music-queries", type=int, default=EvalConfig.no_music_queries,
+                        help="queries of a room with no music per level and length; 0 leaves "
+                             "them out (default %(default)s)")  # fmt: skip
     parser.add_argument("--tracks", type=int, default=0,
                         help="cut library queries from N test/val tracks only")  # fmt: skip
     parser.add_argument("--corpus", default="corpus")
@@ -271,7 +277,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(checkpoint=args.checkpoint, corpus=args.corpus, bank=args.bank,
                      out_dir=args.out, seed=args.seed, queries=args.queries,
-                     nonlibrary_queries=args.nonlibrary_queries, tracks=args.tracks,
+                     nonlibrary_queries=args.nonlibrary_queries,
+                     no_music_queries=args.no_music_queries, tracks=args.tracks,
                      distractors=args.distractors)  # fmt: skip
     if args.from_results:
         return _store_earlier_results(cfg, args)

@@ -87,6 +87,12 @@ def target_lines(result: dict, reference: dict | None) -> list[str]:
     lines.append(f"  - with the parts' roles swapped (calibrated on {measured['measured_on']}): "
                  f"{100 * swapped['rate']:.2f} % (95 % CI {100 * swapped['ci95'][0]:.2f}-"
                  f"{100 * swapped['ci95'][1]:.2f} %)")  # fmt: skip
+    if result.get("false_positives_no_music"):
+        room = result["false_positives_no_music"]["all"]
+        lo, hi = room["ci95"]
+        lines.append(f"  - on a room with no music (its noise and voices alone, "
+                     f"{room['queries']:,} queries of 1-10 s): {100 * room['rate']:.2f} % "
+                     f"(95 % CI {100 * lo:.2f}-{100 * hi:.2f} %)")  # fmt: skip
     if reference:
         lines += _gap_lines(result, reference)
     return lines

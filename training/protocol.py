@@ -9,6 +9,9 @@ from dataclasses import dataclass
 QUERY_LENGTHS_S = (1.0, 2.0, 3.0, 5.0, 6.0, 10.0)
 NONLIBRARY = ("nonlibrary-a", "nonlibrary-b")  # calibrate on the first, measure on the second
 DOMAINS = ("unseen", "in-domain")  # library queries: never-trained packages, held-out tracks
+# A room with no music playing (a phone listening before the music starts): the eval bank's noise
+# and voices alone. Measured for false positives, never calibrated on.
+NO_MUSIC = "no-music"
 # The stretch cell: tempo changes (pitch kept) of unseen-package queries at one level.
 STRETCH_TEMPOS = (0.95, 0.98, 1.02, 1.05)
 STRETCH_LENGTHS_S = (2.0, 5.0, 10.0)
@@ -24,6 +27,7 @@ class EvalConfig:
     seed: int = 0
     queries: int = 200  # library queries per (level, length)
     nonlibrary_queries: int = 200  # non-library queries per (level, length) in each part
+    no_music_queries: int = 100  # queries of a room with no music per (level, length)
     tracks: int = 0  # cut library queries from only this many test/val tracks (0: all)
     distractors: str = "resampled"  # "resampled": train + its copies; "train"; "none"
     levels: tuple[str, ...] = ("low", "mid", "high")
@@ -48,9 +52,10 @@ class Cell:
 
 
 def query_cells(cfg: EvalConfig) -> list[Cell]:
-    """Every query set of the protocol: each level and length in every domain and non-library
-    part, then the stretch cell (unseen domain, STRETCH_LEVEL)."""
+    """Every query set of the protocol: each level and length in every domain, non-library
+    part and the room with no music, then the stretch cell (unseen domain, STRETCH_LEVEL)."""
     kinds = [(k, cfg.queries) for k in DOMAINS] + [(p, cfg.nonlibrary_queries) for p in NONLIBRARY]
+    kinds += [(NO_MUSIC, cfg.no_music_queries)] if cfg.no_music_queries else []
     cells = [Cell(kind, level, length_s, 1.0, count, (cfg.seed, li, qi, ki))
              for li, level in enumerate(cfg.levels)
              for qi, length_s in enumerate(cfg.lengths_s)

@@ -77,5 +77,18 @@ def make_queries(
     return QuerySet(level, length_s, tempo, track.astype(np.int64), start_s, audio)
 
 
+def no_music_queries(
+    level: str, length_s: float, n_queries: int, sources: Sources, rng: np.random.Generator
+) -> QuerySet:
+    """n_queries recordings of a room with no music playing, float32 (Q, n): the level's noise
+    and voices alone, at the RMS a silent signal gets (degrade.mix_at_snr)."""
+    n = round(length_s * SAMPLE_RATE)
+    silence = np.zeros((n_queries, int(CONTEXT_S * SAMPLE_RATE) + n), np.float32)
+    audio = np.concatenate([degrade(silence[lo : lo + QUERY_CHUNK], n, LEVELS[level], sources, rng)
+                            for lo in range(0, n_queries, QUERY_CHUNK)])  # fmt: skip
+    none = np.full(n_queries, -1, np.int64)
+    return QuerySet(level, length_s, 1.0, none, np.zeros(n_queries), audio)
+
+
 def _rms(audio: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))

@@ -36,6 +36,8 @@ def format_table(result: dict) -> str:
     thresholds = result["calibration"]["evidence_threshold"]
     lines.append(f"{'':6s} {'threshold':15s}" + "".join(f"{v:8.2f}" for v in thresholds.values()))
     lines += [fpr_line(result["false_positives"]), fpr_line(result["false_positives_swapped"])]
+    if result.get("false_positives_no_music"):
+        lines.append(fpr_line(result["false_positives_no_music"]) + " (a room with no music)")
     long = result["false_positives"].get("3s_and_longer")
     if long:
         lo, hi = (100 * x for x in long["ci95"])
