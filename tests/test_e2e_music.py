@@ -138,16 +138,17 @@ def test_a_song_twice_in_the_library_is_still_named(library, excerpts, tmp_path)
 
 
 def test_a_room_with_no_music_is_not_named(library, tmp_path):
-    """A track that ends in 20 s of near-silence (the hiss of a quiet master, at -70 dBFS) must not
-    make a query of room noise name it: each segment is normalised by its own maximum, so the
-    hiss looked like any noise, and stored, it matched a recording with no music in it."""
+    """A track that ends in 20 s of near-silence (a fade's hiss at -55 dBFS, above the -60 dBFS
+    of digital silence) must not make a query of room noise name it: each segment is normalised
+    by its own maximum, so the hiss looked like any noise, and stored, it matched a recording
+    with no music in it."""
     _, tracks = library
     rng = np.random.default_rng(7)
     music = tmp_path / "music"
     music.mkdir()
     for track in tracks[:3]:
         (music / track.name).symlink_to(track.resolve())
-    hiss = 10 ** (-70 / 20) * rng.standard_normal(20 * SAMPLE_RATE).astype(np.float32)
+    hiss = 10 ** (-55 / 20) * rng.standard_normal(20 * SAMPLE_RATE).astype(np.float32)
     ending = np.concatenate([load_audio(tracks[3])[: 20 * SAMPLE_RATE], hiss])
     write_audio(music / "quiet-ending.flac", ending, SAMPLE_RATE)
     db = tmp_path / "db"

@@ -12,7 +12,9 @@ from engine.library.index import VectorIndex
 from engine.model.checkpoint import default_checkpoint_path
 from engine.model.fingerprint import (
     ONE_CORE_CALL_SEGMENTS,
+    QUIET_DB,
     Fingerprinter,
+    blank_silence,
     call_slices,
     check_reference,
 )
@@ -151,3 +153,17 @@ def test_fingerprints_that_differ_from_the_reference_fail_info_and_the_self_test
     monkeypatch.setenv("NFP_CHECKPOINT_DIR", str(path.parent))
     with pytest.raises(NfpError, match="self-test: .*differ from the checkpoint's reference"):
         run_self_test()
+
+
+def test_a_tracks_silence_is_stored_as_zero_rows(audio, shipped):
+    """A fade 40 dB under the track (above -60 dBFS, so only QUIET_DB makes it silence) stores
+    zero rows; the music around it, and a track that is quiet throughout, keep theirs."""
+    fade = audio[: 5 * SAMPLE_RATE] * 10 ** (-(QUIET_DB + 5) / 20)
+    assert np.sqrt(np.mean(fade**2)) > 1e-3
+    track = np.concatenate([audio, fade, audio])  # 30 s, 5 s, 30 s; segments every 0.5 s
+    norms = np.linalg.norm(blank_silence(Fingerprinter(shipped).audio(track), track), axis=1)
+    np.testing.assert_array_equal(norms[60:69], 0.0)  # wholly inside the fade
+    np.testing.assert_allclose(np.r_[norms[:59], norms[70:]], 1.0, atol=1e-3)
+    soft = audio * 0.02  # about -51 dBFS throughout: no louder part to be quiet beside
+    fp = Fingerprinter(shipped).audio(soft)
+    np.testing.assert_allclose(np.linalg.norm(blank_silence(fp, soft), axis=1), 1.0, atol=1e-3)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.core.audio import HOP_SAMPLES, SAMPLE_RATE
-from engine.model.scoring import SILENCE_RMS
+from engine.core.audio import HOP_SAMPLES, SAMPLE_RATE, frame_segments
+from engine.model.fingerprint import silence_level
+from engine.model.scoring import segment_rms
 from training.degrade import LEVELS, Sources, at_tempo, degrade
 
 CONTEXT_S = 1.0  # audio before each query that feeds its reverb tail (the rooms ring up to 1 s)
@@ -40,7 +41,8 @@ def make_queries(
 ) -> QuerySet:
     """n_queries degraded queries at random places of tracks (uniform over usable audio),
     played at tempo (pitch kept) when it is not 1. An excerpt of silence (the gap or fade at a
-    track's end) is drawn again: with no music in it, it is not a query of the library."""
+    track's end: no louder than what a library stores as silence, fingerprint.silence_level) is
+    drawn again: with no music in it, it is not a query of the library."""
     n = round(length_s * SAMPLE_RATE)
     context = int(CONTEXT_S * SAMPLE_RATE)
     # Source samples a query and its context take; a little more for the stretcher's edges.
@@ -58,8 +60,11 @@ def make_queries(
     # degradation, is the one the same seed drew before silent excerpts were redrawn.
     redraw = rng.spawn(1)[0]
     heard = (round(context * tempo), round((context + n) * tempo))
+    levels: dict[int, float] = {}
     for _ in range(REDRAWS):
-        silent = np.flatnonzero([_rms(tracks[t][f + heard[0] : f + heard[1]]) < SILENCE_RMS
+        for t in set(track.tolist()) - set(levels):
+            levels[t] = silence_level(segment_rms(frame_segments(tracks[t])))
+        silent = np.flatnonzero([_rms(tracks[t][f + heard[0] : f + heard[1]]) <= levels[t]
                                  for t, f in zip(track, first, strict=True)])  # fmt: skip
         if not len(silent):
             break

@@ -113,4 +113,9 @@ def _typed(default: object, value: object) -> object:
 
 def is_loud(segments: np.ndarray, silence_rms: float = SILENCE_RMS) -> np.ndarray:
     """Which segments float32 (L, n) carry sound, bool (L,): silence must not count as a match."""
-    return np.sqrt(np.mean(np.square(segments), axis=1)) > silence_rms
+    return segment_rms(segments) > silence_rms
+
+
+def segment_rms(segments: np.ndarray) -> np.ndarray:
+    """RMS float32 (L,) of segments float32 (L, n)."""
+    return np.sqrt(np.einsum("ln,ln->l", segments, segments) / segments.shape[1])
