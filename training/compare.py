@@ -80,6 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     fpr = long_fpr(candidate)
     print(f"false positives at 3-10 s: base {100 * long_fpr(base):.2f} %, "
           f"candidate {100 * fpr:.2f} % (target <= {100 * MAX_FPR:.1f} %)")  # fmt: skip
+    rooms = [r.get("false_positives_no_music") for r in (base, candidate)]
+    if all(rooms):
+        rates = [100 * r["all"]["rate"] for r in rooms]
+        print(f"false positives on a room with no music: base {rates[0]:.2f} %, "
+              f"candidate {rates[1]:.2f} %")  # fmt: skip
     unseen = verdicts["unseen"]
     adopt = unseen.get("mid") == "better" and "worse" not in unseen.values() and fpr <= MAX_FPR
     print("adopt the candidate" if adopt else "keep the base")
