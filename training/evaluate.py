@@ -229,11 +229,9 @@ def store_results(cfg: EvalConfig, results_dir: Path) -> None:
     if result.get("checkpoint_sha256") != checkpoint.sha256:
         raise ValueError(f"{path}: made with another checkpoint than {cfg.checkpoint}")
     corpus = load_corpus(cfg)
-    fingerprinter = Fingerprinter(checkpoint)
-    cached = _read_cache(_cache_path(fingerprint_cache_dir(cfg), fingerprinter, corpus))
-    train = cached["train"] if cached else [fingerprinter.audio(t) for t in corpus.train]
+    parts = database_fingerprints(Fingerprinter(checkpoint), corpus, fingerprint_cache_dir(cfg))
     write_into_checkpoint(
-        cfg.checkpoint, result, draw_background(train, corpus.in_background, seed)
+        cfg.checkpoint, result, draw_background(parts["train"], corpus.in_background, seed)
     )
 
 
