@@ -58,7 +58,7 @@ from engine.library.index import VectorIndex
 from engine.library.segments import SegmentMap
 from engine.model.checkpoint import Checkpoint
 from engine.model.export import save_checkpoint
-from engine.model.fingerprint import Fingerprinter, blank_silence
+from engine.model.fingerprint import Fingerprinter, blank_silence, silent_segments
 from engine.model.load import load_checkpoint
 from engine.model.scoring import BACKGROUND_ROWS, Scoring
 from engine.model.torch_backend import load_torch
@@ -229,9 +229,13 @@ def store_results(cfg: EvalConfig, results_dir: Path) -> None:
     if result.get("checkpoint_sha256") != checkpoint.sha256:
         raise ValueError(f"{path}: made with another checkpoint than {cfg.checkpoint}")
     corpus = load_corpus(cfg)
-    parts = database_fingerprints(Fingerprinter(checkpoint), corpus, fingerprint_cache_dir(cfg))
+    fingerprinter = Fingerprinter(checkpoint)
+    cached = _read_cache(_cache_path(fingerprint_cache_dir(cfg), fingerprinter, corpus))
+    raw = cached["train"] if cached else [fingerprinter.audio(t) for t in corpus.train]
+    # As database_fingerprints stores them, without the other parts it would read and resample.
+    train = [blank_silence(fp, audio) for fp, audio in zip(raw, corpus.train, strict=True)]
     write_into_checkpoint(
-        cfg.checkpoint, result, draw_background(parts["train"], corpus.in_background, seed)
+        cfg.checkpoint, result, draw_background(train, corpus.in_background, seed)
     )
 
 
@@ -316,13 +320,19 @@ def database_fingerprints(
     precision on the same corpus left them there (two thirds of a run's time is spent making
     them)."""
     path = None if cache_dir is None else _cache_path(cache_dir, fingerprinter, corpus)
-    parts = _read_cache(path)
-    if parts is None:
-        parts = _fingerprint_parts(fingerprinter, corpus)
-        if path is not None:
-            _write_parts(path, parts)
-    for fp, audio in zip(itertools.chain(*parts.values()), database_audio(corpus), strict=True):
-        blank_silence(fp, audio)
+    cached = _read_cache(path)
+    stored = None if cached is None else itertools.chain(*cached.values())
+    rows, silent = [], []
+    for audio in database_audio(corpus):  # one pass: the copies are resampled once
+        rows.append(fingerprinter.audio(audio) if stored is None else next(stored))
+        silent.append(silent_segments(audio))
+    counts = (len(corpus.held_out), len(corpus.train))
+    held_out, train, copies = rows[: counts[0]], rows[counts[0] : sum(counts)], rows[sum(counts) :]
+    parts = dict(zip(DATABASE_PARTS, (held_out, train, copies), strict=True))
+    if cached is None and path is not None:
+        _write_parts(path, parts)  # the encoder's rows, before silence is zeroed
+    for fp, mask in zip(rows, silent, strict=True):
+        fp[mask] = 0.0
     return parts
 
 
@@ -333,13 +343,6 @@ def database_audio(corpus: Corpus) -> Iterator[np.ndarray]:
     for up, down in corpus.copy_speeds:
         for track in corpus.train:
             yield resampled(track, up, down)
-
-
-def _fingerprint_parts(fingerprinter: Fingerprinter, corpus: Corpus) -> dict[str, list[np.ndarray]]:
-    fps = [fingerprinter.audio(audio) for audio in database_audio(corpus)]
-    counts = (len(corpus.held_out), len(corpus.train))
-    held_out, train, copies = fps[: counts[0]], fps[counts[0] : sum(counts)], fps[sum(counts) :]
-    return dict(zip(DATABASE_PARTS, (held_out, train, copies), strict=True))
 
 
 def fingerprint_cache_dir(cfg: EvalConfig) -> Path:

@@ -64,8 +64,9 @@ def make_queries(
     for _ in range(REDRAWS):
         for t in set(track.tolist()) - set(levels):
             levels[t] = silence_level(segment_rms(frame_segments(tracks[t])))
-        silent = np.flatnonzero([_rms(tracks[t][f + heard[0] : f + heard[1]]) <= levels[t]
-                                 for t, f in zip(track, first, strict=True)])  # fmt: skip
+        rms = [segment_rms(tracks[t][None, f + heard[0] : f + heard[1]])[0]
+               for t, f in zip(track, first, strict=True)]  # fmt: skip
+        silent = np.flatnonzero(np.array(rms) <= np.array([levels[t] for t in track]))
         if not len(silent):
             break
         track[silent], first[silent] = draw(len(silent), redraw)
@@ -93,7 +94,3 @@ def no_music_queries(
                             for lo in range(0, n_queries, QUERY_CHUNK)])  # fmt: skip
     none = np.full(n_queries, -1, np.int64)
     return QuerySet(level, length_s, 1.0, none, np.zeros(n_queries), audio)
-
-
-def _rms(audio: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))

@@ -95,9 +95,15 @@ def blank_silence(fingerprints: np.ndarray, audio: np.ndarray) -> np.ndarray:
     recording's hiss, which looks like any room's noise: stored as it is, it matches a query with
     no music in it. A zero row scores 0 against every query, under the chance similarity of
     other music (0.3-0.5 here), so it adds no evidence."""
-    rms = segment_rms(frame_segments(audio))
-    fingerprints[rms <= silence_level(rms)] = 0.0
+    fingerprints[silent_segments(audio)] = 0.0
     return fingerprints
+
+
+def silent_segments(audio: np.ndarray) -> np.ndarray:
+    """Which segments of a track's audio float32 (n,) are silent (silence_level), bool
+    (count_segments(n),)."""
+    rms = segment_rms(frame_segments(audio))
+    return rms <= silence_level(rms)
 
 
 def silence_level(rms: np.ndarray) -> float:
