@@ -14,9 +14,9 @@ from engine.cli import main
 from engine.core.audio import SAMPLE_RATE
 from engine.library.index import VectorIndex
 from engine.model.checkpoint import default_checkpoint_path
-from engine.model.fingerprint import Fingerprinter
+from engine.model.fingerprint import Fingerprinter, require_reference
 from engine.model.load import load_checkpoint
-from engine.model.onnx_backend import OnnxEncoder, int8_path, load_int8
+from engine.model.onnx_backend import Int8Twin, OnnxEncoder, int8_path, load_int8
 from engine.model.probe import MIN_COSINE, min_cosine
 from tests.support.audio_files import music_like
 from tests.support.tiny import copy_checkpoint, make_tiny_checkpoint
@@ -66,6 +66,54 @@ def test_an_int8_twin_that_fails_the_probe_is_not_used(with_twin, monkeypatch):
     assert "int8 failed the probe" in fingerprinter.precision.reason
 
 
+@pytest.fixture(autouse=True)
+def own_stamps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A stamp cache of each test's own: a verdict one test's probe left is not another's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def stamps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths the probe is run on from here, made to pass whatever this CPU computes (each
+    of a test's loads is another session: probed anew unless remembered)."""
+    probed: list[str] = []
+    original = OnnxEncoder.probe
+
+    def probe(self, path):
+        probed.append(path)
+        return original(self, "float32")
+
+    monkeypatch.setattr(OnnxEncoder, "probe", probe)
+    return probed
+
+
+def test_a_passed_probe_is_remembered_for_these_very_bytes(with_twin, stamps, tmp_path):
+    first = Fingerprinter(load_checkpoint(with_twin), precision="auto")
+    assert first.precision.chosen == "int8" and stamps == ["int8"]
+    require_reference(first)
+    again = Fingerprinter(load_checkpoint(with_twin), precision="auto")
+    require_reference(again)
+    assert again.precision.chosen == "int8" and "before" in again.precision.reason
+    assert stamps == ["int8"]  # neither the probe nor the reference check ran again
+    import onnx
+
+    pt = copy_checkpoint(with_twin, tmp_path / with_twin.name)
+    twin = onnx.load(int8_path(with_twin.with_suffix(".onnx")))
+    twin.doc_string = "other bytes, the same network: probed again"
+    onnx.save(twin, int8_path(pt.with_suffix(".onnx")))
+    assert Fingerprinter(load_checkpoint(pt), precision="auto").precision.chosen == "int8"
+    assert stamps == ["int8", "int8"]
+
+
+def test_a_failed_probe_is_not_remembered(with_twin, stamps, monkeypatch):
+    monkeypatch.setattr("engine.model.onnx_backend.MIN_COSINE", 1.01)
+    for _ in range(2):
+        assert Fingerprinter(load_checkpoint(with_twin), precision="auto").precision.chosen == (
+            "float32"
+        )
+    assert stamps == ["int8", "int8"]
+
+
 def test_the_override_forces_either_path(with_twin, monkeypatch):
     checkpoint = load_checkpoint(with_twin)
     assert Fingerprinter(checkpoint, precision="int8").precision.chosen == "int8"
@@ -87,7 +135,7 @@ def test_nan_at_run_time_is_recomputed_in_float32_and_switches_int8_off(with_twi
         def run(self, outputs, inputs):
             return [np.full((len(inputs["mel"]), 128), np.nan, np.float32)]
 
-    fingerprinter.encoder.int8 = NaNSession()
+    fingerprinter.encoder.int8 = Int8Twin(NaNSession(), "0" * 64)
     fp = fingerprinter.audio(audio)
     exact = Fingerprinter(load_checkpoint(with_twin), precision="float32").audio(audio)
     assert min_cosine(fp, exact) > 0.9999

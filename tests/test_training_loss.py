@@ -44,6 +44,19 @@ def test_nt_xent_asymmetric_pair_by_hand() -> None:
     assert nt_xent(a, b, 1.0).item() == pytest.approx(sum(rows) / 4, rel=1e-6)
 
 
+def test_nt_xent_noise_negatives_by_hand() -> None:
+    # N = 1, a = b = e1, one noise row n = (0.6, 0.8), tau = 1. Without n each row's only
+    # candidate is its partner (loss 0); with it both rows see e1 (1, partner) and n (0.6):
+    # loss = log(e + e^0.6) - 1. A noise row orthogonal to the music costs less than one near it.
+    a = torch.tensor([[1.0, 0.0]])
+    noise = torch.tensor([[0.6, 0.8]])
+    expected = math.log(math.e + math.exp(0.6)) - 1
+    assert nt_xent(a, a.clone(), 1.0, noise).item() == pytest.approx(expected, rel=1e-6)
+    assert nt_xent(a, a.clone(), 1.0, noise[:0]).item() == pytest.approx(0.0, abs=1e-6)
+    far = torch.tensor([[0.0, 1.0]])
+    assert nt_xent(a, a.clone(), 1.0, far).item() < nt_xent(a, a.clone(), 1.0, noise).item()
+
+
 def test_nt_xent_prefers_matching_pairs() -> None:
     z = torch.nn.functional.normalize(
         torch.randn(8, 16, generator=torch.Generator().manual_seed(0))

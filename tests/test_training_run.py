@@ -202,6 +202,25 @@ def test_a_phones_degradations_reach_the_training_replicas(
     assert np.all(correlation > 0.5) and not np.allclose(coded, clean, atol=1e-3)
 
 
+def test_noise_rows_hold_no_music_and_train(tiny_corpus: Path, tmp_path: Path) -> None:
+    """noise_rows draws replicas of silence (the bank's noise alone) as every pair's negatives."""
+    cfg = replace(tiny_config(tiny_corpus, tmp_path / "run", 2), noise_rows=4, clip_prob=0.0)
+    sampler = make_sampler(cfg)
+    rng = np.random.default_rng(0)
+    clean, _ = sampler.sample(8, rng)
+    noise = sampler.sample_noise(4, rng)
+    assert noise.shape == (4, clean.shape[1]) and np.all(np.std(noise, axis=1) > 0.1)
+    correlation = noise @ clean.T / np.outer(np.linalg.norm(noise, axis=1),
+                                             np.linalg.norm(clean, axis=1))  # fmt: skip
+    assert np.abs(correlation).max() < 0.3
+    reports = []
+    path = train(cfg, callback=reports.append)
+    assert all(np.isfinite(r.loss) for r in reports if r.kind == "step")
+    assert load_torch(path).training["config"]["noise_rows"] == 4
+    with pytest.raises(ValueError, match="noise_rows needs loss ntxent"):
+        train(replace(cfg, loss="triplet", out_dir=str(tmp_path / "triplet")))
+
+
 def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path: Path) -> None:
     checkpoint = make_tiny_checkpoint(tmp_path / "tiny.pt")
     cfg = EvalConfig(checkpoint=str(checkpoint), corpus=str(tiny_corpus),

@@ -16,11 +16,13 @@ from onnx import numpy_helper
 
 import engine.model.fingerprint
 import engine.model.load
+import engine.model.onnx_backend
 from engine.cli import main
 from engine.core.errors import NfpError
 from engine.model import verified
 from engine.model.fingerprint import Fingerprinter, require_reference
-from engine.model.load import NUMERIC_PATH, export_cache_dir, load_checkpoint
+from engine.model.load import export_cache_dir, load_checkpoint
+from engine.model.onnx_backend import NUMERIC_PATH
 from engine.model.verified import stamp_dir
 from tests.support.tiny import copy_checkpoint, make_tiny_checkpoint
 
@@ -235,10 +237,11 @@ def test_a_reference_stamp_names_the_code_that_computes_the_fingerprints(
     exported: Path, reference_checks: list[str], monkeypatch: pytest.MonkeyPatch
 ):
     _require(exported)
-    monkeypatch.setattr(engine.model.load, "NUMERIC_PATH", (*NUMERIC_PATH, "engine.core.steps"))
+    path = (*NUMERIC_PATH, "engine.core.steps")
+    monkeypatch.setattr(engine.model.onnx_backend, "NUMERIC_PATH", path)
     _require(exported)
     assert len(reference_checks) == 2
-    monkeypatch.setattr(engine.model.load, "NUMERIC_PATH", (*NUMERIC_PATH, "not.imported"))
+    monkeypatch.setattr(engine.model.onnx_backend, "NUMERIC_PATH", (*path[:-1], "not.imported"))
     _require(exported)
     _require(exported)
     assert len(reference_checks) == 4

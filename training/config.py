@@ -52,6 +52,7 @@ class TrainConfig:
     # --- loss and optimisation ---
     loss: str = "ntxent"  # "ntxent" (Chang et al.) or "triplet" (semi-hard, FaceNet)
     tau: float = 0.05  # NT-Xent temperature (Chang et al.)
+    noise_rows: int = 0  # NT-Xent negatives per batch made of a room's noise alone, no music
     margin: float = 0.4  # triplet margin, in cosine distance (1 - similarity)
     optimizer: str = "adam"  # "adam" for small batches, "lamb" (pytorch_optimizer) for large ones
     lr: float = 1e-3  # peak learning rate

@@ -129,6 +129,12 @@ class PairSampler:
         replica = degrade(raw, SEGMENT_SAMPLES, self.params, self.sources, rng)
         return clean, replica
 
+    def sample_noise(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """count replicas of no music at all, float32 (count, 8000): what a phone hears in a
+        room before the music starts (background, voices, synthetic noise, clipping, MP3)."""
+        silence = np.zeros((count, self.context + SEGMENT_SAMPLES), np.float32)
+        return degrade(silence, SEGMENT_SAMPLES, self.params, self.sources, rng)
+
     def _rates(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Playback rate of each replica, float64 (n,): 1 or uniform in 1 ± speed_max."""
         changed = rng.random(n) < self.speed_prob

@@ -21,17 +21,25 @@ def _pairs(z_a: torch.Tensor, z_b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return z @ z.T, itself, partner
 
 
-def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
+def nt_xent(
+    z_a: torch.Tensor, z_b: torch.Tensor, tau: float = 0.05, z_neg: torch.Tensor | None = None
+) -> torch.Tensor:
     """Normalised-temperature cross entropy over 2N embeddings; returns a scalar tensor.
 
     z_a, z_b float (N, d): L2-normalised embeddings of N clean segments and their replicas; row i
     of z_a and row i of z_b are the positive pair, every other row of either is a negative. Each
     of the 2N rows is a softmax classification of its partner among the other 2N - 1 rows, with
     similarities divided by tau; the loss is the mean over the 2N rows.
+
+    z_neg float (M, d), optional: embeddings that are nobody's partner (a room with no music in
+    it), added to every row's candidates as negatives, so that music is pushed away from them.
     """
     sim, itself, partner = _pairs(z_a, z_b)
     # A row is never its own candidate.
-    return F.cross_entropy((sim / tau).masked_fill(itself, float("-inf")), partner)
+    logits = (sim / tau).masked_fill(itself, float("-inf"))
+    if z_neg is not None and len(z_neg):
+        logits = torch.cat([logits, torch.cat([z_a, z_b]) @ z_neg.T / tau], dim=1)
+    return F.cross_entropy(logits, partner)
 
 
 def semi_hard_triplet(z_a: torch.Tensor, z_b: torch.Tensor, margin: float = 0.4) -> torch.Tensor:

@@ -132,7 +132,9 @@ def _loss_words(cfg: dict) -> str:
     """The loss a run trained with, in words (older runs knew only NT-Xent)."""
     if cfg.get("loss", "ntxent") == "triplet":
         return f"semi-hard triplet loss, margin {cfg.get('margin')} (cosine distance)"
-    return f"NT-Xent tau {cfg.get('tau')}"
+    noise = cfg.get("noise_rows", 0)
+    extra = f", {noise} rows of a room's noise alone as negatives per batch" if noise else ""
+    return f"NT-Xent tau {cfg.get('tau')}{extra}"
 
 
 def training_lines(t: dict) -> list[str]:

@@ -137,11 +137,16 @@ def make_sampler(cfg: TrainConfig) -> PairSampler:
     )  # fmt: skip
 
 
-def batch_loss(z_a: torch.Tensor, z_b: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """The configured loss of paired embeddings z_a, z_b float (N, d); a scalar tensor."""
+def batch_loss(
+    z_a: torch.Tensor, z_b: torch.Tensor, cfg: TrainConfig, z_neg: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The configured loss of paired embeddings z_a, z_b float (N, d) and unpaired negatives
+    z_neg float (M, d); a scalar tensor."""
     if cfg.loss == "ntxent":
-        return nt_xent(z_a, z_b, cfg.tau)
+        return nt_xent(z_a, z_b, cfg.tau, z_neg)
     if cfg.loss == "triplet":
+        if z_neg is not None and len(z_neg):
+            raise ValueError("noise_rows needs loss ntxent: the triplet loss has no place for them")
         return semi_hard_triplet(z_a, z_b, cfg.margin)
     raise ValueError(f"unknown loss {cfg.loss!r}; choose ntxent or triplet")
 
@@ -153,16 +158,19 @@ def train_step(
     replica: np.ndarray,
     cfg: TrainConfig,
     generator: torch.Generator,
+    noise: np.ndarray | None = None,
 ) -> float:
-    """One optimisation step on clean, replica float32 (P, 8000); returns the loss."""
+    """One optimisation step on clean, replica float32 (P, 8000) and noise float32 (M, 8000),
+    replicas of no music that are every pair's negatives; returns the loss."""
     n = len(clean)
-    mel = torch.from_numpy(log_mel(np.concatenate([clean, replica])))  # (2P, 1, 256, 32)
+    rows = [clean, replica] if noise is None else [clean, replica, noise]
+    mel = torch.from_numpy(log_mel(np.concatenate(rows)))  # (2P + M, 1, 256, 32)
     augmented = spec_augment(
         mel[n:], generator, cutout_prob=cfg.cutout_prob, cutout_max_frac=cfg.cutout_max_frac,
         freq_masks=cfg.freq_masks, freq_mask_max=cfg.freq_mask_max,
     )  # fmt: skip
     z = model(torch.cat([mel[:n], augmented]))
-    loss = batch_loss(z[:n], z[n:], cfg)
+    loss = batch_loss(z[:n], z[n : 2 * n], cfg, z[2 * n :])
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -190,11 +198,12 @@ def _loop(
     while not _finished(state) and not (session_end and time.time() >= session_end):
         t0 = training_clock()
         clean, replica = sampler.sample(n_pairs, rng)
+        noise = sampler.sample_noise(cfg.noise_rows, rng) if cfg.noise_rows > 0 else None
         t_data = training_clock() - t0
         lr = get_lr(state.step, replace(cfg, steps=state.planned_steps))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        state.loss = train_step(model, optimizer, clean, replica, cfg, generator)
+        state.loss = train_step(model, optimizer, clean, replica, cfg, generator, noise)
         state.step += 1
         _update_timing(state, training_clock() - t0, t_data)
         state.elapsed_s = trained_before + training_clock() - trained_start

@@ -16,7 +16,7 @@ from engine.core.errors import NfpError
 from engine.core.features import log_mel
 from engine.core.threads import usable_cores
 from engine.model.checkpoint import Checkpoint
-from engine.model.load import make_encoder, reference_check_stamp
+from engine.model.load import make_encoder
 from engine.model.precision import PRECISION_ENV, Precision, requested_precision
 from engine.model.probe import MIN_COSINE, min_cosine, probe_mel
 from engine.model.scoring import SILENCE_RMS, segment_rms
@@ -155,11 +155,13 @@ def require_reference(fingerprinter: Fingerprinter) -> None:
     machine's wrong numeric path, an export with damaged weights): each answer would be wrong.
     A pass is remembered for this very export, runtime, numeric path, code and CPU
     (engine.model.verified), so each machine runs the probe once, not on every load."""
-    record = reference_check_stamp(fingerprinter.checkpoint, fingerprinter.precision.chosen)
+    record = fingerprinter.encoder.reference_stamp
     if record is not None and is_verified(record):
         return
     check = check_reference(fingerprinter)
     if not check["ok"]:
         raise NfpError(check["message"])
-    if record is not None and check["cosine"] is not None:
+    # An int8 pass is remembered by the probe alone, which also holds it to float32's neighbours.
+    int8 = fingerprinter.precision.chosen == "int8"
+    if record is not None and check["cosine"] is not None and not int8:
         remember_verified(record)

@@ -20,16 +20,12 @@ from engine.model.checkpoint import Checkpoint, file_sha256
 from engine.model.encoder_config import EncoderConfig
 from engine.model.onnx_backend import load_onnx, onnx_encoder, runtime, verify_export
 from engine.model.precision import Encoder
-from engine.model.verified import Stamp, is_verified, reference_stamp, remember_verified, stamp
+from engine.model.verified import is_verified, remember_verified, stamp
 
 log = logging.getLogger(__name__)
 
 BACKEND_ENV = "NFP_BACKEND"  # auto (the default) | onnx | torch
 BACKENDS = ("auto", "onnx", "torch")
-# The engine's code between the probe signal and its fingerprints on ONNX Runtime: a stamp of the
-# reference check names these modules' bytes, so a changed front end or session is checked again.
-NUMERIC_PATH = ("engine.core.audio", "engine.core.features", "engine.model.probe",
-                "engine.model.onnx_backend", "engine.model.fingerprint")  # fmt: skip
 
 
 def requested_backend(value: str | None = None) -> str:
@@ -183,17 +179,6 @@ def _importable(module: str) -> bool:
     except ImportError:
         return False
     return True
-
-
-def reference_check_stamp(checkpoint: Checkpoint, precision: str) -> Stamp | None:
-    """The stamp that remembers that this export's fingerprints of the probe, at `precision`,
-    agreed with its reference on this machine (engine.model.verified.reference_stamp); None
-    where none is kept: on torch, on an int8 twin (a file of its own whose bytes are not
-    hashed), and where the machine or the code cannot be told apart."""
-    if checkpoint.backend != "onnx" or checkpoint.export_sha256 is None or precision == "int8":
-        return None
-    return reference_stamp(checkpoint.export_sha256, runtime().__version__, precision,
-                           NUMERIC_PATH)  # fmt: skip
 
 
 def make_encoder(checkpoint: Checkpoint, requested: str, threads: int = 0) -> Encoder:

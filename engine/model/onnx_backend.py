@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,7 @@ from engine.model.checkpoint import (
 from engine.model.precision import PRECISION_ENV, Precision
 from engine.model.probe import MIN_COSINE, min_cosine, probe_mel, same_neighbours
 from engine.model.pt_reader import read_pt_payload, weights_digest
+from engine.model.verified import Stamp, is_verified, reference_stamp, remember_verified
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -58,6 +60,10 @@ INT8_SUFFIX = ".int8.onnx"  # an export's int8 twin, beside it
 BACKGROUND_SUFFIX = ".background.npy"  # an export's background rows, beside it
 TELEMETRY_OFF_ENV = "ORT_DISABLE_TELEMETRY"  # read once, as the runtime starts
 MIN_EXPORT_COSINE = 0.999  # ONNX Runtime against torch's float32 reference, on the probe
+# The engine's code between the probe signal and its fingerprints on ONNX Runtime: a stamp of the
+# reference check names these modules' bytes, so a changed front end or session is checked again.
+NUMERIC_PATH = ("engine.core.audio", "engine.core.features", "engine.model.probe",
+                "engine.model.onnx_backend", "engine.model.fingerprint")  # fmt: skip
 
 
 def metadata(payload: dict) -> tuple[dict[str, str], bytes | None]:
@@ -148,7 +154,8 @@ def onnx_encoder(checkpoint: Checkpoint, requested: str, threads: int = 0) -> On
     or on `threads` cores (a session of its own)."""
     session = open_session(checkpoint.onnx_path, threads) if threads else checkpoint.model
     int8 = load_int8(checkpoint, session, threads) if requested in ("auto", "int8") else None
-    return OnnxEncoder(session, requested, int8=int8, reference=checkpoint.reference)
+    return OnnxEncoder(session, requested, int8=int8, reference=checkpoint.reference,
+                       sha256=checkpoint.export_sha256)  # fmt: skip
 
 
 def verify_export(export: Checkpoint, source: Path) -> None:
@@ -203,6 +210,14 @@ def _same_rows(exported: np.ndarray | None, stored: np.ndarray | None, kept_as: 
     return np.array_equal(exported, np.asarray(stored, kept_as).astype(np.float32))
 
 
+@dataclass(frozen=True)
+class Int8Twin:
+    """An export's int8 twin, opened."""
+
+    session: ort.InferenceSession
+    sha256: str  # of the bytes the session was made from: what a stamp of its probe names
+
+
 class OnnxEncoder:
     """An export's inference: log-mel float32 (n, 1, N_MELS, N_FRAMES) → fingerprints float32
     (n, d). ONNX Runtime's run() is thread-safe; the only state is the one-way switch from int8
@@ -215,14 +230,24 @@ class OnnxEncoder:
         session: ort.InferenceSession,
         requested: str,
         *,
-        int8: ort.InferenceSession | None = None,
+        int8: Int8Twin | None = None,
         reference: np.ndarray | None = None,
+        sha256: str | None = None,
     ) -> None:
-        """`reference`: the checkpoint's float32 fingerprints (15, d) of the probe, if any."""
+        """`reference`: the checkpoint's float32 fingerprints (15, d) of the probe, if any;
+        `sha256`: of the export's bytes the session was made from, if known."""
         self.session = session
         self.int8 = int8
+        self.sha256 = sha256
         self.d = session.get_outputs()[0].shape[1]
         self.precision = choose_onnx_precision(self, requested, reference)
+
+    @property
+    def reference_stamp(self) -> Stamp | None:
+        """The stamp of a reference check passed by the model that runs now (None: none kept)."""
+        if self.precision.chosen == "int8" and self.int8 is not None:
+            return reference_check_stamp(self.int8.sha256, "int8")
+        return reference_check_stamp(self.sha256, "float32")
 
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         if not len(mel):
@@ -230,7 +255,7 @@ class OnnxEncoder:
         mel = np.ascontiguousarray(mel, np.float32)
         if self.precision.chosen != "int8":
             return _run(self.session, mel)
-        fp = _run(self.int8, mel)
+        fp = _run(self.int8.session, mel)
         if np.isfinite(fp).all():
             return fp
         log.warning("int8 fingerprints were not finite; switching to float32")
@@ -240,11 +265,21 @@ class OnnxEncoder:
 
     def probe(self, path: str) -> np.ndarray:
         """Fingerprints (15, d) of the probe signal on `path` (float32 or int8), no fallback."""
-        return _run(self.session if path == "float32" else self.int8, probe_mel())
+        return _run(self.session if path == "float32" else self.int8.session, probe_mel())
 
 
 def _run(session: ort.InferenceSession, mel: np.ndarray) -> np.ndarray:
     return session.run([OUTPUT], {INPUT: mel})[0]
+
+
+def reference_check_stamp(model_sha256: str | None, precision: str) -> Stamp | None:
+    """The stamp that remembers that the model with these bytes' SHA-256 agreed with its
+    checkpoint's reference at `precision` on this machine (engine.model.verified.reference_stamp;
+    for int8, the whole probe of _probe_int8); None where none is kept: the bytes not hashed,
+    the machine or the code not told apart."""
+    if model_sha256 is None:
+        return None
+    return reference_stamp(model_sha256, runtime().__version__, precision, NUMERIC_PATH)
 
 
 # One probe per loaded int8 model, not one per Fingerprinter made from it.
@@ -266,10 +301,23 @@ def choose_onnx_precision(
         return Precision(requested, "float32", "the export has no int8 twin")
     if requested == "int8":
         return Precision(requested, "int8", f"int8 requested ({PRECISION_ENV})")
-    if encoder.int8 not in _DECISIONS:
-        target = reference if reference is not None else encoder.probe("float32")
-        _DECISIONS[encoder.int8] = _probe_int8(encoder.probe("int8"), target)
-    return _DECISIONS[encoder.int8]
+    if encoder.int8.session not in _DECISIONS:
+        _DECISIONS[encoder.int8.session] = _decide_int8(encoder, reference)
+    return _DECISIONS[encoder.int8.session]
+
+
+def _decide_int8(encoder: OnnxEncoder, reference: np.ndarray | None) -> Precision:
+    """The probe's verdict on the twin, remembered per machine when it passed against the
+    checkpoint's reference: the probe cost `nfp identify` 0.06 s of CPU on each run (the twin's
+    log-mels and 15 segments through it)."""
+    record = reference_check_stamp(encoder.int8.sha256, "int8") if reference is not None else None
+    if record is not None and is_verified(record):
+        return Precision("auto", "int8", "int8 passed the probe on this machine before")
+    target = reference if reference is not None else encoder.probe("float32")
+    decision = _probe_int8(encoder.probe("int8"), target)
+    if decision.chosen == "int8" and record is not None:
+        remember_verified(record)
+    return decision
 
 
 def _probe_int8(fingerprints: np.ndarray, float32: np.ndarray) -> Precision:
@@ -296,14 +344,14 @@ def has_int8_twin(checkpoint: Path) -> bool:
 
 
 # The int8 twin of each float32 session, opened once with the same thread count.
-_TWINS: weakref.WeakKeyDictionary[ort.InferenceSession, ort.InferenceSession | None] = (
+_TWINS: weakref.WeakKeyDictionary[ort.InferenceSession, Int8Twin | None] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def load_int8(
     checkpoint: Checkpoint, session: ort.InferenceSession | None = None, threads: int = 0
-) -> ort.InferenceSession | None:
+) -> Int8Twin | None:
     """The int8 twin of the checkpoint's export, if it has one made from these very weights,
     for the float32 `session` (default: the checkpoint's) on `threads` cores (0: every usable
     one); None otherwise (a damaged or stale twin is logged and not used)."""
@@ -313,12 +361,13 @@ def load_int8(
     return _TWINS[session]
 
 
-def _open_twin(checkpoint: Checkpoint, threads: int) -> ort.InferenceSession | None:
+def _open_twin(checkpoint: Checkpoint, threads: int) -> Int8Twin | None:
     path = int8_path(checkpoint.onnx_path) if checkpoint.onnx_path else None
     if path is None or not path.is_file():
         return None
     try:
-        session = open_session(path, threads)
+        content = path.read_bytes()
+        session = open_session(content, threads)
         meta = session.get_modelmeta().custom_metadata_map
         _check_signature(path, session, checkpoint.d)
     except Exception as e:  # ONNX Runtime raises its own types for damaged files
@@ -327,7 +376,7 @@ def _open_twin(checkpoint: Checkpoint, threads: int) -> ort.InferenceSession | N
     if meta.get(PREFIX + "weights_sha256") != checkpoint.weights_sha256:
         log.warning("%s: made from other weights than %s; not used", path, checkpoint.path.name)
         return None
-    return session
+    return Int8Twin(session, hashlib.sha256(content).hexdigest())
 
 
 def session_options(threads: int = 0) -> ort.SessionOptions:

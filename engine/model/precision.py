@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from engine.core.errors import NfpError
+
+if TYPE_CHECKING:
+    from engine.model.verified import Stamp
 
 PRECISION_ENV = "NFP_PRECISION"  # float32 | bfloat16 | int8 | auto (the default)
 PRECISIONS = ("auto", "float32", "bfloat16", "int8")
@@ -35,6 +38,9 @@ class Encoder(Protocol):
     (n, d), thread-safe."""
 
     precision: Precision
+    # The stamp of a reference check passed by the model that runs now (engine.model.verified);
+    # None where none is kept (torch).
+    reference_stamp: Stamp | None
 
     def __call__(self, mel: np.ndarray) -> np.ndarray: ...
 

@@ -126,6 +126,7 @@ class TorchEncoder:
         torch.set_num_threads(usable_cores())  # engine.core.threads: the encoder gets every core
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.precision = choose_precision(self, requested)
+        self.reference_stamp = None  # torch's numeric path is not remembered: checked each load
 
     @property
     def bfloat16(self) -> bool:
