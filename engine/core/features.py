@@ -22,6 +22,12 @@ F_MAX = 4000.0  # Hz: Nyquist at 8 kHz
 N_FRAMES = 1 + SEGMENT_SAMPLES // HOP_LENGTH  # 32
 TOP_DB = 80.0  # dynamic range kept below each segment's loudest bin
 AMIN = 1e-10  # power floor before the logarithm
+# Segments per FFT call. numpy's FFT runs 4.5x faster in float64 than in float32 (numpy 2.4 on a
+# 2-core AMD EPYC: 0.058 against 0.26 ms for one segment's 32 frames), and four segments' float64
+# frames (1 MB) stay in a core's cache: log_mel takes 0.22-0.23 ms a segment at every batch size
+# (8, 18 and 64 segments, medians of 5 runs), where the float32 FFT took 0.21-0.44 ms from one
+# run to the next at 8 and 18 and 0.34 at 64. The log-mels differ by less than 3e-7.
+FFT_SEGMENTS = 4
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -73,8 +79,10 @@ def _filterbank_t() -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _window() -> np.ndarray:
-    """The periodic Hann window (torch.hann_window's and librosa's), float32 (N_FFT,)."""
+    """The periodic Hann window (torch.hann_window's and librosa's) as float32 values, float64
+    (N_FFT,): the frames it multiplies go to the FFT in float64 (FFT_SEGMENTS)."""
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+    window = window.astype(np.float64)
     window.flags.writeable = False
     return window
 
@@ -88,9 +96,12 @@ def log_mel(segments: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(segments, np.float32)
     padded = np.pad(x, ((0, 0), (N_FFT // 2, N_FFT // 2)), mode="reflect")
-    frames = sliding_window_view(padded, N_FFT, axis=1)[:, ::HOP_LENGTH] * _window()
-    spec = np.fft.rfft(frames, axis=-1)  # (B, N_FRAMES, N_FFT // 2 + 1) complex64
-    power = np.square(spec.real) + np.square(spec.imag)
+    frames = sliding_window_view(padded, N_FFT, axis=1)[:, ::HOP_LENGTH]  # (B, N_FRAMES, N_FFT)
+    power = np.empty((len(x), N_FRAMES, N_FFT // 2 + 1), np.float32)
+    for first in range(0, len(x), FFT_SEGMENTS):
+        rows = slice(first, first + FFT_SEGMENTS)
+        spec = np.fft.rfft(frames[rows] * _window(), axis=-1)  # complex128
+        power[rows] = np.square(spec.real) + np.square(spec.imag)
     mel = np.matmul(power, _filterbank_t()).transpose(0, 2, 1)  # (B, N_MELS, N_FRAMES)
     db = 10.0 * np.log10(np.maximum(mel, AMIN))
     db_max = db.max(axis=(1, 2), keepdims=True)
