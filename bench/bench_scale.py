@@ -41,7 +41,7 @@ from engine.library.segments import SegmentMap
 from engine.library.store import train_codec
 from engine.library.tracks import NewTrack, Track
 from engine.model.checkpoint import Checkpoint, default_checkpoint_path
-from engine.model.fingerprint import Fingerprinter
+from engine.model.fingerprint import ROWS_VERSION, Fingerprinter
 from engine.model.load import load_checkpoint
 from engine.query.recognize import Recognizer
 from engine.query.shards import Catalogue, Shard
@@ -78,7 +78,9 @@ def writer_s_per_hour(checkpoint: Checkpoint) -> float:
         started = time.perf_counter()
         for i in range(WRITER_TRACKS):
             tags = {"title": f"t{i}", "artist": "", "album": "", "duration_s": 240.0}
-            library.add_track(NewTrack(f"/music/{i}.ogg", 1, i, f"{i:064x}", tags, ""), rows)
+            library.add_track(
+                NewTrack(f"/music/{i}.ogg", 1, i, f"{i:064x}", tags, "", ROWS_VERSION), rows
+            )
         elapsed = time.perf_counter() - started
     shutil.rmtree(db)
     return elapsed / (WRITER_TRACKS * len(rows) / SEGMENTS_PER_HOUR)

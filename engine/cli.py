@@ -285,6 +285,9 @@ def _print_summary(summary: IndexSummary) -> None:
     )
     if summary.repaired:
         print(f"  repaired {summary.repaired} tracks whose stored fingerprints were damaged")
+    if summary.refreshed:
+        print(f"  fingerprinted {summary.refreshed} tracks again: their silent passages are now "
+              "left out, so a room with no music in it does not match them")  # fmt: skip
     for note in summary.notes:
         print(f"  {printable(note)}")
     for path, reason in summary.skipped:

@@ -349,6 +349,7 @@ def _outcome_message(summary: IndexSummary, rebuilt: bool) -> tuple[str, str]:
         (summary.moved, "moved"),
         (summary.removed, "removed"),
         (summary.repaired, "repaired"),
+        (summary.refreshed, "fingerprinted again (silence now left out)"),
     )
     parts += [f"{n} {what}" for n, what in counted if n]
     if summary.skipped:

@@ -10,6 +10,7 @@ def test_summaries_of_two_runs_add_up_to_one():
         unchanged=1,
         moved=1,
         repaired=1,
+        refreshed=2,
         audio_s=30.0,
         elapsed_s=2.0,
         skipped=[("/a/bad.mp3", "a damaged MP3")],
@@ -32,6 +33,7 @@ def test_summaries_of_two_runs_add_up_to_one():
         2,
         1,
     )
+    assert both.refreshed == 2
     assert both.skipped == [("/a/bad.mp3", "a damaged MP3"), ("/b/x.ogg", "cannot decode")]
     assert both.notes == ["kept 1 tracks", "/b is empty"]  # in the order the runs made them
     assert (both.audio_s, both.elapsed_s, both.cancelled, both.replaced) == (40.0, 3.0, True, False)

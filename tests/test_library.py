@@ -1,5 +1,6 @@
 import os
 import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from engine.library.scan import scan_folder
 from engine.library.store import VectorStore
 from engine.library.tracks import Records, TrackDB
 from engine.model.export import save_checkpoint
-from engine.model.fingerprint import Fingerprinter
+from engine.model.fingerprint import ROWS_VERSION, Fingerprinter
 from engine.model.load import load_checkpoint
 from engine.model.torch_backend import load_torch
 from engine.query.recognize import Recognizer
@@ -74,6 +75,27 @@ def test_second_run_is_incremental(music, tmp_path, tiny_checkpoint):
     assert next(t for t in library.tracks() if t.title == "Two").path.endswith("two-moved.mp3")
     live = sum(t.n_segments for t in library.tracks())
     assert library.db.records().committed_rows == live  # removals were compacted away
+
+
+def test_tracks_made_before_silence_was_left_out_are_fingerprinted_again(
+    music, tmp_path, tiny_checkpoint, capsys
+):
+    """A library from before ROWS_VERSION 2 (its tracks table without the column) stored
+    silent segments as ordinary rows; the next `nfp index` fingerprints its tracks again."""
+    db = tmp_path / "db"
+    assert cli_main(["index", str(music), "--db", str(db)]) == 0
+    old = sqlite3.connect(db / "tracks.sqlite")
+    with old:
+        old.execute("ALTER TABLE tracks DROP COLUMN rows_version")
+    old.close()
+    capsys.readouterr()
+    assert cli_main(["index", str(music), "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "indexed 3, unchanged 0" in out and "fingerprinted 3 tracks again" in out
+    with Library(db) as library:
+        assert library.db.outdated_paths(ROWS_VERSION) == set()
+    assert cli_main(["index", str(music), "--db", str(db)]) == 0
+    assert "indexed 0, unchanged 3" in capsys.readouterr().out
 
 
 def test_bad_files_are_reported_and_skipped(music, tmp_path, tiny_checkpoint):

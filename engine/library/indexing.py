@@ -26,7 +26,7 @@ from engine.library.parallel import FileFingerprints, FingerprintSource, as_sour
 from engine.library.scan import FolderScan, ScannedFile, scan_folder
 from engine.library.searching import refresh_search_index
 from engine.library.tracks import NewTrack, Track
-from engine.model.fingerprint import Fingerprinter, require_reference
+from engine.model.fingerprint import ROWS_VERSION, Fingerprinter, require_reference
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class IndexSummary:
     removed: int = 0
     moved: int = 0
     repaired: int = 0  # tracks whose damaged rows were fingerprinted again
+    refreshed: int = 0  # tracks fingerprinted again, their rows made under older rules
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     notes: list[str] = field(default_factory=list)  # what the user should know (kept tracks…)
     audio_s: float = 0.0
@@ -71,6 +72,7 @@ class IndexSummary:
             removed=self.removed + other.removed,
             moved=self.moved + other.moved,
             repaired=self.repaired + other.repaired,
+            refreshed=self.refreshed + other.refreshed,
             skipped=self.skipped + other.skipped,
             notes=self.notes + other.notes,
             audio_s=self.audio_s + other.audio_s,
@@ -195,14 +197,17 @@ def _plan(library: Library, scan: FolderScan) -> _Plan:
     known = library.db.known_files()
     gone, notes = _gone(scan, known)
     damaged = {t.path for t in library.damaged_tracks()}
+    outdated = library.db.outdated_paths(ROWS_VERSION) - damaged
+    redo = damaged | outdated
     todo = [
         f
         for f in scan.files
-        if known.get(str(f.path), ())[:2] != (f.size, f.mtime_ns) or str(f.path) in damaged
+        if known.get(str(f.path), ())[:2] != (f.size, f.mtime_ns) or str(f.path) in redo
     ]
-    repaired = len(damaged & {str(f.path) for f in todo})
-    found = IndexSummary(unchanged=len(scan.files) - len(todo), repaired=repaired,
-                         skipped=list(scan.skipped), notes=notes)  # fmt: skip
+    paths = {str(f.path) for f in todo}
+    found = IndexSummary(unchanged=len(scan.files) - len(todo), repaired=len(damaged & paths),
+                         refreshed=len(outdated & paths), skipped=list(scan.skipped),
+                         notes=notes)  # fmt: skip
     return _Plan(todo, gone, found)
 
 
@@ -263,7 +268,8 @@ def _store_file(
         if old is not None:  # a renamed or moved file: keep its fingerprints
             library.move_track(old, str(f.path), f.size, f.mtime_ns)
             return at.step(f, "moved")
-        track = NewTrack(str(f.path), f.size, f.mtime_ns, outcome.digest, outcome.tags, "")
+        track = NewTrack(str(f.path), f.size, f.mtime_ns, outcome.digest, outcome.tags, "",
+                         ROWS_VERSION)  # fmt: skip
         stored = library.add_track(track, outcome.fp)
     except LibraryWriteError:
         raise  # not this file's fault: the run ends with it

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS tracks (
     duration_s REAL NOT NULL,
     first_segment INTEGER NOT NULL,
     n_segments INTEGER NOT NULL,
-    rows_hash TEXT NOT NULL DEFAULT ''
+    rows_hash TEXT NOT NULL DEFAULT '',
+    rows_version INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, reason TEXT NOT NULL);
 """
@@ -80,6 +81,7 @@ class NewTrack:
     content_hash: str
     tags: dict  # title, artist, album, duration_s
     rows_hash: str
+    rows_version: int  # the rules its rows were made under (engine.model.fingerprint.ROWS_VERSION)
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,10 @@ class TrackDB:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(tracks)")}
         if "rows_hash" not in columns:  # a library made before rows were checksummed
             self._db.execute("ALTER TABLE tracks ADD COLUMN rows_hash TEXT NOT NULL DEFAULT ''")
+        if "rows_version" not in columns:  # made before versions were kept: every row a segment's
+            self._db.execute(
+                "ALTER TABLE tracks ADD COLUMN rows_version INTEGER NOT NULL DEFAULT 1"
+            )
 
     # ---- records --------------------------------------------------------------------------
     def records(self, *, checked: bool = True) -> Records:
@@ -247,6 +253,12 @@ class TrackDB:
             rows = self._db.execute("SELECT path, size, mtime_ns, content_hash FROM tracks")
             return {path_from_db(p): (s, m, h) for p, s, m, h in rows}
 
+    def outdated_paths(self, version: int) -> set[str]:
+        """Paths of the tracks whose rows were made under rules older than `version`."""
+        with self.guard("read"):
+            rows = self._db.execute("SELECT path FROM tracks WHERE rows_version < ?", (version,))
+            return {path_from_db(p) for (p,) in rows}
+
     def _rows_hashes(self) -> dict[int, str]:
         """track id → checksum of its rows ('' for a track indexed before checksums; none at
         all in a library made before them, which a reader opens without migrating it)."""
@@ -261,10 +273,11 @@ class TrackDB:
         tags = track.tags
         cursor = self._db.execute(
             "INSERT INTO tracks (path, size, mtime_ns, content_hash, title, artist, album,"
-            " duration_s, first_segment, n_segments, rows_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " duration_s, first_segment, n_segments, rows_hash, rows_version)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (path_to_db(track.path), track.size, track.mtime_ns, track.content_hash,
              tags["title"], tags["artist"], tags["album"], tags["duration_s"],
-             first_segment, n_segments, track.rows_hash),
+             first_segment, n_segments, track.rows_hash, track.rows_version),
         )  # fmt: skip
         return Track(cursor.lastrowid, track.path, tags["title"], tags["artist"], tags["album"],
                      tags["duration_s"], first_segment, n_segments)  # fmt: skip

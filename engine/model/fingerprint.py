@@ -42,6 +42,10 @@ ONE_CORE_CALL_SEGMENTS = 8
 # SILENCE_RMS alone 0.72 %.
 QUIET_DB = 35.0
 LOUD_PERCENTILE = 95
+# What a library's rows of a file are, by the rules they were made under: 1, every segment's
+# fingerprint; 2, silent segments as zero rows (blank_silence). A library keeps each track's
+# version, and indexing fingerprints a track made under an older one again.
+ROWS_VERSION = 2
 
 
 class Fingerprinter:
