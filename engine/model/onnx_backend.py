@@ -366,7 +366,7 @@ def _open_twin(checkpoint: Checkpoint, threads: int) -> Int8Twin | None:
     if path is None or not path.is_file():
         return None
     try:
-        content = path.read_bytes()
+        content = read_model(path)
         session = open_session(content, threads)
         meta = session.get_modelmeta().custom_metadata_map
         _check_signature(path, session, checkpoint.d)
