@@ -19,6 +19,7 @@ from engine.model.scoring import (
 from engine.query.recognize import Recognizer, best_of_shifts, shifted_segments
 from engine.query.search import (
     CONFIDENCE_THRESHOLD,
+    Background,
     SequenceMatch,
     confidence_from_evidence,
     evidence_threshold,
@@ -93,7 +94,22 @@ def music_like_vectors(rng, n: int, d: int = 64) -> np.ndarray:
 
 def floor_of(query: np.ndarray, index: VectorIndex, background: np.ndarray) -> np.ndarray:
     scores, _ = index.search(query, TOP_K)
-    return noise_floor(query, scores, background)
+    return noise_floor(query, scores, Background(background))
+
+
+def test_the_background_floor_is_the_kth_best_score_and_nothing_for_a_broken_row(rng):
+    """faiss's k-th best of the background equals numpy's product and partition, a query row
+    that is not finite gets a floor nothing beats, and a background of fewer than k rows is
+    no background."""
+    background = music_like_vectors(rng, 300)
+    query = music_like_vectors(rng, 7)
+    query[3] = np.nan
+    kth = Background(background, 5).kth(query)
+    product = np.nan_to_num(query @ background.T, nan=-np.inf)
+    expected = -np.partition(-product, 4, axis=1)[:, 4]
+    np.testing.assert_allclose(np.delete(kth, 3), np.delete(expected, 3), atol=1e-6)
+    assert kth[3] == 1.0 and kth.dtype == np.float32
+    assert Background.of(background[:4], 5) is None and Background.of(None) is None
 
 
 def test_the_background_floor_keeps_chance_low_in_a_small_library(rng, shipped_calibration):

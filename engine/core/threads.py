@@ -15,10 +15,17 @@ repeats of `Recognizer.identify`):
     1               1              15 / 20 ms          198 / 214 ms        459 / 483 ms
 
 So the encoder and faiss get every usable core (the encoder is where a query's and an index's
-time goes) and BLAS one thread (its work per call is a few small matrix products, not worth
-waking a pool for). ONNX Runtime's pool does not spin after a call (engine.model.onnx_backend), so
-it leaves the cores to the search that follows; with it, `nfp identify` of a 5 s file takes
-38-42 / 42-44 ms (p50 / p95) on the same library.
+time goes) and numpy's BLAS one thread (its work per call is a few small matrix products, not
+worth waking a pool for). ONNX Runtime's pool does not spin after a call
+(engine.model.onnx_backend), so it leaves the cores to the search that follows; with it,
+`nfp identify` of a 5 s file takes 38-42 / 42-44 ms (p50 / p95) on the same library.
+
+faiss's own OpenBLAS (the faiss-cpu wheel's) is built on faiss's OpenMP: its threads are the pool
+the search wakes anyway, so it gets every core too. Its one matrix product per query is the
+exact search of a library of up to 35 h (engine.library.index), 18 × 68,000 inner products for a
+5 s query against 9.4 h: 10.7 ms on one thread, 6.3 on two (2-core AMD EPYC, idle). With the
+background's floor searched by faiss as well (engine.query.search.Background), a 5 s query's
+`Recognizer.identify` went from 34.9 to 27.3 ms (p50 of 60 noisy excerpts, same machine).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import platform
 from pathlib import Path
 
 import faiss
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from engine.core.errors import NfpError
 
@@ -73,9 +80,17 @@ def apply_thread_policy() -> dict[str, int]:
     """Set the policy (once per process; later calls return what was set)."""
     cores = usable_cores()
     faiss.omp_set_num_threads(cores)
-    threadpool_limits(limits=1, user_api="blas")
+    blas = ThreadpoolController().select(user_api="blas")
+    for pool in blas.lib_controllers:
+        pool.set_num_threads(cores if _runs_on_faiss_pool(pool.filepath) else 1)
     # faiss answers fewer than 20 queries with its own loop over rows and one matrix product
     # for more; a query's 9-50 segments against a 2 h library took 4.8 ms that way, 1.6 ms as
-    # one sgemm (single-threaded, as above).
+    # one sgemm.
     faiss.cvar.distance_compute_blas_threshold = 1
-    return {"openmp": cores, "blas": 1}
+    return {"openmp": cores, "blas": 1, "faiss_blas": cores}
+
+
+def _runs_on_faiss_pool(library: str) -> bool:
+    """Whether a BLAS library file is faiss's own OpenBLAS (the faiss-cpu wheel's, built on its
+    OpenMP): its threads are faiss's pool, which the search has woken anyway."""
+    return "faiss" in Path(library).parent.name

@@ -17,7 +17,13 @@ from engine.library.tracks import Track
 from engine.model.checkpoint import Checkpoint
 from engine.model.fingerprint import Fingerprinter, require_reference
 from engine.model.scoring import EVIDENCE_TIE, QUERY_SHIFTS_S, Scoring, is_loud
-from engine.query.search import CONFIDENCE_THRESHOLD, Match, SequenceMatch, noise_floor
+from engine.query.search import (
+    CONFIDENCE_THRESHOLD,
+    Background,
+    Match,
+    SequenceMatch,
+    noise_floor,
+)
 from engine.query.shards import Alignment, Catalogue, Searched
 
 MAX_QUERY_S = 60.0  # a longer file is identified from its first minute; use a track list for mixes
@@ -75,7 +81,7 @@ class Recognizer:
         require_reference(self.fingerprinter)  # what `nfp info` checks, once per load
         self.calibration = checkpoint.evaluation.get("calibration")
         self.scoring = Scoring.from_calibration(self.calibration)  # checked at load
-        self.background = checkpoint.background
+        self.background = Background.of(checkpoint.background, self.scoring.background_k)
         if isinstance(library, Catalogue):
             self.catalogue = library
         else:
@@ -88,7 +94,7 @@ class Recognizer:
         """Top-k (scores, ids), each (L, k), and each segment's noise floor (L,), for
         fingerprints (L, d)."""
         scores, ids = self.catalogue.search(query_fp, self.scoring.top_k)
-        floor = noise_floor(query_fp, scores, self.background, self.scoring.background_k)
+        floor = noise_floor(query_fp, scores, self.background)
         return scores, ids, floor
 
     def best(
