@@ -29,6 +29,7 @@ from training.evaluate import (
     evaluate,
     harness_recognizer,
     load_corpus,
+    room_background,
     store_results,
 )
 from training.outcomes import run_queries
@@ -227,13 +228,17 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
                      bank=str(tiny_corpus / "degradations.npz"), out_dir=str(tmp_path / "eval"),
                      queries=6, nonlibrary_queries=4, no_music_queries=3, levels=("low", "high"),
                      lengths_s=(1.0, 3.0), stretch_tempos=(0.95, 1.05),
-                     stretch_lengths_s=(3.0,))  # fmt: skip
+                     stretch_lengths_s=(3.0,), room_rows=12)  # fmt: skip
     first, background = evaluate(cfg)
     again, background_again = evaluate(EvalConfig(**{**cfg.__dict__, "out_dir": ""}))
     assert first["hit_rates"] == again["hit_rates"]
     np.testing.assert_array_equal(background, background_again)
-    assert background.shape[1] == TINY_CONFIG.d and 0 < len(background) <= BACKGROUND_ROWS
+    music = len(background) - cfg.room_rows
+    assert background.shape[1] == TINY_CONFIG.d and 0 < music <= BACKGROUND_ROWS
     np.testing.assert_allclose(np.linalg.norm(background, axis=1), 1.0, atol=1e-3)
+    assert first["protocol"]["room_rows"] == 12
+    rooms = room_background(Fingerprinter(load_checkpoint(checkpoint)), cfg.bank, 12, cfg.seed)
+    np.testing.assert_array_equal(background[music:], rooms)
     assert set(first["hit_rates"]) == {"low", "high"}
     assert set(first["hit_rates"]["low"]) == {"1", "3"}
     assert set(first["hit_rates_in_domain"]) == {"low", "high"}
@@ -285,7 +290,7 @@ def test_the_harness_counts_what_identify_reports(tiny_corpus: Path) -> None:
     cfg = EvalConfig(checkpoint=str(default_checkpoint_path()), corpus=str(tiny_corpus),
                      bank=str(tiny_corpus / "degradations.npz"), distractors="none")  # fmt: skip
     checkpoint = load_checkpoint(cfg.checkpoint)
-    recognizer, background = harness_recognizer(checkpoint, load_corpus(cfg), seed=0)
+    recognizer, background = harness_recognizer(checkpoint, load_corpus(cfg), cfg)
     sources = Sources.load(cfg.bank, "eval")
     tracks = load_corpus(cfg).held_out
     queries = make_queries(tracks, "mid", 2.0, 12, sources, np.random.default_rng(1))
@@ -342,12 +347,13 @@ def test_an_earlier_runs_results_are_stored_with_the_background_it_drew(
     cfg = EvalConfig(checkpoint=str(checkpoint), corpus=str(tiny_corpus),
                      bank=str(tiny_corpus / "degradations.npz"), out_dir=str(tmp_path / "eval"),
                      queries=4, nonlibrary_queries=4, levels=("mid",), lengths_s=(3.0,),
-                     stretch_tempos=())  # fmt: skip
+                     stretch_tempos=(), room_rows=9)  # fmt: skip
     result, background = evaluate(cfg)
     other = make_tiny_checkpoint(tmp_path / "other.pt", seed=1)
     with pytest.raises(ValueError, match="another checkpoint"):
         store_results(replace(cfg, checkpoint=str(other)), tmp_path / "eval")
-    store_results(cfg, tmp_path / "eval")
+    # The run's own seed and room rows, whatever the command line says now.
+    store_results(replace(cfg, seed=5, room_rows=0), tmp_path / "eval")
     stored = load_torch(checkpoint)
     assert stored.evaluation["hit_rates"] == result["hit_rates"]
     np.testing.assert_allclose(stored.background, background, atol=1e-3)  # stored as float16

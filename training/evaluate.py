@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.core.audio import SAMPLE_RATE
+from engine.core.audio import SAMPLE_RATE, SEGMENT_SAMPLES
 from engine.library.index import VectorIndex
 from engine.library.segments import SegmentMap
 from engine.model.checkpoint import Checkpoint
@@ -64,10 +64,10 @@ from engine.model.scoring import BACKGROUND_ROWS, Scoring
 from engine.model.torch_backend import load_torch
 from engine.query.recognize import Recognizer
 from training.corpus import Track, load_manifest
-from training.degrade import Sources
+from training.degrade import LEVELS, Sources, degrade
 from training.outcomes import find_repeats, run_queries
 from training.protocol import DOMAINS, NO_MUSIC, NONLIBRARY, EvalConfig, query_cells
-from training.queries import make_queries, no_music_queries
+from training.queries import CONTEXT_S, make_queries, no_music_queries
 from training.rates import summarize
 from training.report import format_table, write_outputs
 
@@ -126,7 +126,7 @@ def evaluate(
     say(f"database: {hours:.2f} h")
     cache_dir = fingerprint_cache_dir(cfg)
     say(f"database fingerprints: made once per model, kept in {cache_dir}")
-    recognizer, background = harness_recognizer(checkpoint, corpus, cfg.seed, cache_dir)
+    recognizer, background = harness_recognizer(checkpoint, corpus, cfg, cache_dir)
     sources = Sources.load(cfg.bank, "eval")
     outcomes = []
     for cell in query_cells(cfg):
@@ -191,22 +191,53 @@ def resampled(audio: np.ndarray, up: int, down: int) -> np.ndarray:
 
 
 def harness_recognizer(
-    checkpoint: Checkpoint, corpus: Corpus, seed: int, cache_dir: Path | None = None
+    checkpoint: Checkpoint, corpus: Corpus, cfg: EvalConfig, cache_dir: Path | None = None
 ) -> tuple[Recognizer, np.ndarray]:
-    """A Recognizer over the fingerprinted database, with a background drawn (seed) from the
-    train tracks in place of the checkpoint's, and no thresholds (the harness makes them);
-    also returns that background float32 (B, d). The database's fingerprints are kept in
+    """A Recognizer over the fingerprinted database, with the harness's background
+    (harness_background) in place of the checkpoint's, and no thresholds (the harness makes
+    them); also returns that background float32 (B, d). The database's fingerprints are kept in
     cache_dir, if given, for the next run of the same model on the same corpus."""
-    parts = database_fingerprints(Fingerprinter(checkpoint), corpus, cache_dir)
+    fingerprinter = Fingerprinter(checkpoint)
+    parts = database_fingerprints(fingerprinter, corpus, cache_dir)
     held_out, train, copies = (parts[name] for name in DATABASE_PARTS)
     fps = held_out + (train if corpus.distractors != "none" else []) + copies
     index = VectorIndex.build(np.concatenate(fps))
     searched = (index, SegmentMap.from_lengths([len(f) for f in fps]), [])
-    background = draw_background(train, corpus.in_background, seed)
+    background = harness_background(fingerprinter, train, corpus.in_background, cfg)
     # Today's scoring constants and no thresholds yet: the harness makes them under those.
     uncalibrated = {"calibration": {"scoring": Scoring().to_dict()}}
     checkpoint = replace(checkpoint, evaluation=uncalibrated, background=background)
     return Recognizer(None, checkpoint, searched=searched), background
+
+
+def harness_background(
+    fingerprinter: Fingerprinter,
+    train: list[np.ndarray],
+    in_background: list[bool],
+    cfg: EvalConfig,
+) -> np.ndarray:
+    """The background float32 (B, d) a calibration is measured against (cfg.seed): music
+    (draw_background), then cfg.room_rows rooms with no music (room_background)."""
+    music = draw_background(train, in_background, cfg.seed)
+    if not cfg.room_rows:
+        return music
+    return np.concatenate(
+        [music, room_background(fingerprinter, cfg.bank, cfg.room_rows, cfg.seed)]
+    )
+
+
+def room_background(fingerprinter: Fingerprinter, bank: str, rows: int, seed: int) -> np.ndarray:
+    """Fingerprints float32 (rows, d) of 1 s of rooms with no music: the train half of the
+    bank's noise, voices, rooms and microphones (never the half the queries hear), in equal
+    shares at each harness level (engine.model.scoring.ROOM_ROWS)."""
+    sources = Sources.load(bank, "train")
+    rng = np.random.default_rng([seed, rows])
+    context = int(CONTEXT_S * SAMPLE_RATE)
+    shares = np.array_split(np.arange(rows), len(LEVELS))
+    audio = [degrade(np.zeros((len(share), context + SEGMENT_SAMPLES), np.float32),
+                     SEGMENT_SAMPLES, LEVELS[level], sources, rng)
+             for share, level in zip(shares, LEVELS, strict=True)]  # fmt: skip
+    return fingerprinter.segments(np.concatenate(audio))
 
 
 def draw_background(train: list[np.ndarray], in_background: list[bool], seed: int) -> np.ndarray:
@@ -223,9 +254,11 @@ def store_results(cfg: EvalConfig, results_dir: Path) -> None:
     path = results_dir / "results.json"
     result = json.loads(path.read_text())
     checkpoint = load_checkpoint(cfg.checkpoint)
-    seed = result.get("protocol", {}).get("seed") if isinstance(result, dict) else None
-    if seed is None:
+    protocol = result.get("protocol", {}) if isinstance(result, dict) else {}
+    if protocol.get("seed") is None:
         raise ValueError(f"{path}: not the results.json of an nfp eval run")
+    # As that run drew it: results from before room rows were drawn with none.
+    cfg = replace(cfg, seed=protocol["seed"], room_rows=protocol.get("room_rows", 0))
     if result.get("checkpoint_sha256") != checkpoint.sha256:
         raise ValueError(f"{path}: made with another checkpoint than {cfg.checkpoint}")
     corpus = load_corpus(cfg)
@@ -234,9 +267,8 @@ def store_results(cfg: EvalConfig, results_dir: Path) -> None:
     raw = cached["train"] if cached else [fingerprinter.audio(t) for t in corpus.train]
     # As database_fingerprints stores them, without the other parts it would read and resample.
     train = [blank_silence(fp, audio) for fp, audio in zip(raw, corpus.train, strict=True)]
-    write_into_checkpoint(
-        cfg.checkpoint, result, draw_background(train, corpus.in_background, seed)
-    )
+    background = harness_background(fingerprinter, train, corpus.in_background, cfg)
+    write_into_checkpoint(cfg.checkpoint, result, background)
 
 
 def write_into_checkpoint(
@@ -269,6 +301,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         default=EvalConfig.distractors,
                         help="database distractors: the train split and its copies at 0.95x "
                              "and 1.05x speed (default), the train split, or none")  # fmt: skip
+    parser.add_argument("--room-rows", type=int, default=EvalConfig.room_rows,
+                        help="background rows of rooms with no music; 0: music only "
+                             "(default %(default)s)")  # fmt: skip
     parser.add_argument("--write-checkpoint", action="store_true",
                         help="store the results and calibration inside the checkpoint")  # fmt: skip
     parser.add_argument("--from-results", metavar="DIR",
@@ -281,7 +316,7 @@ def run_eval(args: argparse.Namespace) -> int:
                      out_dir=args.out, seed=args.seed, queries=args.queries,
                      nonlibrary_queries=args.nonlibrary_queries,
                      no_music_queries=args.no_music_queries, tracks=args.tracks,
-                     distractors=args.distractors)  # fmt: skip
+                     distractors=args.distractors, room_rows=args.room_rows)  # fmt: skip
     if args.from_results:
         return _store_earlier_results(cfg, args)
     try:

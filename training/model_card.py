@@ -198,9 +198,13 @@ def background_line(background, protocol: dict) -> list[str]:
         return ["- no background fingerprints: the noise floor is the library's "
                 f"{TOP_K}th neighbour"]  # fmt: skip
     left_out = ", ".join(protocol.get("background_excludes", ())) or "nothing"
-    return [f"- background: {len(background):,} fingerprints of train music (leaving out "
-            f"{left_out}), stored with the calibration; the noise floor never drops below "
-            f"their {BACKGROUND_K}th neighbour (engine.query.search.noise_floor)"]  # fmt: skip
+    rooms = protocol.get("room_rows", 0)
+    of_rooms = (f" and {rooms:,} of rooms with no music (the train half of the degradation "
+                "bank)") if rooms else ""  # fmt: skip
+    return [f"- background: {len(background) - rooms:,} fingerprints of train music (leaving "
+            f"out {left_out}){of_rooms}, stored with the calibration; the noise floor never "
+            f"drops below their {BACKGROUND_K}th neighbour "
+            "(engine.query.search.noise_floor)"]  # fmt: skip
 
 
 def build_card(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.model.scoring import ROOM_ROWS
+
 QUERY_LENGTHS_S = (1.0, 2.0, 3.0, 5.0, 6.0, 10.0)
 NONLIBRARY = ("nonlibrary-a", "nonlibrary-b")  # calibrate on the first, measure on the second
 DOMAINS = ("unseen", "in-domain")  # library queries: never-trained packages, held-out tracks
@@ -37,6 +39,7 @@ class EvalConfig:
     # The end-to-end tests and benchmarks play Wesnoth tracks as music a user does or does not
     # own; a background that knew them would make the "not in my library" checks easy.
     background_excludes: tuple[str, ...] = ("wesnoth-1.16-music",)
+    room_rows: int = ROOM_ROWS  # background rows of rooms with no music (0: music only)
 
 
 @dataclass(frozen=True)

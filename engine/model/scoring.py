@@ -23,6 +23,13 @@ MIN_COVERAGE = 0.5  # share of the usable query segments an alignment must cover
 # BACKGROUND_ROWS fingerprints of other music that travel with the checkpoint.
 BACKGROUND_ROWS = 16384  # ≈ 2.3 h of music
 BACKGROUND_K = 5  # TOP_K × BACKGROUND_ROWS / 64k rows (the calibration library): same quantile
+# The background also holds fingerprints of rooms with no music (the train half of the
+# degradation bank: noise, voices, rooms, microphones, equally at each harness level), so that a
+# query segment of room noise has a floor as high as room noise reaches: a quiet, noise-like
+# passage of a library track then earns no evidence from a room where nothing plays. Music
+# query segments lie far from them (their 5th best is 0.35 where other music's is 0.57, shipped
+# d = 128), so their floor barely moves. Stored with the checkpoint's background rows.
+ROOM_ROWS = 2100
 QUERY_SHIFTS_S = (0.0, 0.1, 0.2, 0.3, 0.4)  # sub-hop starts tried for a short file query
 # From 5 s on, two starts half a hop apart find the track and its offset as often as five, for
 # 2/5 of the encoder's work: on 200 noisy queries each (bench/bench_shifts.py) song / exact rates
