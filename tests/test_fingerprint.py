@@ -1,6 +1,8 @@
 """The encoder's numeric path: whatever this machine chose must agree with float32
 (docs/architecture.md, Numeric paths)."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from engine.model.fingerprint import (
     blank_silence,
     call_slices,
     check_reference,
+    spread_slices,
 )
 from engine.model.load import load_checkpoint
 from engine.model.precision import PRECISION_ENV, requested_precision
@@ -60,17 +63,33 @@ def test_call_slices_cover_the_rows_and_never_leave_one_alone(n, slices):
     assert [(s.start, s.stop) for s in call_slices(n, 8)] == slices
 
 
-def test_one_core_calls_give_the_fingerprints_of_whole_batches_bit_for_bit(shipped):
-    """What indexing runs (one core, calls of ONE_CORE_CALL_SEGMENTS) gives the very
-    fingerprints of one call per batch, on this machine: 129 and 73 segments leave a single
-    segment after whole batches and after whole calls."""
+@pytest.mark.parametrize(("n", "cores", "sizes"), [(18, 2, [5, 5, 5, 3]), (9, 2, [5, 4]),
+                                                    (3, 2, [3]), (64, 1, [8] * 8), (0, 2, []),
+                                                    (129, 1, [8] * 15 + [9])])  # fmt: skip
+def test_spread_slices_share_rows_out_by_core_and_never_leave_one_alone(n, cores, sizes):
+    slices = spread_slices(n, cores, 8)
+    assert [s.stop - s.start for s in slices] == sizes
+    assert [s.start for s in slices] == [sum(sizes[:i]) for i in range(len(sizes))]
+
+
+def test_calls_on_one_core_give_the_fingerprints_of_whole_batches_bit_for_bit(shipped, monkeypatch):
+    """What indexing runs (one core, calls of ONE_CORE_CALL_SEGMENTS) and what a query runs
+    (those calls side by side on two cores) give the very fingerprints of one call per batch,
+    on this machine: 129 and 73 segments leave a single segment after whole calls."""
     one_core = Fingerprinter(shipped, threads=1)
     assert one_core.call_segments == ONE_CORE_CALL_SEGMENTS < one_core.batch_segments
     whole = Fingerprinter(shipped, threads=1)
     whole.call_segments = whole.batch_segments
+    side_by_side = Fingerprinter(shipped, threads=2)
+    threads = set()
+    encode = side_by_side.encode
+    monkeypatch.setattr(side_by_side, "encode",
+                        lambda mel: threads.add(threading.get_ident()) or encode(mel))  # fmt: skip
     for seconds in (65.0, 37.0):
         audio = music_like(seconds, SAMPLE_RATE, 4)
         np.testing.assert_array_equal(one_core.audio(audio), whole.audio(audio))
+        np.testing.assert_array_equal(side_by_side.audio(audio), whole.audio(audio))
+    assert len(threads) == 2
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])

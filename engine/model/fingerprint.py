@@ -9,6 +9,9 @@ this machine's against.
 
 from __future__ import annotations
 
+import math
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from engine.core.audio import frame_segments
@@ -22,16 +25,19 @@ from engine.model.probe import MIN_COSINE, min_cosine, probe_mel
 from engine.model.scoring import SILENCE_RMS, segment_rms
 from engine.model.verified import is_verified, remember_verified
 
-# Segments per encoder call when fingerprinting files. Measured here (shipped d = 128, ONNX
-# Runtime, one thread): 64 a call as fast as 256 or faster (2.0 against 2.4 CPU ms a segment,
-# its activations stay in cache), and peak memory 0.4 GB instead of 1.1 GB.
+# Segments per batch: what indexing shares out to its workers and a track list reports progress
+# by, and a torch encoder's call. Measured here (shipped d = 128, one thread): 64 a call as fast
+# as 256 or faster (2.0 against 2.4 CPU ms a segment, its activations stay in cache), and peak
+# memory 0.4 GB instead of 1.1 GB.
 BATCH_SEGMENTS = 64
-# Segments per log-mel and encoder call where ONNX Runtime runs on one core (each indexing
-# thread's encoder). Measured on a 2-core AMD EPYC under load: 1.66 CPU ms a segment at 8
-# against 1.9–2.3 at 64 (a segment's first activations are 0.5 MB: eight stay in the core's
-# cache), 3.4 alone. On one core any call of two or more segments gives each the same
-# fingerprint, bit for bit, and a segment alone another one, so none is split off alone
-# (call_slices); on two cores a call's size changes the sums, so the query keeps whole batches.
+# Segments per log-mel and encoder call on ONNX Runtime, whose every call runs on one core while
+# the Fingerprinter runs calls side by side, one per core. Measured on a 2-core AMD EPYC under
+# load: 1.66 CPU ms a segment at 8 against 1.9–2.3 at 64 (a segment's first activations are
+# 0.5 MB: eight stay in the core's cache), 3.4 alone; idle, a 5 s query's 18 segments took 13.1
+# ms as two calls side by side where one call on both cores took 18.8 (log-mel included). On
+# one core any call of two or more segments gives each the same fingerprint, bit for bit, and a
+# segment alone another one, so none is split off alone (call_slices): a query's fingerprints
+# are those its library stored.
 ONE_CORE_CALL_SEGMENTS = 8
 # A stored segment this far under its track's loud level (the LOUD_PERCENTILE of its segments'
 # RMS) is silence too: music that quiet lies under a room's noise when the track plays at a
@@ -59,28 +65,40 @@ class Fingerprinter:
         precision: str | None = None,
         threads: int = 0,
     ) -> None:
-        """`threads`: cores one encoder call may use (0: every usable core), for callers that
-        run several calls at once (engine.library.parallel.LocalSource)."""
+        """`threads`: cores this fingerprinter's calls are spread over (0: every usable core);
+        1 for callers that spread calls themselves (engine.library.parallel.LocalSource)."""
         self.checkpoint = checkpoint
         self.d = checkpoint.d
         self.batch_segments = batch_segments
-        self.encoder = make_encoder(checkpoint, requested_precision(precision), threads)
-        one_core = checkpoint.backend == "onnx" and (threads or usable_cores()) == 1
-        self.call_segments = ONE_CORE_CALL_SEGMENTS if one_core else batch_segments
+        self.cores = threads or usable_cores()
+        # ONNX Runtime: every call on one core, calls side by side (ONE_CORE_CALL_SEGMENTS);
+        # torch's threads are the process's, so each call runs on all of them.
+        spread = checkpoint.backend == "onnx"
+        self.encoder = make_encoder(checkpoint, requested_precision(precision))
+        self.call_segments = ONE_CORE_CALL_SEGMENTS if spread else batch_segments
+        side_by_side = spread and self.cores > 1
+        self._pool = ThreadPoolExecutor(self.cores, "nfp-encoder") if side_by_side else None
 
     @property
     def precision(self) -> Precision:
         return self.encoder.precision
 
     def segments(self, segments: np.ndarray) -> np.ndarray:
-        """Segments float32 (n, SEGMENT_SAMPLES) → fingerprints float32 (n, d), each batch of
-        batch_segments in calls of call_segments (a batch's last segment is alone only where the
-        batch is: so on one core these are the fingerprints of whole batches, bit for bit)."""
+        """Segments float32 (n, SEGMENT_SAMPLES) → fingerprints float32 (n, d), in calls of
+        about call_segments (never one segment alone, call_slices) spread over the cores: each
+        call runs on one core, so these are the fingerprints of whole batches, bit for bit."""
         out = np.empty((len(segments), self.d), np.float32)
-        for first in range(0, len(segments), self.batch_segments):
-            batch = segments[first : first + self.batch_segments]
-            for rows in call_slices(len(batch), self.call_segments):
-                out[first + rows.start : first + rows.stop] = self.encode(log_mel(batch[rows]))
+
+        def fill(rows: slice) -> None:
+            out[rows] = self.encode(log_mel(segments[rows]))
+
+        cores = self.cores if self._pool else 1
+        calls = spread_slices(len(segments), cores, self.call_segments)
+        if self._pool is None or len(calls) < 2:
+            for rows in calls:
+                fill(rows)
+        else:
+            list(self._pool.map(fill, calls))
         return out
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
@@ -116,6 +134,15 @@ def silence_level(rms: np.ndarray) -> float:
     higher."""
     loud = float(np.percentile(rms, LOUD_PERCENTILE))
     return max(SILENCE_RMS, loud * 10 ** (-QUIET_DB / 20))
+
+
+def spread_slices(n: int, cores: int, size: int) -> list[slice]:
+    """Slices covering range(n) in a multiple of `cores` calls of at most about `size` (a
+    short query's segments in one call per core), none of one item alone (call_slices)."""
+    if not n:
+        return []
+    calls = cores * math.ceil(n / (cores * size))
+    return call_slices(n, max(2, math.ceil(n / calls)))
 
 
 def call_slices(n: int, size: int) -> list[slice]:

@@ -181,9 +181,9 @@ def _importable(module: str) -> bool:
     return True
 
 
-def make_encoder(checkpoint: Checkpoint, requested: str, threads: int = 0) -> Encoder:
-    """The checkpoint's encoder on its backend, at the precision this machine allows; each call
-    on every usable core, or on `threads` of them (ONNX Runtime only: torch's are per process)."""
+def make_encoder(checkpoint: Checkpoint, requested: str, threads: int = 1) -> Encoder:
+    """The checkpoint's encoder on its backend, at the precision this machine allows. On ONNX
+    Runtime each call on one core, or on `threads` > 1; torch's threads are the process's."""
     if checkpoint.backend == "onnx":
         return onnx_encoder(checkpoint, requested, threads)
     from engine.model.torch_backend import TorchEncoder

@@ -32,7 +32,6 @@ import numpy as np
 
 from engine.core.errors import CheckpointError
 from engine.core.features import N_FRAMES, N_MELS
-from engine.core.threads import usable_cores
 from engine.model.checkpoint import (
     FORMAT_VERSION,
     Checkpoint,
@@ -134,7 +133,7 @@ def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
     )
 
 
-def open_session(model: Path | bytes, threads: int = 0) -> ort.InferenceSession:
+def open_session(model: Path | bytes, threads: int = 1) -> ort.InferenceSession:
     """An ONNX Runtime session of the model (a file, or its bytes) with the engine's options."""
     model = model if isinstance(model, bytes) else str(model)
     return runtime().InferenceSession(model, session_options(threads),
@@ -149,10 +148,10 @@ def read_model(path: Path) -> bytes:
         raise CheckpointError(path, f"unreadable: {e.strerror or e}") from e
 
 
-def onnx_encoder(checkpoint: Checkpoint, requested: str, threads: int = 0) -> OnnxEncoder:
-    """The checkpoint's export (and int8 twin) on ONNX Runtime, each call on every usable core
-    or on `threads` cores (a session of its own)."""
-    session = open_session(checkpoint.onnx_path, threads) if threads else checkpoint.model
+def onnx_encoder(checkpoint: Checkpoint, requested: str, threads: int = 1) -> OnnxEncoder:
+    """The checkpoint's export (and int8 twin) on ONNX Runtime, each call on one core (the
+    checkpoint's session), or on `threads` > 1 cores (a session of its own, for benchmarks)."""
+    session = open_session(checkpoint.onnx_path, threads) if threads > 1 else checkpoint.model
     int8 = load_int8(checkpoint, session, threads) if requested in ("auto", "int8") else None
     return OnnxEncoder(session, requested, int8=int8, reference=checkpoint.reference,
                        sha256=checkpoint.export_sha256)  # fmt: skip
@@ -350,11 +349,11 @@ _TWINS: weakref.WeakKeyDictionary[ort.InferenceSession, Int8Twin | None] = (
 
 
 def load_int8(
-    checkpoint: Checkpoint, session: ort.InferenceSession | None = None, threads: int = 0
+    checkpoint: Checkpoint, session: ort.InferenceSession | None = None, threads: int = 1
 ) -> Int8Twin | None:
     """The int8 twin of the checkpoint's export, if it has one made from these very weights,
-    for the float32 `session` (default: the checkpoint's) on `threads` cores (0: every usable
-    one); None otherwise (a damaged or stale twin is logged and not used)."""
+    for the float32 `session` (default: the checkpoint's) on `threads` cores a call; None
+    otherwise (a damaged or stale twin is logged and not used)."""
     session = checkpoint.model if session is None else session
     if session not in _TWINS:
         _TWINS[session] = _open_twin(checkpoint, threads)
@@ -379,12 +378,12 @@ def _open_twin(checkpoint: Checkpoint, threads: int) -> Int8Twin | None:
     return Int8Twin(session, hashlib.sha256(content).hexdigest())
 
 
-def session_options(threads: int = 0) -> ort.SessionOptions:
-    """Every core for one call (engine.core.threads; `threads` > 0 sets the count, for benchmarks),
-    and no spinning after it: a spinning pool would take the cores from faiss's search, which
-    runs right after each encoder call."""
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """One core a call (engine.model.fingerprint.Fingerprinter runs calls side by side; `threads`
+    sets more, for benchmarks), and no spinning after it: a spinning pool would take the cores
+    from faiss's search, which runs right after each encoder call."""
     options = runtime().SessionOptions()
-    options.intra_op_num_threads = threads or usable_cores()
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: its warnings are about graph optimisation
