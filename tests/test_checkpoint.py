@@ -53,6 +53,20 @@ def test_background_travels_as_float16_and_a_misfit_is_refused(tmp_path: Path):
         load_torch(tmp_path / "bad.pt")
 
 
+def test_a_calibration_counting_more_rooms_than_background_rows_is_refused(tmp_path: Path):
+    model = build_encoder(TINY_CONFIG)
+    background = np.random.default_rng(0).standard_normal((40, 64)).astype(np.float32)
+    for rooms, fine in ((30, True), (40, False)):
+        scoring = {"evidence_threshold": {"9": 1.0}, "scoring": {"room_rows": rooms}}
+        save_checkpoint(tmp_path / "c.pt", model, TINY_CONFIG,
+                        evaluation={"calibration": scoring}, background=background)  # fmt: skip
+        if fine:
+            assert load_torch(tmp_path / "c.pt").background.shape == (40, 64)
+            continue
+        with pytest.raises(CheckpointError, match="counts 40 background rows of rooms"):
+            load_torch(tmp_path / "c.pt")
+
+
 class RunsCode:
     def __reduce__(self):
         return (os.system, ("touch PWNED_BY_CHECKPOINT",))

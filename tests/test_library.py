@@ -139,7 +139,8 @@ def test_a_renewed_calibration_keeps_the_index(music, tmp_path, tiny_checkpoint)
     renewed = load_checkpoint(renewed)
     assert renewed.sha256 != tiny_checkpoint.sha256
     assert built_by(library, renewed)
-    assert len(Recognizer(library, renewed).background.index) == tiny_checkpoint.d
+    [(music, _)] = Recognizer(library, renewed).background.parts
+    assert len(music) == tiny_checkpoint.d
 
 
 def test_empty_library_and_missing_folder(tmp_path, tiny_checkpoint):

@@ -109,7 +109,20 @@ def test_the_background_floor_is_the_kth_best_score_and_nothing_for_a_broken_row
     expected = -np.partition(-product, 4, axis=1)[:, 4]
     np.testing.assert_allclose(np.delete(kth, 3), np.delete(expected, 3), atol=1e-6)
     assert kth[3] == 1.0 and kth.dtype == np.float32
-    assert Background.of(background[:4], 5) is None and Background.of(None) is None
+    assert Background.of(background[:4], Scoring(room_rows=0)) is None
+    assert Background.of(None, Scoring()) is None
+
+
+def test_a_room_raises_the_floor_to_its_best_match_among_the_rooms(rng):
+    """The background's last rows are rooms with no music: a query segment that sounds like one
+    of them gets that room's score as its floor (room_k = 1), music keeps its 5th best."""
+    music, rooms = music_like_vectors(rng, 200), unit_vectors(rng, 30, 64)
+    background = Background.of(np.concatenate([music, rooms]), Scoring(room_rows=30))
+    query = np.stack([rooms[7], music[3]])
+    music_only = Background(music, 5).kth(query)
+    floor = background.kth(query)
+    assert floor[0] == pytest.approx(1.0, abs=1e-5) and music_only[0] < 0.5
+    assert floor[1] == pytest.approx(music_only[1], abs=1e-6)
 
 
 def test_the_background_floor_keeps_chance_low_in_a_small_library(rng, shipped_calibration):
@@ -264,7 +277,7 @@ def test_a_calibration_scores_with_the_constants_it_was_made_under(tiny_checkpoi
         Scoring(), top_k=3, query_shifts_s=(0.0, 0.2)
     )
     # what calibrations before them used
-    legacy = replace(Scoring(), escalate_shifts=False, other_music_floor=False)
+    legacy = replace(Scoring(), escalate_shifts=False, other_music_floor=False, room_rows=0)
     assert Scoring.from_calibration({"evidence_threshold": {"1": 0.3}}) == legacy
     assert Scoring.from_calibration({"scoring": {"top_k": 20}}) == legacy
     assert Scoring.from_calibration({"scoring": Scoring().to_dict()}) == Scoring()

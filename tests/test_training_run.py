@@ -259,7 +259,7 @@ def test_eval_harness_is_deterministic_and_complete(tiny_corpus: Path, tmp_path:
     assert first["calibration"]["calibrated_on"] == "nonlibrary-a"
     room = first["false_positives_no_music"]
     assert room["measured_on"] == "no-music" and room["all"]["queries"] == 2 * 2 * 3
-    assert first["calibration"]["scoring"] == Scoring().to_dict()
+    assert first["calibration"]["scoring"] == Scoring(room_rows=12).to_dict()
     for name in ("results.json", "table.txt", "hit_rate.png", "scores.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     table = format_table(first)

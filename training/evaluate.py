@@ -205,7 +205,7 @@ def harness_recognizer(
     searched = (index, SegmentMap.from_lengths([len(f) for f in fps]), [])
     background = harness_background(fingerprinter, train, corpus.in_background, cfg)
     # Today's scoring constants and no thresholds yet: the harness makes them under those.
-    uncalibrated = {"calibration": {"scoring": Scoring().to_dict()}}
+    uncalibrated = {"calibration": {"scoring": Scoring(room_rows=cfg.room_rows).to_dict()}}
     checkpoint = replace(checkpoint, evaluation=uncalibrated, background=background)
     return Recognizer(None, checkpoint, searched=searched), background
 

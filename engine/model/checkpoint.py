@@ -191,12 +191,19 @@ def checkpoint_from_payload(
 ) -> Checkpoint:
     """A Checkpoint of `found` (sha256, weights_sha256, backend, model, …) and the payload's
     training, evaluation, background and reference (rows as numpy arrays), each checked."""
+    evaluation = _parse_evaluation(path, payload)
+    background = _parse_rows(path, payload, "background", config.d)
+    rooms = Scoring.from_calibration(evaluation.get("calibration")).room_rows
+    if rooms and (background is None or len(background) <= rooms):
+        held = 0 if background is None else len(background)
+        raise CheckpointError(path, f"its calibration counts {rooms} background rows of rooms, "
+                                    f"but it holds {held} background rows")  # fmt: skip
     return Checkpoint(
         path=path,
         config=config,
         training=_parse_dict(path, payload, "training"),
-        evaluation=_parse_evaluation(path, payload),
-        background=_parse_rows(path, payload, "background", config.d),
+        evaluation=evaluation,
+        background=background,
         reference=_parse_rows(path, payload, "reference", config.d),
         **found,
     )

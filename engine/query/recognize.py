@@ -81,7 +81,7 @@ class Recognizer:
         require_reference(self.fingerprinter)  # what `nfp info` checks, once per load
         self.calibration = checkpoint.evaluation.get("calibration")
         self.scoring = Scoring.from_calibration(self.calibration)  # checked at load
-        self.background = Background.of(checkpoint.background, self.scoring.background_k)
+        self.background = Background.of(checkpoint.background, self.scoring)
         if isinstance(library, Catalogue):
             self.catalogue = library
         else:

@@ -15,7 +15,7 @@ from engine.core.audio import HOP_S
 from engine.library.index import DecodedRows, VectorIndex
 from engine.library.segments import SegmentMap
 from engine.library.tracks import Track
-from engine.model.scoring import BACKGROUND_K, MIN_COVERAGE, TOP_K
+from engine.model.scoring import BACKGROUND_K, MIN_COVERAGE, ROOM_K, TOP_K, Scoring
 
 CONFIDENCE_THRESHOLD = 0.5  # the app reports a match at or above this confidence
 # Stored segments at least this close are the same music (engine.model.scoring.OTHER_MUSIC_FLOOR)
@@ -74,26 +74,39 @@ def confidence_from_evidence(
 
 
 class Background:
-    """Fingerprints of other music (B, d) that travel with a checkpoint, searched exactly: a
-    query segment's background_k-th best inner product among them is its chance similarity.
-    faiss finds it in one matrix product on every core (engine.core.threads), 3-4× faster than a
-    product and a partition in numpy."""
+    """Fingerprints of other music (B, d) that travel with a checkpoint, and after them
+    room_rows of rooms with no music (engine.model.scoring.ROOM_ROWS), searched exactly: a query
+    segment's chance similarity is the k-th best inner product among the music, or its
+    room_k-th best among the rooms where that is higher. faiss finds each in one matrix product on
+    every core (engine.core.threads), 3-4× faster than a product and a partition in numpy."""
 
-    def __init__(self, rows: np.ndarray, k: int = BACKGROUND_K) -> None:
-        self.k = k
-        self.index = VectorIndex.build(np.ascontiguousarray(rows, np.float32), "Flat")
+    def __init__(
+        self, rows: np.ndarray, k: int = BACKGROUND_K, room_rows: int = 0, room_k: int = ROOM_K
+    ) -> None:
+        rows = np.ascontiguousarray(rows, np.float32)
+        if not 0 <= room_rows <= len(rows) - k:
+            raise ValueError(f"{len(rows)} background rows cannot hold {room_rows} of rooms")
+        music = len(rows) - room_rows
+        self.parts = [(VectorIndex.build(rows[:music], "Flat"), k)]
+        if room_rows >= room_k:
+            self.parts.append((VectorIndex.build(rows[music:], "Flat"), room_k))
 
     @classmethod
-    def of(cls, rows: np.ndarray | None, k: int = BACKGROUND_K) -> Background | None:
-        """The background of a checkpoint's rows, or None where it has fewer than k."""
-        return None if rows is None or len(rows) < k else cls(rows, k)
+    def of(cls, rows: np.ndarray | None, scoring: Scoring) -> Background | None:
+        """The background of a checkpoint's rows under a calibration's scoring, or None where
+        it has fewer rows of music than the floor's k."""
+        if rows is None or len(rows) - scoring.room_rows < scoring.background_k:
+            return None
+        return cls(rows, scoring.background_k, scoring.room_rows, scoring.room_k)
 
     def kth(self, query_fp: np.ndarray) -> np.ndarray:
-        """Fingerprints float32 (L, d) → each one's k-th best score float32 (L,); 1.0 for a row
-        that is not finite, so that it earns nothing."""
-        scores, _ = self.index.search(query_fp, self.k)
-        kth = scores[:, self.k - 1]
-        return np.where(np.isfinite(kth), kth, 1.0).astype(np.float32)
+        """Fingerprints float32 (L, d) → each one's chance similarity float32 (L,); 1.0 for a
+        row that is not finite, so that it earns nothing."""
+        floor = np.full(len(query_fp), -np.inf, np.float32)
+        for index, k in self.parts:
+            scores, _ = index.search(query_fp, k)
+            floor = np.maximum(floor, scores[:, k - 1])
+        return np.where(np.isfinite(floor), floor, 1.0).astype(np.float32)
 
 
 def noise_floor(
