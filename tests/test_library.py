@@ -125,6 +125,11 @@ def test_an_index_refuses_another_checkpoint(music, tmp_path, tiny_checkpoint):
         Recognizer(library, other)
     with pytest.raises(IndexMismatchError):
         run_update(library, music, Fingerprinter(other))
+    (tmp_path / "new").mkdir()
+    renamed = load_checkpoint(make_tiny_checkpoint(tmp_path / "new" / tiny_checkpoint.path.name,
+                                                   seed=1))  # fmt: skip
+    with pytest.raises(IndexMismatchError, match=f"an earlier {tiny_checkpoint.path.name} "):
+        Recognizer(library, renamed)
 
 
 def test_a_renewed_calibration_keeps_the_index(music, tmp_path, tiny_checkpoint):

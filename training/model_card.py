@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.model.encoders import count_parameters
-from engine.model.scoring import BACKGROUND_K, TOP_K
+from engine.model.scoring import BACKGROUND_K, ROOM_K, TOP_K
 from engine.model.torch_backend import load_torch
 from training.corpus import UNSEEN_PACKAGES
 from training.rates import MAX_FPR
@@ -201,9 +201,10 @@ def background_line(background, protocol: dict) -> list[str]:
     rooms = protocol.get("room_rows", 0)
     of_rooms = (f" and {rooms:,} of rooms with no music (the train half of the degradation "
                 "bank)") if rooms else ""  # fmt: skip
+    rooms_k = f", nor below its best match among the rooms (room_k {ROOM_K})" if rooms else ""
     return [f"- background: {len(background) - rooms:,} fingerprints of train music (leaving "
-            f"out {left_out}){of_rooms}, stored with the calibration; the noise floor never "
-            f"drops below their {BACKGROUND_K}th neighbour "
+            f"out {left_out}){of_rooms}, stored with the calibration; a query segment's noise "
+            f"floor never drops below its {BACKGROUND_K}th neighbour among the music{rooms_k} "
             "(engine.query.search.noise_floor)"]  # fmt: skip
 
 

@@ -38,7 +38,10 @@ def check_checkpoint(library: Library, checkpoint: Checkpoint) -> Records:
     records = library.db.records(checked=False)  # a damaged one is refused after a mismatch
     if _built_by(records, checkpoint) is False:
         name = records.checkpoint_name
-        name = "another checkpoint" if name is None else name
+        if name is None:
+            name = "another checkpoint"
+        elif name == checkpoint.path.name:  # a release that ships new weights under the name
+            name = f"an earlier {name} (other weights)"
         raise IndexMismatchError(
             library.db_dir, f"its fingerprints were made by {name}, not by {checkpoint.path}",
             _rebuild(library, records),
