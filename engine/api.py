@@ -35,7 +35,12 @@ from engine.core.errors import (
 from engine.core.mic import InputDevice, input_devices, record_blocks, resolve_device
 from engine.core.steps import Steps, run_steps
 from engine.core.threads import apply_thread_policy
-from engine.library.binding import built_by, check_checkpoint, checkpoint_for_library
+from engine.library.binding import (
+    built_by,
+    check_checkpoint,
+    checkpoint_for_library,
+    superseded_folders,
+)
 from engine.library.indexing import (
     MISSING_FOLDER,
     IndexProgress,
@@ -74,6 +79,7 @@ __all__ = [  # noqa: RUF022 (grouped by what a caller does, not sorted)
     "FingerprintSource",
     # checkpoints: which one a library belongs to, the shipped ones, their numeric paths
     "Checkpoint", "checkpoint_for_index", "check_checkpoint", "built_by", "load_checkpoint",
+    "superseded_folders",
     "read_config", "default_checkpoint_path", "shipped_checkpoints", "DEFAULT_CHECKPOINT",
     "PRECISIONS", "fast_precision",
     # identifying: files, recordings, live input

@@ -52,6 +52,7 @@ from engine.api import (
     remove_folder,
     resolve_device,
     run_steps,
+    superseded_folders,
     tracklist,
 )
 
@@ -236,11 +237,17 @@ def cmd_index(args: argparse.Namespace) -> int:
     # leaves no empty library behind.
     music_folder(args.folder)
     checkpoint = checkpoint_for_index(db, args.checkpoint)
-    if args.rebuild:
+    folders = [args.folder]
+    library = None if args.rebuild else Library(db)
+    earlier = library and superseded_folders(library, checkpoint)
+    if earlier:  # an upgrade of the shipped model: its rows are made again, not refused
+        folders = list(dict.fromkeys([*earlier, str(Path(args.folder).resolve())]))
+        print(f"{db}: made by an earlier {checkpoint.path.name}; fingerprinting "
+              f"{', '.join(folders)} again with its new weights", file=sys.stderr)  # fmt: skip
+    if library is None or earlier:
         with _fingerprint_source(args, checkpoint) as source:
-            summary = _run_with_progress(rebuild_library(db, [args.folder], source))
+            summary = _run_with_progress(rebuild_library(db, folders, source))
     else:
-        library = Library(db)
         check_checkpoint(library, checkpoint)
         with _fingerprint_source(args, checkpoint) as source:
             summary = _run_with_progress(index_folders(library, [args.folder], source))

@@ -31,6 +31,7 @@ from engine.model.load import load_checkpoint
 from engine.model.torch_backend import load_torch
 from engine.query.recognize import Recognizer
 from tests.support.audio_files import music_like, write_audio
+from tests.support.library_helpers import nfp
 from tests.support.tiny import TRACK_SECONDS, make_tiny_checkpoint
 
 
@@ -339,3 +340,21 @@ def test_opening_a_library_for_a_query_reads_its_records_once_per_operation(
         Recognizer(reader, tiny_checkpoint)
     # the checkpoint's check, then one snapshot (its records inside) for the search index
     assert reads == ["records", "snapshot", "records"]
+
+
+def test_a_new_release_of_the_checkpoint_makes_the_library_again(music, tmp_path, capsys):
+    """`nfp index` with other weights under the library's checkpoint name (an upgrade of the
+    shipped model) fingerprints its folders again; another checkpoint is still refused."""
+    for name in ("old", "new"):
+        (tmp_path / name).mkdir()
+    old = make_tiny_checkpoint(tmp_path / "old" / "nfp-tiny.pt")
+    new = make_tiny_checkpoint(tmp_path / "new" / "nfp-tiny.pt", seed=1)
+    db = tmp_path / "db"
+    assert nfp("index", music, "--db", db, "--checkpoint", old) == 0
+    assert nfp("index", music, "--db", db, "--checkpoint", new) == 0
+    assert "made by an earlier nfp-tiny.pt" in capsys.readouterr().err
+    with Library(db, writable=False) as library:
+        assert built_by(library, load_checkpoint(new)) and len(library) > 0
+    other = make_tiny_checkpoint(tmp_path / "other.pt", seed=2)
+    assert nfp("index", music, "--db", db, "--checkpoint", other) == 1
+    assert "--rebuild" in capsys.readouterr().err

@@ -30,6 +30,15 @@ def _built_by(records: Records, checkpoint: Checkpoint) -> bool | None:
     return None if file is None else file == checkpoint.sha256
 
 
+def superseded_folders(library: Library, checkpoint: Checkpoint) -> tuple[str, ...] | None:
+    """The music folders of a library made by an earlier release of this checkpoint (the same
+    file name, other weights: an upgrade of the shipped model), which indexing makes again with
+    the new weights; None for any other library."""
+    records = library.db.records(checked=False)
+    earlier = records.checkpoint_name == checkpoint.path.name
+    return records.folders if earlier and _built_by(records, checkpoint) is False else None
+
+
 def check_checkpoint(library: Library, checkpoint: Checkpoint) -> Records:
     """The library's records, read once, if the library was built by this checkpoint's weights:
     else IndexMismatchError, and IndexCorruptError if a record is damaged or its record of d is
