@@ -84,11 +84,29 @@ def is_hit(record: dict, track: str, offset: float) -> bool:
     return match is not None and match["path"] == track and abs(match["offset_s"] - offset) <= 0.5
 
 
+def plays_the_same_music(record: dict, track: str, offset: float) -> bool:
+    """Whether the reported place of the right track holds the excerpt's very music: a loop
+    repeated note for note (waveforms correlated ≥ 0.95 within a hop of the reported offset)."""
+    match = record["match"]
+    if match is None or match["path"] != track:
+        return False
+    audio = load_audio(track)
+    n = int(EXCERPT_S * SAMPLE_RATE)
+    excerpt = audio[int(offset * SAMPLE_RATE) :][:n]
+    reported = int(match["offset_s"] * SAMPLE_RATE)
+    starts = range(max(0, reported - SAMPLE_RATE // 2), reported + SAMPLE_RATE // 2, 8)
+    windows = [audio[s : s + n] for s in starts if len(audio[s : s + n]) == n]
+    return max(float(np.corrcoef(excerpt, w)[0, 1]) for w in windows) >= 0.95
+
+
 def test_clean_excerpts_all_come_back_with_track_and_offset(library, excerpts):
+    """Each at its place, or at a place where the track plays the same music note for note (a
+    loop of frantic-old.ogg repeats 5.6 s apart): either is right."""
     db, _ = library
     results = identify(db, [clean for clean, _, _, _ in excerpts])
     for record, (_, _, track, offset) in zip(results, excerpts, strict=True):
-        assert is_hit(record, track, offset), (record, track, offset)
+        right = is_hit(record, track, offset) or plays_the_same_music(record, track, offset)
+        assert right, (record, track, offset)
 
 
 def test_excerpts_with_white_noise_at_10_db_snr(library, excerpts):

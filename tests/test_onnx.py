@@ -65,7 +65,13 @@ def test_both_backends_give_the_same_fingerprints_and_neighbours_on_real_music()
     noisy = audio + 0.05 * rng.standard_normal(len(audio)).astype(np.float32)
     queries = Fingerprinter(load_checkpoint(default_checkpoint_path())).audio(noisy)
     queries_torch = Fingerprinter(load_checkpoint(default_checkpoint_path(), "torch")).audio(noisy)
-    np.testing.assert_array_equal(index.search(queries, 1)[1], index.search(queries_torch, 1)[1])
+    found, found_torch = index.search(queries, 1)[1][:, 0], index.search(queries_torch, 1)[1][:, 0]
+    # Where they differ, it is a tie: two stored segments (a neighbour, a repeat of a loop)
+    # that the query matches equally well, to the backends' last bits.
+    differ = found != found_torch
+    assert differ.mean() <= 0.02
+    gap = np.einsum("ld,ld->l", queries[differ], exact[found[differ]] - exact[found_torch[differ]])
+    assert np.abs(gap).max(initial=0.0) < 5e-3
 
 
 @pytest.mark.parametrize("pt", shipped_checkpoints(), ids=lambda p: p.name)
