@@ -235,16 +235,15 @@ def cmd_index(args: argparse.Namespace) -> int:
     db = _db_dir(args)
     # The folder and the checkpoint are checked before anything is made in --db: a refusal
     # leaves no empty library behind.
-    music_folder(args.folder)
+    folder = music_folder(args.folder)
     checkpoint = checkpoint_for_index(db, args.checkpoint)
-    folders = [args.folder]
     library = None if args.rebuild else Library(db)
-    earlier = library and superseded_folders(library, checkpoint)
-    if earlier:  # an upgrade of the shipped model: its rows are made again, not refused
-        folders = list(dict.fromkeys([*earlier, str(Path(args.folder).resolve())]))
-        print(f"{db}: made by an earlier {checkpoint.path.name}; fingerprinting "
-              f"{', '.join(folders)} again with its new weights", file=sys.stderr)  # fmt: skip
-    if library is None or earlier:
+    earlier = None if library is None else superseded_folders(library, checkpoint)
+    if library is None or earlier:  # an upgrade of the shipped model is made again, not refused
+        folders = list(dict.fromkeys([*(earlier or ()), str(folder)]))
+        if earlier:
+            print(f"{db}: made by an earlier {checkpoint.path.name}; fingerprinting "
+                  f"{', '.join(folders)} again with its new weights", file=sys.stderr)  # fmt: skip
         with _fingerprint_source(args, checkpoint) as source:
             summary = _run_with_progress(rebuild_library(db, folders, source))
     else:

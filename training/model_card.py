@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.model.encoders import count_parameters
-from engine.model.scoring import BACKGROUND_K, ROOM_K, TOP_K
+from engine.model.scoring import Scoring
 from engine.model.torch_backend import load_torch
 from training.corpus import UNSEEN_PACKAGES
 from training.rates import MAX_FPR
@@ -193,19 +193,21 @@ def _distractors(protocol: dict) -> str:
                          "distractors"}.get(protocol.get("distractors"), "")  # fmt: skip
 
 
-def background_line(background, protocol: dict) -> list[str]:
+def background_line(background, protocol: dict, scoring: Scoring) -> list[str]:
+    """The card's line on the background rows, with the floor's k as the calibration stores it."""
     if background is None:
         return ["- no background fingerprints: the noise floor is the library's "
-                f"{TOP_K}th neighbour"]  # fmt: skip
+                f"{scoring.top_k}th neighbour"]  # fmt: skip
     left_out = ", ".join(protocol.get("background_excludes", ())) or "nothing"
-    rooms = protocol.get("room_rows", 0)
+    rooms = scoring.room_rows
     of_rooms = (f" and {rooms:,} of rooms with no music (the train half of the degradation "
                 "bank)") if rooms else ""  # fmt: skip
-    rooms_k = f", nor below its best match among the rooms (room_k {ROOM_K})" if rooms else ""
+    best = "best match" if scoring.room_k == 1 else f"{scoring.room_k}th best"
+    rooms_k = f", nor below its {best} among the rooms" if rooms else ""
     return [f"- background: {len(background) - rooms:,} fingerprints of train music (leaving "
             f"out {left_out}){of_rooms}, stored with the calibration; a query segment's noise "
-            f"floor never drops below its {BACKGROUND_K}th neighbour among the music{rooms_k} "
-            "(engine.query.search.noise_floor)"]  # fmt: skip
+            f"floor never drops below its {scoring.background_k}th neighbour among the "
+            f"music{rooms_k} (engine.query.search.noise_floor)"]  # fmt: skip
 
 
 def build_card(
@@ -229,7 +231,7 @@ def build_card(
         f"projection `{ckpt.config.projection}`; {count_parameters(ckpt.model):,} parameters",
         "- input: 1 s of 8 kHz audio as a 256 x 32 log-mel image; a fingerprint every 0.5 s",
         f"- file SHA-256 (before the evaluation was stored in it): `{result['checkpoint_sha256']}`",
-        *background_line(ckpt.background, proto),
+        *background_line(ckpt.background, proto, Scoring.from_calibration(result["calibration"])),
         "",
         "## Training",
         "",

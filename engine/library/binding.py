@@ -35,8 +35,13 @@ def superseded_folders(library: Library, checkpoint: Checkpoint) -> tuple[str, .
     file name, other weights: an upgrade of the shipped model), which indexing makes again with
     the new weights; None for any other library."""
     records = library.db.records(checked=False)
-    earlier = records.checkpoint_name == checkpoint.path.name
-    return records.folders if earlier and _built_by(records, checkpoint) is False else None
+    return records.folders if _earlier_release(records, checkpoint) else None
+
+
+def _earlier_release(records: Records, checkpoint: Checkpoint) -> bool:
+    """Whether the library's rows were made by other weights under this checkpoint's name."""
+    same_name = records.checkpoint_name == checkpoint.path.name
+    return same_name and _built_by(records, checkpoint) is False
 
 
 def check_checkpoint(library: Library, checkpoint: Checkpoint) -> Records:
@@ -49,7 +54,7 @@ def check_checkpoint(library: Library, checkpoint: Checkpoint) -> Records:
         name = records.checkpoint_name
         if name is None:
             name = "another checkpoint"
-        elif name == checkpoint.path.name:  # a release that ships new weights under the name
+        elif _earlier_release(records, checkpoint):
             name = f"an earlier {name} (other weights)"
         raise IndexMismatchError(
             library.db_dir, f"its fingerprints were made by {name}, not by {checkpoint.path}",

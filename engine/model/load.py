@@ -181,11 +181,11 @@ def _importable(module: str) -> bool:
     return True
 
 
-def make_encoder(checkpoint: Checkpoint, requested: str, threads: int = 1) -> Encoder:
+def make_encoder(checkpoint: Checkpoint, requested: str) -> Encoder:
     """The checkpoint's encoder on its backend, at the precision this machine allows. On ONNX
-    Runtime each call on one core, or on `threads` > 1; torch's threads are the process's."""
+    Runtime each call runs on one core; torch's threads are the process's."""
     if checkpoint.backend == "onnx":
-        return onnx_encoder(checkpoint, requested, threads)
+        return onnx_encoder(checkpoint, requested)
     from engine.model.torch_backend import TorchEncoder
 
     return TorchEncoder(checkpoint.model, requested)

@@ -133,10 +133,10 @@ def load_onnx(path: str | Path, source: Path | None = None) -> Checkpoint:
     )
 
 
-def open_session(model: Path | bytes, threads: int = 1) -> ort.InferenceSession:
+def open_session(model: Path | bytes) -> ort.InferenceSession:
     """An ONNX Runtime session of the model (a file, or its bytes) with the engine's options."""
     model = model if isinstance(model, bytes) else str(model)
-    return runtime().InferenceSession(model, session_options(threads),
+    return runtime().InferenceSession(model, session_options(),
                                       providers=["CPUExecutionProvider"])  # fmt: skip
 
 
@@ -148,12 +148,11 @@ def read_model(path: Path) -> bytes:
         raise CheckpointError(path, f"unreadable: {e.strerror or e}") from e
 
 
-def onnx_encoder(checkpoint: Checkpoint, requested: str, threads: int = 1) -> OnnxEncoder:
+def onnx_encoder(checkpoint: Checkpoint, requested: str) -> OnnxEncoder:
     """The checkpoint's export (and int8 twin) on ONNX Runtime, each call on one core (the
-    checkpoint's session), or on `threads` > 1 cores (a session of its own, for benchmarks)."""
-    session = open_session(checkpoint.onnx_path, threads) if threads > 1 else checkpoint.model
-    int8 = load_int8(checkpoint, session, threads) if requested in ("auto", "int8") else None
-    return OnnxEncoder(session, requested, int8=int8, reference=checkpoint.reference,
+    checkpoint's session)."""
+    int8 = load_int8(checkpoint) if requested in ("auto", "int8") else None
+    return OnnxEncoder(checkpoint.model, requested, int8=int8, reference=checkpoint.reference,
                        sha256=checkpoint.export_sha256)  # fmt: skip
 
 
@@ -342,31 +341,27 @@ def has_int8_twin(checkpoint: Path) -> bool:
     return int8_path(Path(checkpoint).with_suffix(".onnx")).is_file()
 
 
-# The int8 twin of each float32 session, opened once with the same thread count.
+# The int8 twin of each checkpoint's float32 session, opened once.
 _TWINS: weakref.WeakKeyDictionary[ort.InferenceSession, Int8Twin | None] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def load_int8(
-    checkpoint: Checkpoint, session: ort.InferenceSession | None = None, threads: int = 1
-) -> Int8Twin | None:
-    """The int8 twin of the checkpoint's export, if it has one made from these very weights,
-    for the float32 `session` (default: the checkpoint's) on `threads` cores a call; None
-    otherwise (a damaged or stale twin is logged and not used)."""
-    session = checkpoint.model if session is None else session
-    if session not in _TWINS:
-        _TWINS[session] = _open_twin(checkpoint, threads)
-    return _TWINS[session]
+def load_int8(checkpoint: Checkpoint) -> Int8Twin | None:
+    """The int8 twin of the checkpoint's export, if it has one made from these very weights;
+    None otherwise (a damaged or stale twin is logged and not used)."""
+    if checkpoint.model not in _TWINS:
+        _TWINS[checkpoint.model] = _open_twin(checkpoint)
+    return _TWINS[checkpoint.model]
 
 
-def _open_twin(checkpoint: Checkpoint, threads: int) -> Int8Twin | None:
+def _open_twin(checkpoint: Checkpoint) -> Int8Twin | None:
     path = int8_path(checkpoint.onnx_path) if checkpoint.onnx_path else None
     if path is None or not path.is_file():
         return None
     try:
         content = read_model(path)
-        session = open_session(content, threads)
+        session = open_session(content)
         meta = session.get_modelmeta().custom_metadata_map
         _check_signature(path, session, checkpoint.d)
     except Exception as e:  # ONNX Runtime raises its own types for damaged files
