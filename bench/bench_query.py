@@ -198,27 +198,33 @@ def main() -> None:
         else random_filler(checkpoint.d)
     )
     tracks = real_tracks(args.tracks)
-    folder = Path(tempfile.mkdtemp(prefix="nfp-bench-queries-"))
-    queries = make_queries(fingerprinter, tracks, args.queries, rng, folder)
-    rows = []
-    for hours in (float(h) for h in args.hours.split(",")):
-        vectors, segments = library_vectors(fingerprinter, tracks, hours, filler, rng)
-        exact_rows, exact = run_level(hours, vectors, segments, queries, "Flat", checkpoint)
-        spec = choose_spec(max(len(vectors), FLAT_MAX_VECTORS + 1), vectors.shape[1])
-        ivf_rows, ivf = run_level(hours, compressed(vectors), segments, queries, spec, checkpoint)
-        agree = np.mean([a == b for a, b in zip(exact, ivf, strict=True)])
-        truth = [(q.track, round(q.offset_s / 0.5)) for q in queries]
-        for r, res in ((exact_rows, exact), (ivf_rows, ivf)):
-            for row in r:
-                row["top1_near_hit"] = round(_near_hits(res, truth, queries, row["query_s"]), 3)
-        right_exact, right_ivf = _near(exact, truth), _near(ivf, truth)
-        for row in ivf_rows:
-            row["recall_loss_vs_exact"] = round(1 - float(agree), 4)
-            # Of the queries exact search answers right, the share IVF-PQ answers wrong.
-            row["right_lost_vs_exact"] = round(float(np.mean(~right_ivf[right_exact])), 4)
-        rows += exact_rows + ivf_rows
+    with tempfile.TemporaryDirectory(prefix="nfp-bench-queries-") as folder:
+        queries = make_queries(fingerprinter, tracks, args.queries, rng, Path(folder))
+        rows = []
+        for hours in (float(h) for h in args.hours.split(",")):
+            vectors, segments = library_vectors(fingerprinter, tracks, hours, filler, rng)
+            rows += exact_and_compressed(hours, vectors, segments, queries, checkpoint)
     name = "query" if args.filler == "random" else f"query-{args.filler}"
     report(name, rows, {"filler": args.filler, "queries_per_length": args.queries})
+
+
+def exact_and_compressed(hours, vectors, segments, queries, checkpoint) -> list[dict]:
+    """Rows of one library size, searched exactly and through IVF-PQ, with how often the
+    compressed search answers otherwise than the exact one."""
+    exact_rows, exact = run_level(hours, vectors, segments, queries, "Flat", checkpoint)
+    spec = choose_spec(max(len(vectors), FLAT_MAX_VECTORS + 1), vectors.shape[1])
+    ivf_rows, ivf = run_level(hours, compressed(vectors), segments, queries, spec, checkpoint)
+    agree = np.mean([a == b for a, b in zip(exact, ivf, strict=True)])
+    truth = [(q.track, round(q.offset_s / 0.5)) for q in queries]
+    for r, res in ((exact_rows, exact), (ivf_rows, ivf)):
+        for row in r:
+            row["top1_near_hit"] = round(_near_hits(res, truth, queries, row["query_s"]), 3)
+    right_exact, right_ivf = _near(exact, truth), _near(ivf, truth)
+    for row in ivf_rows:
+        row["recall_loss_vs_exact"] = round(1 - float(agree), 4)
+        # Of the queries exact search answers right, the share IVF-PQ answers wrong.
+        row["right_lost_vs_exact"] = round(float(np.mean(~right_ivf[right_exact])), 4)
+    return exact_rows + ivf_rows
 
 
 def _near(results, truth) -> np.ndarray:

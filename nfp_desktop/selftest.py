@@ -59,4 +59,7 @@ def _check_window() -> str:
         window.show()
         app.processEvents()
         window.close()
+        # QSettings writes what the window saved when it is destroyed, which would make the
+        # folder again after it is removed: write it now, while the folder is there.
+        settings.sync()
     return f"window opened on Qt platform {app.platformName()}"

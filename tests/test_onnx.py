@@ -210,10 +210,14 @@ def test_a_pt_without_an_export_says_what_to_do_when_torch_is_missing(tmp_path):
 
 
 @pytest.mark.gui
-def test_the_desktop_self_test_runs_with_torch_unimportable(tmp_path):
+def test_the_desktop_self_test_runs_with_torch_unimportable_and_leaves_no_files(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**_no_torch_env(tmp_path), "TMPDIR": str(scratch)}
     done = subprocess.run(
         [sys.executable, "-m", "nfp_desktop.app", "--self-test"],
-        cwd=REPO, env=_no_torch_env(tmp_path), capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "onnx" in done.stdout
+    assert list(scratch.iterdir()) == []  # its settings folder went with it
