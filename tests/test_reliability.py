@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from engine.core.audio import SAMPLE_RATE, count_segments
+from engine.library import integrity, searching
 from engine.library.library import Library
 from engine.library.rebuild import read_library
 from engine.library.scan import display_path
@@ -76,6 +77,35 @@ def test_a_damaged_library_is_one_line_naming_the_repair(db, query, capsys, case
     args = ("identify", query) if command == "identify" else ("info",)
     assert nfp(*args, "--db", db) == 1
     one_line_error(capsys, str(db), cause, "repair it with: nfp index ", repair)
+
+
+def test_rows_checked_once_are_checked_again_only_once_they_change(db, query, capsys, monkeypatch):
+    monkeypatch.setattr(integrity, "RACY_S", 0.0)  # the fixture's rows were written just now
+    checks = []
+    check = searching.rows_damage
+    monkeypatch.setattr(
+        searching, "rows_damage", lambda *a, **k: checks.append(a) or check(*a, **k)
+    )
+    for _ in range(3):
+        assert nfp("identify", query, "--db", db, "--json") == 0
+    assert len(checks) == 1
+    scribble_on_rows(db)
+    assert nfp("identify", query, "--db", db) == 1
+    one_line_error(capsys, str(db), "damaged", "repair it with: nfp index ")
+    assert len(checks) == 2
+
+
+def test_rows_written_within_a_clock_tick_are_checked_on_every_load(db, query, monkeypatch):
+    checks = []
+    check = searching.rows_damage
+    monkeypatch.setattr(
+        searching, "rows_damage", lambda *a, **k: checks.append(a) or check(*a, **k)
+    )
+    now = os.stat(rows_file(db)).st_mtime
+    os.utime(rows_file(db), (now, now))  # written now, as far as the clock can tell
+    for _ in range(2):
+        assert nfp("identify", query, "--db", db, "--json") == 0
+    assert len(checks) == 2
 
 
 @pytest.mark.parametrize("damage", [scribble_on_rows, cut_rows])

@@ -19,11 +19,11 @@ import engine.model.load
 import engine.model.onnx_backend
 from engine.cli import main
 from engine.core.errors import NfpError
+from engine.core.stamps import stamp_dir
 from engine.model import verified
 from engine.model.fingerprint import Fingerprinter, require_reference
 from engine.model.load import export_cache_dir, load_checkpoint
 from engine.model.onnx_backend import NUMERIC_PATH
-from engine.model.verified import stamp_dir
 from tests.support.tiny import copy_checkpoint, make_tiny_checkpoint
 
 

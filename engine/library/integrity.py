@@ -7,9 +7,13 @@ engine.library.searching call them."""
 from __future__ import annotations
 
 import hashlib
+import json
+import time
+from pathlib import Path
 
 import numpy as np
 
+from engine.core.stamps import Stamp
 from engine.library.index import DecodedRows
 from engine.library.store import VectorStore
 from engine.library.tracks import Snapshot, Track, TrackDB
@@ -19,6 +23,10 @@ UNIT_NORM_TOLERANCE = 1e-2  # stored float32 rows are unit vectors; damaged byte
 # here: ≈ 0.1 s; beyond, evenly spread tracks of this many bytes): rows swapped with another
 # library's are unit vectors too, and only the checksums tell them apart.
 LOAD_CHECK_BYTES = 256 << 20
+ROWS_STAMP_VERSION = 1  # what a stamp of checked rows asserts; a new meaning gets a new number
+# A rows file written this recently gets no stamp: a write within the same tick of a coarse
+# clock (2 s on FAT) would leave its times as stamped ("racy git").
+RACY_S = 2.0
 
 
 def rows_digest(raw: np.ndarray) -> str:
@@ -53,6 +61,31 @@ def rows_damage(
         return (f"{len(damaged)} tracks have damaged or missing fingerprints"
                 f"{' (of those checked)' if sample_bytes is not None else ''}")  # fmt: skip
     return None
+
+
+def rows_stamp(path: Path, snapshot: Snapshot) -> Stamp | None:
+    """What a stamp of the rows file at `path`, checked against the snapshot by rows_damage,
+    holds: the file's identity and size, the times a write changes (mtime, and ctime, which
+    no tool sets back), and the snapshot's records and checksums; None where the file cannot be
+    read or was written too recently to tell a later write apart (RACY_S). The stamp lets a
+    reader skip the check (blake2b of every row up to LOAD_CHECK_BYTES: 40 ms of each
+    `nfp identify` on a 9.4 h library) until any of that changes."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if time.time() - max(st.st_mtime, st.st_ctime) < RACY_S:
+        return None
+    records = snapshot.records
+    tracks = [[t.id, t.first_segment, t.n_segments, snapshot.rows_hashes.get(t.id) or ""]
+              for t in snapshot.tracks]  # fmt: skip
+    return {
+        "version": ROWS_STAMP_VERSION, "check": "rows", "path": str(path.resolve()),
+        "device": st.st_dev, "inode": st.st_ino, "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+        "committed_rows": records.committed_rows, "d": records.d or 0, "codec": records.codec,
+        "tracks_sha256": hashlib.sha256(json.dumps(tracks).encode()).hexdigest(),
+    }  # fmt: skip
 
 
 def damaged_tracks(

@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from engine.core.errors import EmptyLibraryError
+from engine.core.stamps import is_verified, remember_verified
 from engine.library.index import VectorIndex, open_index
-from engine.library.integrity import LOAD_CHECK_BYTES, rows_damage
+from engine.library.integrity import LOAD_CHECK_BYTES, rows_damage, rows_stamp
 from engine.library.library import Library
 from engine.library.segments import SegmentMap
 from engine.library.tracks import Snapshot, Track
@@ -44,10 +45,15 @@ def refresh_search_index(library: Library) -> None:
 
 def _load_or_build_index(library: Library, snapshot: Snapshot) -> VectorIndex:
     """The index over the snapshot's committed rows, once they are checked against it: all
-    there, float32 ones unit vectors, the checksums of (evenly spread) tracks matching."""
+    there, float32 ones unit vectors, the checksums of (evenly spread) tracks matching; a check
+    passed is remembered until the rows file or the snapshot changes (rows_stamp)."""
     store = library.store(snapshot.records)
     vectors = store.read(snapshot.records.committed_rows)
-    cause = rows_damage(vectors, snapshot, unit_norms=True, sample_bytes=LOAD_CHECK_BYTES)
-    if cause:
-        raise library.damaged_error(cause)
+    stamp = rows_stamp(store.path, snapshot)
+    if stamp is None or not is_verified(stamp):
+        cause = rows_damage(vectors, snapshot, unit_norms=True, sample_bytes=LOAD_CHECK_BYTES)
+        if cause:
+            raise library.damaged_error(cause)
+        if stamp is not None:
+            remember_verified(stamp)
     return open_index(library.db_dir, vectors, store.path.name, save=library.files.writable)

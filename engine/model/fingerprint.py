@@ -17,13 +17,13 @@ import numpy as np
 from engine.core.audio import frame_segments
 from engine.core.errors import NfpError
 from engine.core.features import log_mel
+from engine.core.stamps import is_verified, remember_verified
 from engine.core.threads import usable_cores
 from engine.model.checkpoint import Checkpoint
 from engine.model.load import make_encoder
 from engine.model.precision import PRECISION_ENV, Precision, requested_precision
 from engine.model.probe import MIN_COSINE, min_cosine, probe_mel
 from engine.model.scoring import SILENCE_RMS, segment_rms
-from engine.model.verified import is_verified, remember_verified
 
 # Segments per batch: what indexing shares out to its workers and a track list reports progress
 # by, and a torch encoder's call. Measured here (shipped d = 128, one thread): 64 a call as fast

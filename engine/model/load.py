@@ -16,11 +16,12 @@ from pathlib import Path
 import platformdirs
 
 from engine.core.errors import CheckpointError
+from engine.core.stamps import is_verified, remember_verified
 from engine.model.checkpoint import Checkpoint, file_sha256
 from engine.model.encoder_config import EncoderConfig
 from engine.model.onnx_backend import load_onnx, onnx_encoder, runtime, verify_export
 from engine.model.precision import Encoder
-from engine.model.verified import is_verified, remember_verified, stamp
+from engine.model.verified import stamp
 
 log = logging.getLogger(__name__)
 

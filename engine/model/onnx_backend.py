@@ -32,6 +32,7 @@ import numpy as np
 
 from engine.core.errors import CheckpointError
 from engine.core.features import N_FRAMES, N_MELS
+from engine.core.stamps import Stamp, is_verified, remember_verified
 from engine.model.checkpoint import (
     FORMAT_VERSION,
     Checkpoint,
@@ -42,7 +43,7 @@ from engine.model.checkpoint import (
 from engine.model.precision import PRECISION_ENV, Precision
 from engine.model.probe import MIN_COSINE, min_cosine, probe_mel, same_neighbours
 from engine.model.pt_reader import read_pt_payload, weights_digest
-from engine.model.verified import Stamp, is_verified, reference_stamp, remember_verified
+from engine.model.verified import reference_stamp
 
 if TYPE_CHECKING:
     import onnxruntime as ort

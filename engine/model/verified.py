@@ -17,29 +17,21 @@ chosen, the bytes of the engine's code between the probe and its fingerprints, a
 pass from one CPU to another. Where the CPU or the code cannot be read (not Linux; a frozen app
 without its sources) nothing is remembered and the check runs on every load.
 
-A stamp is trusted only when it reads back as exactly what would be written: a missing,
-damaged or foreign one means "not verified", and a cache that cannot be written costs only the
-time to check again.
+The stamps are kept by engine.core.stamps.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import json
-import logging
-import os
 import platform
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 
-log = logging.getLogger(__name__)
+from engine.core.stamps import Stamp
 
 STAMP_VERSION = 1  # what a stamp asserts; a new meaning gets a new number
 CPUINFO = Path("/proc/cpuinfo")
@@ -50,13 +42,6 @@ CPU_FIELDS = (
     "vendor_id", "cpu family", "model", "model name", "flags",
     "CPU implementer", "CPU architecture", "CPU variant", "CPU part", "Features",
 )  # fmt: skip
-
-Stamp = dict[str, str | int]
-
-
-def stamp_dir() -> Path:
-    """Where stamps are kept (per user, beside the cached exports)."""
-    return platformdirs.user_cache_path("nfp") / "verified"
 
 
 def stamp(export_sha256: str, source_sha256: str, runtime_version: str) -> Stamp:
@@ -110,34 +95,3 @@ def _code_sha256(modules: Sequence[str]) -> str | None:
         except OSError:
             return None
     return digest.hexdigest()
-
-
-def stamp_path(record: Stamp) -> Path:
-    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-    return stamp_dir() / f"{key[:32]}.json"
-
-
-def is_verified(record: Stamp) -> bool:
-    """Whether a stamp of exactly `record` is on disk (anything unreadable is not one)."""
-    try:
-        return json.loads(stamp_path(record).read_text()) == record
-    except (OSError, ValueError):
-        return False
-
-
-def remember_verified(record: Stamp) -> None:
-    """Write the stamp of `record`, whole or not at all (a temporary file renamed into place,
-    so a reader never sees half of one); a cache that cannot be written is logged and skipped."""
-    path = stamp_path(record)
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(record, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError as e:
-        log.info("%s: verification not remembered (%s)", path, e)
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
