@@ -15,10 +15,11 @@ from engine.model.probe import min_cosine
 from engine.model.torch_backend import load_torch
 from tests.support.audio_files import music_like
 from training.loss import nt_xent
+from training.warm_start import narrowed_state
 
 # The smallest widths whose embedding still splits into d = 128 slices: small layers keep the
 # tests fast.
-WIDTH = {"scnn": 0.125, "attn_scnn": 0.125, "attn_resnet": 0.25}
+WIDTH = {"scnn": 0.125, "scnn_lite": 0.125, "attn_scnn": 0.125, "attn_resnet": 0.25}
 TINY = 0.0625
 
 
@@ -95,3 +96,30 @@ def test_attention_is_neutral_when_uniform_and_weights_average_one():
     torch.manual_seed(0)
     weights = TemporalSpectralAttention().weights(torch.randn(2, 1, 256, 32))
     torch.testing.assert_close(weights.mean(dim=(1, 2, 3)), torch.ones(2))
+
+
+def test_scnn_lite_is_scnn_with_half_the_first_blocks_channels():
+    full, lite = tiny("scnn"), tiny("scnn_lite")
+    assert [b.conv_f.out_channels for b in full.front][:2] == [16, 16]
+    assert [b.conv_f.out_channels for b in lite.front][:2] == [8, 16]
+    rest = [b.conv_f.out_channels for b in full.front][1:]
+    assert [b.conv_f.out_channels for b in lite.front][1:] == rest
+
+
+def test_narrowing_scnn_into_scnn_lite_keeps_the_strongest_channels_and_copies_the_rest():
+    source, target = tiny("scnn"), tiny("scnn_lite")
+    first = source.front[0]
+    with torch.no_grad():  # the first layer's channels 8-15 carry something, the second's evens
+        first.norm_t.norm.weight.copy_(torch.tensor([0.0] * 8 + [1.0] * 8))
+        first.norm_f.norm.weight.copy_(torch.tensor([1.0, 0.0] * 8))
+    target.load_state_dict(narrowed_state(source, target))
+    narrowed, whole = target.state_dict(), source.state_dict()
+    assert torch.equal(narrowed["front.0.conv_t.weight"], whole["front.0.conv_t.weight"][8:])
+    assert torch.equal(narrowed["front.0.norm_t.norm.bias"], whole["front.0.norm_t.norm.bias"][8:])
+    assert torch.equal(
+        narrowed["front.0.conv_f.weight"], whole["front.0.conv_f.weight"][0::2][:, 8:]
+    )
+    assert torch.equal(narrowed["front.0.norm_f.norm.bias"], whole["front.0.norm_f.norm.bias"][::2])
+    assert torch.equal(narrowed["front.1.conv_t.weight"], whole["front.1.conv_t.weight"][:, 0::2])
+    untouched = [k for k in whole if not k.startswith("front.0.") and k != "front.1.conv_t.weight"]
+    assert untouched and all(torch.equal(narrowed[k], whole[k]) for k in untouched)

@@ -163,6 +163,20 @@ def test_the_triplet_loss_trains_and_an_unknown_loss_is_refused(
         train(replace(cfg, loss="arcface", out_dir=str(tmp_path / "other")))
 
 
+def test_an_scnn_lite_run_starts_from_an_scnn_checkpoint_narrowed(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    cfg = replace(tiny_config(tiny_corpus, tmp_path / "scnn", 2), width=0.125)
+    source = train(cfg)
+    lite = replace(cfg, encoder="scnn_lite", init=str(source), out_dir=str(tmp_path / "lite"))
+    ckpt = load_torch(train(lite))
+    assert ckpt.config.name == "scnn_lite" and ckpt.model.front[0].conv_f.out_channels == 8
+    assert ckpt.training["config"]["init"] == str(source)
+    other = replace(cfg, d=64, init=str(source), out_dir=str(tmp_path / "other"))
+    with pytest.raises(ValueError, match=f"{source}: its encoder .* is not this run's"):
+        train(other)
+
+
 def test_resumed_run_matches_an_uninterrupted_one(tiny_corpus: Path, tmp_path: Path) -> None:
     straight = train(tiny_config(tiny_corpus, tmp_path / "a", 4))
     train(tiny_config(tiny_corpus, tmp_path / "b", 2))

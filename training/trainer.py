@@ -41,6 +41,7 @@ from training.data import PairSampler, open_split
 from training.degrade import Sources
 from training.loss import nt_xent, semi_hard_triplet
 from training.schedule import get_lr
+from training.warm_start import load_initial_weights
 
 EXPORT_MARGIN_S = 30.0  # time kept free before a deadline for the last state and the export
 TIMING_EMA = 0.9  # smoothing of the measured seconds per step
@@ -320,12 +321,9 @@ def _load_state(
 
 
 def _load_weights(path: str, model: torch.nn.Module, cfg: TrainConfig) -> None:
-    """Start from the weights of an engine checkpoint of the same encoder configuration."""
+    """Start from the weights of an engine checkpoint (training.warm_start)."""
     ckpt = load_torch(path)
-    if ckpt.config != cfg.encoder_config():
-        raise ValueError(f"{path}: its encoder {ckpt.config} is not this run's "
-                         f"{cfg.encoder_config()}")  # fmt: skip
-    model.load_state_dict(ckpt.model.state_dict())
+    load_initial_weights(ckpt.model, ckpt.config, model, cfg.encoder_config(), path)
 
 
 def _export(cfg: TrainConfig, model: torch.nn.Module, state: RunState) -> Path:

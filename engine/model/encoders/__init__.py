@@ -11,15 +11,16 @@ from engine.model.encoders.attention import Attended
 from engine.model.encoders.fc import FC
 from engine.model.encoders.lstm import LSTM
 from engine.model.encoders.resnet import ResNet
-from engine.model.encoders.scnn import SCNN
+from engine.model.encoders.scnn import LITE_FIRST_BLOCK_SHARE, SCNN
 
 __all__ = ["ENCODERS", "EncoderConfig", "build_encoder", "count_parameters", "register_encoder"]
 
 
 # The seed's separable CNN and the KAIST report's family; "attn_" puts temporal–spectral
-# attention in front of the encoder.
+# attention in front of the encoder; scnn_lite is scnn with a narrower first block.
 ENCODERS: dict[str, Callable[[EncoderConfig], nn.Module]] = {
     "scnn": lambda c: SCNN(c.d, c.width, c.projection),
+    "scnn_lite": lambda c: SCNN(c.d, c.width, c.projection, LITE_FIRST_BLOCK_SHARE),
     "fc": lambda c: FC(c.d, c.width, c.projection),
     "lstm": lambda c: LSTM(c.d, c.width, c.projection),
     "attn_lstm": lambda c: Attended(LSTM(c.d, c.width, c.projection)),
