@@ -11,12 +11,19 @@ trained, and the candidates compete, as in a library of real music. Queries are 
 (white noise, 10 dB SNR) of the real tracks. The exact index searches float32 rows; the IVF
 index is set up as a large library is, on PQ-coded rows (engine.library.store.train_codec) that
 re-score its fast-scan candidates.
+With --busy N, N other processes keep the CPU busy meanwhile (a pure-Python loop each), as a
+desktop's other work does; --search-threads N overrides the engine's faiss threads per search
+(engine.core.threads.SEARCH_THREADS) to see what the policy saves on a busy machine.
 Usage: python bench/bench_query.py [--hours 10,100,1000] [--queries 50] [--filler random|music]
+       [--busy 0] [--search-threads 1] [--out query]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +34,7 @@ import faiss
 import numpy as np
 from common import percentiles_ms, real_tracks, report, timed, write_wav
 
+import engine.core.threads
 from engine.core.audio import SAMPLE_RATE, load_audio
 from engine.core.threads import apply_thread_policy
 from engine.library.index import ADD_CHUNK, FLAT_MAX_VECTORS, VectorIndex, choose_spec
@@ -185,8 +193,30 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50, help="per query length")
     parser.add_argument("--tracks", type=int, default=20)
     parser.add_argument("--filler", choices=("random", "music"), default="random")
+    parser.add_argument("--busy", type=int, default=0, help="other processes busy meanwhile")
+    parser.add_argument("--search-threads", type=int, default=engine.core.threads.SEARCH_THREADS)
+    parser.add_argument("--out", default="", help="bench/results/OUT.json (default query[-music])")
     args = parser.parse_args()
     apply_thread_policy()
+    engine.core.threads.SEARCH_THREADS = args.search_threads
+    with busy_processes(args.busy):
+        measure(args)
+
+
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """n processes spinning on a core each for the block, as other work on a desktop does."""
+    spin = [sys.executable, "-c", "while True: pass"]
+    hogs = [subprocess.Popen(spin) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+def measure(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     checkpoint = load_checkpoint(default_checkpoint_path())
     fingerprinter = Fingerprinter(checkpoint)
@@ -204,8 +234,10 @@ def main() -> None:
         for hours in (float(h) for h in args.hours.split(",")):
             vectors, segments = library_vectors(fingerprinter, tracks, hours, filler, rng)
             rows += exact_and_compressed(hours, vectors, segments, queries, checkpoint)
-    name = "query" if args.filler == "random" else f"query-{args.filler}"
-    report(name, rows, {"filler": args.filler, "queries_per_length": args.queries})
+    name = args.out or ("query" if args.filler == "random" else f"query-{args.filler}")
+    facts = {"filler": args.filler, "queries_per_length": args.queries,
+             "busy_processes": args.busy, "search_threads": args.search_threads}  # fmt: skip
+    report(name, rows, facts)
 
 
 def exact_and_compressed(hours, vectors, segments, queries, checkpoint) -> list[dict]:

@@ -20,19 +20,27 @@ worth waking a pool for). ONNX Runtime's pool does not spin after a call
 (engine.model.onnx_backend), so it leaves the cores to the search that follows; with it,
 `nfp identify` of a 5 s file takes 38-42 / 42-44 ms (p50 / p95) on the same library.
 
-faiss's own OpenBLAS (the faiss-cpu wheel's) is built on faiss's OpenMP: its threads are the pool
-the search wakes anyway, so it gets every core too. Its one matrix product per query is the
-exact search of a library of up to 35 h (engine.library.index), 18 × 68,000 inner products for a
-5 s query against 9.4 h: 10.7 ms on one thread, 6.3 on two (2-core AMD EPYC, idle). With the
-background's floor searched by faiss as well (engine.query.search.Background), a 5 s query's
-`Recognizer.identify` went from 34.9 to 27.3 ms (p50 of 60 noisy excerpts, same machine).
+faiss's own OpenBLAS (the faiss-cpu wheel's) is built on faiss's OpenMP and takes its thread
+count from it. Its one matrix product per query is the exact search of a library of up to 35 h
+(engine.library.index), 18 × 68,000 inner products for a 5 s query against 9.4 h: 10.7 ms on
+one thread, 6.3 on two on an idle 2-core AMD EPYC. But on a machine whose cores are busy with
+other work, the threads of a parallel search wait for each other at every step: with two
+training jobs on both cores, that search took 1,190 ms on two threads and 23 ms on one, and a
+5 s query's `Recognizer.identify` on the 9.4 h library 3.2 s against 0.18 s (a query whose
+shifts disagree: three searches). A desktop app shares its machine, so every search runs on one
+thread (search_threads, around each call in engine.library.index: OpenMP's count is per calling
+thread, and the app searches from worker threads); building an index (the IVF's training, the
+codes) keeps every core. The encoder's calls still run one per core
+(engine.model.fingerprint), which a busy core slows but does not stall.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -42,6 +50,7 @@ from engine.core.errors import NfpError
 
 # Cores one process may use, when set: each of N Dask workers on one machine gets 1
 THREADS_ENV = "NFP_THREADS"
+SEARCH_THREADS = 1  # faiss threads of a search: see above
 
 
 def usable_cores() -> int:
@@ -79,18 +88,30 @@ def cpu_model() -> str:
 def apply_thread_policy() -> dict[str, int]:
     """Set the policy (once per process; later calls return what was set)."""
     cores = usable_cores()
-    faiss.omp_set_num_threads(cores)
     blas = ThreadpoolController().select(user_api="blas")
     for pool in blas.lib_controllers:
-        pool.set_num_threads(cores if _runs_on_faiss_pool(pool.filepath) else 1)
+        if not _runs_on_faiss_pool(pool.filepath):  # faiss's follows its OpenMP, set below
+            pool.set_num_threads(1)
+    faiss.omp_set_num_threads(cores)  # building indexes; searches take SEARCH_THREADS
     # faiss answers fewer than 20 queries with its own loop over rows and one matrix product
     # for more; a query's 9-50 segments against a 2 h library took 4.8 ms that way, 1.6 ms as
     # one sgemm.
     faiss.cvar.distance_compute_blas_threshold = 1
-    return {"openmp": cores, "blas": 1, "faiss_blas": cores}
+    return {"openmp": cores, "blas": 1, "search": SEARCH_THREADS}
+
+
+@contextlib.contextmanager
+def search_threads() -> Iterator[None]:
+    """faiss (and its OpenBLAS) on SEARCH_THREADS in this thread for the block, then as it was."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(SEARCH_THREADS)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _runs_on_faiss_pool(library: str) -> bool:
     """Whether a BLAS library file is faiss's own OpenBLAS (the faiss-cpu wheel's, built on its
-    OpenMP): its threads are faiss's pool, which the search has woken anyway."""
+    OpenMP): its threads are faiss's pool."""
     return "faiss" in Path(library).parent.name

@@ -16,6 +16,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from engine.core.threads import search_threads
+
 FLAT_MAX_VECTORS = 250_000  # ≈ 35 h of audio: up to here exact search answers in a few ms
 # IVF cells visited per query vector: against 1,000 h, 32 changed 1.3 % of the answers of exact
 # search (the right rows were in cells not visited), 128 none.
@@ -120,10 +122,10 @@ class VectorIndex:
         queries = np.ascontiguousarray(queries, np.float32)
         finite = np.isfinite(queries).all(axis=1)
         queries = np.where(finite[:, None], queries, 0.0).astype(np.float32)
-        if self.spec == "Flat":
-            scores, ids = self.index.search(queries, k)
-        else:
-            _, ids = self.index.search(queries, k * RESCORE_FACTOR)
+        fetched = k if self.spec == "Flat" else k * RESCORE_FACTOR
+        with search_threads():  # engine.core.threads: a busy machine would stall a parallel one
+            scores, ids = self.index.search(queries, fetched)
+        if self.spec != "Flat":
             scores = np.einsum("ld,lkd->lk", queries, self.vectors[np.maximum(ids, 0)])
         ids = np.where(finite[:, None] & np.isfinite(scores), ids, -1)
         scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
