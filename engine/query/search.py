@@ -77,8 +77,9 @@ class Background:
     """Fingerprints of other music (B, d) that travel with a checkpoint, and after them
     room_rows of rooms with no music (engine.model.scoring.ROOM_ROWS), searched exactly: a query
     segment's chance similarity is the k-th best inner product among the music, or its
-    room_k-th best among the rooms where that is higher. faiss finds each in one matrix product on
-    every core (engine.core.threads), 3-4× faster than a product and a partition in numpy."""
+    room_k-th best among the rooms where that is higher. faiss finds each in one matrix product
+    (engine.core.threads), faster than a product and a partition in numpy (3-4× when both ran on
+    every core)."""
 
     def __init__(
         self, rows: np.ndarray, k: int = BACKGROUND_K, room_rows: int = 0, room_k: int = ROOM_K

@@ -8,9 +8,10 @@ A query is answered in two rounds, so that each shard only ever touches its own 
    that shared floor, and returns its best alignment; the catalogue keeps the best of those.
 
 An alignment never crosses a track, and a track lives in one shard, so the answer equals one
-library's (tests/test_shards.py). Shards in this process are searched one after the other, as
-each search already uses every core (threads searching shards side by side fought over the
-cores: 690 ms for two 150,000-row shards against 74 ms in turn); shards held by Dask workers,
+library's (tests/test_shards.py). Shards in this process are searched one after the other
+(threads searching shards side by side fought over the cores when each search used every core:
+690 ms for two 150,000-row shards against 74 ms in turn; a search now runs on one thread,
+engine.core.threads, and searching shards side by side was not measured again); shards held by Dask workers,
 each opening and holding one shard, are searched in parallel.
 """
 
