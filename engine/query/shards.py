@@ -11,8 +11,8 @@ An alignment never crosses a track, and a track lives in one shard, so the answe
 library's (tests/test_shards.py). Shards in this process are searched one after the other
 (threads searching shards side by side fought over the cores when each search used every core:
 690 ms for two 150,000-row shards against 74 ms in turn; a search now runs on one thread,
-engine.core.threads, and searching shards side by side was not measured again); shards held by Dask workers,
-each opening and holding one shard, are searched in parallel.
+engine.core.threads, and searching shards side by side was not measured again); shards held
+by Dask workers, each opening and holding one shard, are searched in parallel.
 """
 
 from __future__ import annotations
