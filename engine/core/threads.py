@@ -14,10 +14,11 @@ repeats of `Recognizer.identify`):
     2               1              8 / 9 ms            123 / 128 ms        279 / 291 ms
     1               1              15 / 20 ms          198 / 214 ms        459 / 483 ms
 
-So the encoder and faiss get every usable core (the encoder is where a query's and an index's
-time goes) and numpy's BLAS one thread (its work per call is a few small matrix products, not
-worth waking a pool for). ONNX Runtime's pool does not spin after a call
-(engine.model.onnx_backend), so it leaves the cores to the search that follows; with it,
+So the encoder and faiss's index building get every usable core (the encoder is where a
+query's and an index's time goes; a search takes one thread, below) and numpy's BLAS one
+thread (its work per call is a few small matrix products, not worth waking a pool for). ONNX
+Runtime's pool does not spin after a call (engine.model.onnx_backend), so it leaves the cores
+to the search that follows; with it,
 `nfp identify` of a 5 s file takes 38-42 / 42-44 ms (p50 / p95) on the same library.
 
 faiss's own OpenBLAS (the faiss-cpu wheel's) is built on faiss's OpenMP and takes its thread

@@ -11,9 +11,10 @@ from engine.model.encoders.heads import build_projection, l2_normalize
 FULL_CHANNELS = (128, 128, 256, 256, 512, 512, 1024, 1024)
 # scnn_lite's first block at this share of its width's channels. The first block's 3×1
 # convolution runs over 128 × 16 positions, a third of the quarter-width encoder's 19.3 M
-# multiply-adds; at half its channels (16) the encoder needs 12.8 M and 36 % less CPU on ONNX
-# Runtime (bench/bench_encoder_cost.py), where 24 channels (15.6 M) saved only 8 %: 16 fills
-# one AVX-512 register of float32, the blocking ONNX Runtime's convolutions use.
+# multiply-adds; at half its channels (16) the encoder needs 12.8 M, and a 5 s query's call
+# 13.7 against 23.6-30.4 CPU ms on ONNX Runtime (`bench/bench_width.py --encoders
+# scnn_lite,scnn --widths 0.25`, docs/encoders.md). In a one-off trial 24 channels (15.6 M)
+# saved only 8 %: 16 fill one AVX-512 register of float32, the blocking ONNX Runtime uses.
 LITE_FIRST_BLOCK_SHARE = 0.5
 # (time stride of the 1×3 conv, frequency stride of the 3×1 conv) per block: 256×32 → 1×1.
 STRIDES = ((2, 2), (2, 2), (2, 2), (2, 2), (1, 2), (2, 2), (1, 2), (2, 2))
